@@ -1,0 +1,55 @@
+--
+-- Configuration mistakes are caught with a message that says what to set,
+-- and URLs that would send the token somewhere unsafe are refused.
+--
+SELECT sandbox.reset();
+SELECT sandbox.api_requests() AS api_requests_before \gset
+
+-- URLs: https://, or http:// only to loopback; no credentials inside.
+SET enkash.base_url = 'http://example.com/api/v0/partner/enKashCard';
+SET enkash.base_url = 'https://user:secret@pay.enkash.in/api/v0/partner/enKashCard';
+SET enkash.token_url = 'ftp://127.0.0.1/oauth/token';
+SET enkash.base_url = 'not a url';
+SET enkash.base_url = 'https://pay.enkash.in/api/v0/partner/enKashCard';
+RESET enkash.base_url;
+
+-- Missing settings.
+SET enkash.base_url = '';
+SELECT enkash_get_card_account('CASANDBOX1');
+RESET enkash.base_url;
+SET enkash.partner_id = '';
+SELECT enkash_get_card_account('CASANDBOX1');
+RESET enkash.partner_id;
+SET enkash.company_id = '';
+SELECT enkash_get_card_account('CASANDBOX1');
+SELECT enkash_get_card_account('CASANDBOX1', company_id => 'CEKSANDBOX1')->>'companyId' AS company;
+RESET enkash.company_id;
+SELECT sandbox.api_requests() - :api_requests_before AS api_requests;
+
+-- The credentials file: missing, readable by others, incomplete, malformed.
+SET enkash.credentials_file = '/nonexistent/enkash.conf';
+SELECT enkash_get_card_account('CASANDBOX1');
+SELECT current_setting('enkash_test.work_dir') AS work \gset
+\set f :work '/world-readable.conf'
+SET enkash.credentials_file = :'f';
+SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
+\set f :work '/incomplete.conf'
+SET enkash.credentials_file = :'f';
+SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
+\set f :work '/malformed.conf'
+SET enkash.credentials_file = :'f';
+SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
+RESET enkash.credentials_file;
+
+-- None of this reached EnKash (the one call above with company_id did).
+SELECT sandbox.api_requests() - :api_requests_before AS api_requests;
+
+-- Settings that steer requests are for superusers only.
+CREATE ROLE enkash_analyst;
+SET ROLE enkash_analyst;
+SET enkash.base_url = 'https://evil.example/api';
+SET enkash.credentials_file = '/tmp/other.conf';
+SET enkash.encrypt = off;
+SELECT enkash_get_card_account('CASANDBOX1');
+RESET ROLE;
+DROP ROLE enkash_analyst;

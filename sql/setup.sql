@@ -1,0 +1,88 @@
+--
+-- The extension installs with one statement; the test helpers below talk to
+-- the sandbox's control API (its ledger of credits, request counts, faults)
+-- with curl, the way an auditor would check EnKash's side independently.
+--
+CREATE EXTENSION enkash;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'enkash';
+
+CREATE SCHEMA sandbox;
+
+-- Runs a shell command on the server and returns its output.
+CREATE FUNCTION sandbox.sh(cmd text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    result text;
+BEGIN
+    IF to_regclass('pg_temp.sh_output') IS NULL THEN
+        CREATE TEMP TABLE sh_output (n serial, line text);
+    END IF;
+    TRUNCATE sh_output;
+    EXECUTE format($c$COPY sh_output (line) FROM PROGRAM %L
+                      WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\x02')$c$, cmd);
+    SELECT string_agg(line, E'\n' ORDER BY n) INTO result FROM sh_output;
+    RETURN result;
+END $$;
+
+CREATE FUNCTION sandbox.quote(s text) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT '''' || replace(s, '''', '''\''''') || '''' $$;
+
+CREATE FUNCTION sandbox.call(method text, path text, body jsonb DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT sandbox.sh(format('curl -sS --max-time 60 -X %s %s %s',
+        method,
+        CASE WHEN body IS NULL THEN '' ELSE '-H content-type:application/json --data-binary ' || sandbox.quote(body::text) END,
+        sandbox.quote(current_setting('enkash_test.sandbox_url') || path)))::jsonb
+$$;
+
+CREATE FUNCTION sandbox.reset() RETURNS void LANGUAGE sql
+    AS $$ SELECT sandbox.call('POST', '/__sandbox/reset', '{}'); SELECT $$;
+
+CREATE FUNCTION sandbox.fault(spec jsonb) RETURNS void LANGUAGE sql
+    AS $$ SELECT sandbox.call('POST', '/__sandbox/faults', spec); SELECT $$;
+
+-- Credits EnKash made for one reference number: count and total.
+CREATE FUNCTION sandbox.credits(reference text, OUT count int, OUT amount numeric)
+LANGUAGE sql AS $$
+    SELECT (r->>'count')::int, (r->>'amount')::numeric
+    FROM sandbox.call('GET', '/__sandbox/ledger?reference=' || reference) r
+$$;
+
+-- HTTP requests the sandbox answered on the API (token calls excluded),
+-- on all endpoints or on the one whose path ends with the given suffix.
+CREATE FUNCTION sandbox.api_requests(endpoint text DEFAULT NULL) RETURNS int
+LANGUAGE sql AS $$
+    SELECT coalesce(sum(value::int), 0)::int
+    FROM jsonb_each_text(sandbox.call('GET', '/__sandbox/requests')->'paths')
+    WHERE key LIKE '/api/%' AND (endpoint IS NULL OR key LIKE '%' || endpoint)
+$$;
+
+CREATE FUNCTION sandbox.token_requests() RETURNS int LANGUAGE sql AS $$
+    SELECT coalesce((sandbox.call('GET', '/__sandbox/requests')->'paths'->>'/oauth/token')::int, 0)
+$$;
+
+-- Runs a statement and reports its SQLSTATE and message instead of failing.
+CREATE FUNCTION sandbox.try(statement text, OUT code text, OUT message text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    code := '00000';
+    message := 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT;
+END $$;
+
+-- The same, with the detail, and the test's work directory shown as $WORK.
+CREATE FUNCTION sandbox.try_detail(statement text, OUT code text, OUT message text,
+                                   OUT detail text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    code := '00000';
+    message := 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                            detail = PG_EXCEPTION_DETAIL;
+    message := replace(message, current_setting('enkash_test.work_dir'), '$WORK');
+END $$;
+
+SELECT sandbox.call('GET', '/__sandbox/health');

@@ -1,0 +1,254 @@
+/*-------------------------------------------------------------------------
+ *
+ * credentials.c
+ *	  Reads the secrets file named by enkash.credentials_file.
+ *
+ * The file is checked the way PostgreSQL checks ssl_key_file: a regular file
+ * owned by the server's OS user (or root) that others cannot read.  Values
+ * live in malloc'd memory that is wiped when the file is re-read, and they
+ * must never appear in an error message: errors name keys and line numbers,
+ * never values.
+ *
+ * Format: "key = value" lines; '#' starts a comment (at the start of a line,
+ * or after white space in an unquoted value); values may be quoted with ' or "
+ * to keep white space or '#'.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "storage/fd.h"
+
+static EnkashCredentials current;
+static char *loaded_path = NULL;
+static struct stat loaded_stat;
+
+static void
+wipe_value(char **value)
+{
+	if (*value)
+	{
+		explicit_bzero(*value, strlen(*value));
+		free(*value);
+		*value = NULL;
+	}
+}
+
+static void
+wipe_credentials(EnkashCredentials *creds)
+{
+	wipe_value(&creds->client_id);
+	wipe_value(&creds->client_secret);
+	wipe_value(&creds->username);
+	wipe_value(&creds->password);
+	wipe_value(&creds->encryption_secret);
+}
+
+pg_attribute_noreturn()
+static void
+file_error(const char *path, int line, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 line > 0 ?
+			 errmsg("invalid enkash credentials file \"%s\", line %d", path, line) :
+			 errmsg("invalid enkash credentials file \"%s\"", path),
+			 errdetail_internal("%s", detail),
+			 errhint("The file holds key = value lines with client_id, client_secret, username, password and optionally encryption_secret.")));
+}
+
+static char **
+slot_for_key(EnkashCredentials *creds, const char *key)
+{
+	if (strcmp(key, "client_id") == 0)
+		return &creds->client_id;
+	if (strcmp(key, "client_secret") == 0)
+		return &creds->client_secret;
+	if (strcmp(key, "username") == 0)
+		return &creds->username;
+	if (strcmp(key, "password") == 0)
+		return &creds->password;
+	if (strcmp(key, "encryption_secret") == 0)
+		return &creds->encryption_secret;
+	return NULL;
+}
+
+/* Splits one line into key and value in place; false for blank/comment. */
+static bool
+parse_line(char *line, char **key, char **value, const char **why)
+{
+	char	   *p = line;
+	char	   *end;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0' || *p == '#')
+		return false;
+
+	*key = p;
+	while (*p && *p != '=' && *p != ' ' && *p != '\t')
+		p++;
+	end = p;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p != '=')
+	{
+		*why = "Expected \"key = value\".";
+		return true;
+	}
+	*end = '\0';
+	p++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+
+	if (*p == '"' || *p == '\'')
+	{
+		char		quote = *p++;
+		char	   *close = strchr(p, quote);
+		char	   *rest;
+
+		if (close == NULL)
+		{
+			*why = "A quoted value is not closed.";
+			return true;
+		}
+		*close = '\0';
+		*value = p;
+		rest = close + 1;
+		while (*rest == ' ' || *rest == '\t')
+			rest++;
+		if (*rest != '\0' && *rest != '#')
+			*why = "Unexpected text after a quoted value.";
+		return true;
+	}
+
+	*value = p;
+	for (end = p; *end; end++)
+	{
+		if (*end == '#' && end > p && (end[-1] == ' ' || end[-1] == '\t'))
+			break;
+	}
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*end = '\0';
+	return true;
+}
+
+static void
+check_file_security(const char *path, const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode))
+		file_error(path, 0, "It is not a regular file.");
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		file_error(path, 0, "It must be owned by the database server's operating system user or by root.");
+	/* Like ssl_key_file: root-owned files may be group-readable. */
+	if ((st->st_uid == geteuid() && (st->st_mode & (S_IRWXG | S_IRWXO))) ||
+		(st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
+		file_error(path, 0, "Its permissions let other users read it; it must have permissions u=rw (0600) or less.");
+}
+
+static void
+read_credentials_file(const char *path, const struct stat *st)
+{
+	EnkashCredentials fresh = {0};
+	FILE	   *file;
+	char		line[4096];
+	volatile int lineno = 0;
+
+	check_file_security(path, st);
+
+	file = AllocateFile(path, "r");
+	if (file == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open enkash credentials file \"%s\": %m", path)));
+
+	PG_TRY();
+	{
+		while (fgets(line, sizeof(line), file) != NULL)
+		{
+			char	   *key = NULL;
+			char	   *value = NULL;
+			const char *why = NULL;
+			char	  **slot;
+
+			lineno++;
+			line[strcspn(line, "\r\n")] = '\0';
+			if (!parse_line(line, &key, &value, &why))
+				continue;
+			if (why)
+				file_error(path, lineno, why);
+			slot = slot_for_key(&fresh, key);
+			if (slot == NULL)
+				file_error(path, lineno,
+						   psprintf("Unknown key \"%s\".", key));
+			if (*slot)
+				file_error(path, lineno,
+						   psprintf("Key \"%s\" is given twice.", key));
+			if ((*slot = strdup(value)) == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory")));
+		}
+		explicit_bzero(line, sizeof(line));
+
+		if (!fresh.client_id || !fresh.client_secret ||
+			!fresh.username || !fresh.password)
+			file_error(path, 0, psprintf("Key \"%s\" is missing.",
+										 !fresh.client_id ? "client_id" :
+										 !fresh.client_secret ? "client_secret" :
+										 !fresh.username ? "username" : "password"));
+		if (!fresh.encryption_secret &&
+			(fresh.encryption_secret = strdup(fresh.client_secret)) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+	}
+	PG_CATCH();
+	{
+		explicit_bzero(line, sizeof(line));
+		wipe_credentials(&fresh);
+		FreeFile(file);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	FreeFile(file);
+
+	fresh.version = current.version + 1;
+	wipe_credentials(&current);
+	current = fresh;
+	free(loaded_path);
+	loaded_path = strdup(path);
+	loaded_stat = *st;
+}
+
+/*
+ * The credentials, re-read whenever the setting or the file changes (so a
+ * rotated password needs no restart).  One stat() per call is the price.
+ */
+const EnkashCredentials *
+enkash_credentials(void)
+{
+	const char *path = enkash_require_setting("enkash.credentials_file",
+											  enkash_credentials_file);
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("could not read enkash credentials file \"%s\": %m", path),
+				 errhint("Check enkash.credentials_file in postgresql.conf.")));
+
+	if (loaded_path == NULL || strcmp(loaded_path, path) != 0 ||
+		st.st_ino != loaded_stat.st_ino || st.st_dev != loaded_stat.st_dev ||
+		st.st_size != loaded_stat.st_size ||
+		st.st_mtim.tv_sec != loaded_stat.st_mtim.tv_sec ||
+		st.st_mtim.tv_nsec != loaded_stat.st_mtim.tv_nsec ||
+		st.st_mode != loaded_stat.st_mode || st.st_uid != loaded_stat.st_uid)
+		read_credentials_file(path, &st);
+
+	return &current;
+}

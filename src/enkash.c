@@ -1,0 +1,224 @@
+/*-------------------------------------------------------------------------
+ *
+ * enkash.c
+ *	  Module entry point: settings, shared memory, preload check.
+ *
+ * Settings that decide where requests go, which secrets are used or how TLS
+ * is checked are superuser-only, so that an ordinary role cannot point the
+ * extension at its own host and collect the bearer token.  Secrets are never
+ * settings: they come from the file named by enkash.credentials_file.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include <curl/curl.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *enkash_base_url = NULL;
+char	   *enkash_token_url = NULL;
+char	   *enkash_partner_id = NULL;
+char	   *enkash_company_id = NULL;
+char	   *enkash_credentials_file = NULL;
+bool		enkash_encrypt = true;
+char	   *enkash_ca_file = NULL;
+int			enkash_timeout_ms = 30000;
+int			enkash_connect_timeout_ms = 5000;
+char	   *enkash_database = NULL;
+int			enkash_max_amount = 10000000;
+int			enkash_max_response_kb = 1024;
+
+bool		enkash_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+/*
+ * A URL must be https://, except plain http:// to a loopback host, which is
+ * how the tests reach the local sandbox.  libcurl's own parser decides what
+ * the host is, so that what we check is what libcurl will connect to.
+ */
+static bool
+check_url(char **newval, void **extra, GucSource source)
+{
+	CURLU	   *url;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *user = NULL;
+	bool		ok = false;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;			/* unset: the call reports what is missing */
+
+	url = curl_url();
+	if (url == NULL)
+		return false;
+	if (curl_url_set(url, CURLUPART_URL, *newval, 0) != CURLUE_OK ||
+		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(url, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+	{
+		GUC_check_errdetail("The value is not a valid URL.");
+		goto done;
+	}
+	if (curl_url_get(url, CURLUPART_USER, &user, 0) == CURLUE_OK)
+	{
+		GUC_check_errdetail("The URL must not contain a user name or password.");
+		goto done;
+	}
+	if (strcmp(scheme, "https") == 0)
+		ok = true;
+	else if (strcmp(scheme, "http") == 0 &&
+			 (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
+			  strcmp(host, "[::1]") == 0))
+		ok = true;
+	else
+		GUC_check_errdetail("Only https:// URLs are allowed, and http:// only for a loopback host (127.0.0.1, ::1, localhost).");
+
+done:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(user);
+	curl_url_cleanup(url);
+	return ok;
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("enkash.base_url",
+							   "Base URL of the EnKash card API, up to and including /enKashCard.",
+							   NULL, &enkash_base_url, "",
+							   PGC_SUSET, 0, check_url, NULL, NULL);
+	DefineCustomStringVariable("enkash.token_url",
+							   "URL of EnKash's OAuth token endpoint.",
+							   NULL, &enkash_token_url, "",
+							   PGC_SUSET, 0, check_url, NULL, NULL);
+	DefineCustomStringVariable("enkash.partner_id",
+							   "Partner id (CR...) sent in the partnerId header.",
+							   NULL, &enkash_partner_id, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("enkash.company_id",
+							   "Default companyId (CEK...) for calls that do not name one.",
+							   NULL, &enkash_company_id, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("enkash.credentials_file",
+							   "File holding client_id, client_secret, username, password and encryption_secret.",
+							   "Must be owned by the server's OS user and not readable by others.",
+							   &enkash_credentials_file, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("enkash.encrypt",
+							 "Encrypt request bodies with the partner's AES envelope.",
+							 NULL, &enkash_encrypt, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("enkash.ca_file",
+							   "Extra CA certificates (PEM) trusted for EnKash's TLS.",
+							   NULL, &enkash_ca_file, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.timeout_ms",
+							"Longest time one EnKash call may take.",
+							NULL, &enkash_timeout_ms, 30000, 100, 600000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.connect_timeout_ms",
+							"Longest time to establish a connection to EnKash.",
+							NULL, &enkash_connect_timeout_ms, 5000, 100, 600000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("enkash.database",
+							   "Database the enkash background worker connects to.",
+							   NULL, &enkash_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.max_amount",
+							"Largest amount, in rupees, accepted for one load.",
+							"Guards against a misplaced decimal point or a unit mix-up.",
+							&enkash_max_amount, 10000000, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.max_response_kb",
+							"Largest EnKash response accepted.",
+							NULL, &enkash_max_response_kb, 1024, 1, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("enkash");
+}
+
+static void
+enkash_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(enkash_token_shmem_size());
+	RequestNamedLWLockTranche("enkash", 1);
+}
+
+static void
+enkash_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	enkash_token_shmem_init();
+}
+
+void
+_PG_init(void)
+{
+	/*
+	 * Without preloading there is no shared memory for the token; every
+	 * function then refuses to run (see enkash_require_preload), and so does
+	 * CREATE EXTENSION.  Settings are not defined either: a PGC_POSTMASTER
+	 * one cannot be, once the server runs.
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	enkash_preloaded = true;
+	define_settings();
+
+	/* Done once in the postmaster so that backends inherit it. */
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(FATAL,
+				(errmsg("enkash: could not initialize libcurl")));
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = enkash_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = enkash_shmem_startup;
+}
+
+void
+enkash_require_preload(void)
+{
+	if (!enkash_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("enkash must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add enkash to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* Returns a setting's value, or raises an error naming what to configure. */
+const char *
+enkash_require_setting(const char *name, const char *value)
+{
+	if (value == NULL || value[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("enkash is not configured: \"%s\" is not set", name),
+				 errhint("Set %s in postgresql.conf (see the enkash README) and reload.", name)));
+	return value;
+}
+
+PG_FUNCTION_INFO_V1(enkash_assert_preloaded);
+
+/* Called by the install script so that CREATE EXTENSION fails early. */
+Datum
+enkash_assert_preloaded(PG_FUNCTION_ARGS)
+{
+	enkash_require_preload();
+	PG_RETURN_VOID();
+}

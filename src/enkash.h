@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * enkash.h
+ *	  Declarations shared by the backend side of the enkash extension.
+ *
+ * Each .c file owns one concern; this header is the only place where they
+ * meet.  Nothing here may expose a secret to SQL: credentials, tokens and
+ * card data stay in C memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENKASH_H
+#define ENKASH_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/*
+ * SQLSTATEs of our own, class "EK", for answers that came from EnKash (or did
+ * not come).  Input errors and cancellations use PostgreSQL's own codes.
+ */
+#define ERRCODE_ENKASH_REJECTED			MAKE_SQLSTATE('E','K','0','0','1')	/* code 1 */
+#define ERRCODE_ENKASH_AUTH_FAILED		MAKE_SQLSTATE('E','K','0','0','2')	/* 401, 403, grant refused */
+#define ERRCODE_ENKASH_BAD_REQUEST		MAKE_SQLSTATE('E','K','0','0','3')	/* other 4xx */
+#define ERRCODE_ENKASH_UNAVAILABLE		MAKE_SQLSTATE('E','K','0','0','4')	/* 5xx, 429 */
+#define ERRCODE_ENKASH_BAD_RESPONSE		MAKE_SQLSTATE('E','K','0','0','5')	/* unreadable */
+#define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('E','K','0','0','6')	/* sent, no answer */
+
+/* --- enkash.c: settings ------------------------------------------------ */
+extern char *enkash_base_url;
+extern char *enkash_token_url;
+extern char *enkash_partner_id;
+extern char *enkash_company_id;
+extern char *enkash_credentials_file;
+extern bool enkash_encrypt;
+extern char *enkash_ca_file;
+extern int	enkash_timeout_ms;
+extern int	enkash_connect_timeout_ms;
+extern char *enkash_database;
+extern int	enkash_max_amount;
+extern int	enkash_max_response_kb;
+
+extern bool enkash_preloaded;
+extern void enkash_require_preload(void);
+extern const char *enkash_require_setting(const char *name, const char *value);
+
+/* --- credentials.c: the secrets file ------------------------------------ */
+typedef struct EnkashCredentials
+{
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *username;
+	char	   *password;
+	char	   *encryption_secret;	/* client_secret unless given */
+	uint64		version;		/* bumps each time the file is re-read */
+} EnkashCredentials;
+
+extern const EnkashCredentials *enkash_credentials(void);
+
+/* --- transport.c: HTTP over libcurl ---------------------------------------- */
+typedef enum EnkashHttpOutcome
+{
+	ENKASH_HTTP_OK,				/* a complete HTTP response arrived */
+	ENKASH_HTTP_NOT_SENT,		/* failed before the request could leave */
+	ENKASH_HTTP_MAYBE_SENT,		/* failed after connecting: EnKash may have acted */
+	ENKASH_HTTP_TOO_LARGE		/* the response exceeded enkash.max_response_kb */
+} EnkashHttpOutcome;
+
+typedef struct EnkashHttpResult
+{
+	EnkashHttpOutcome outcome;
+	long		status;			/* HTTP status when outcome is OK */
+	const char *body;			/* NUL-terminated; valid until the next call */
+	size_t		body_len;
+	char		error[256];		/* libcurl's explanation when not OK */
+	double		seconds;		/* wall time of the exchange */
+} EnkashHttpResult;
+
+extern void enkash_http_post(const char *url, const char *const *headers,
+							 int nheaders, const char *body, size_t body_len,
+							 bool may_resend, EnkashHttpResult *result);
+extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
+			pg_attribute_noreturn();
+
+/* --- token.c: the OAuth token shared by all backends --------------------- */
+extern Size enkash_token_shmem_size(void);
+extern void enkash_token_shmem_init(void);
+extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
+extern void enkash_token_invalidate(uint64 generation);
+
+/* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */
+extern char *enkash_seal_body(const char *json, size_t len, size_t *out_len);
+extern char *enkash_open_body(const char *b64, size_t len, size_t *out_len,
+							  const char **why);
+
+/* --- response.c: EnKash's envelope to jsonb or an error ------------------ */
+extern Jsonb *enkash_parse_response(const char *endpoint_name,
+									const EnkashHttpResult *http);
+extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
+
+/* --- endpoints.c / api.c ------------------------------------------------ */
+typedef struct EnkashEndpoint EnkashEndpoint;
+extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
+						  size_t len);
+
+#endif							/* ENKASH_H */

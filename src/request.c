@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *	  One authenticated, encrypted call to an EnKash endpoint.
+ *
+ * Seals the body, attaches the bearer token and partner id, retries once
+ * with a fresh token when EnKash says the token is no longer valid (HTTP
+ * 401), and hands the answer to response.c.  The bearer header is built on
+ * the stack and wiped; it is never logged or returned.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include "endpoints.h"
+#include "envelope.h"
+
+#define BEARER_MAX 2100
+
+/* The cipher for the current credentials, kept to avoid per-call setup. */
+static EnvelopeCipher cipher;
+static uint64 cipher_version = 0;
+
+static EnvelopeCipher *
+current_cipher(void)
+{
+	const EnkashCredentials *creds = enkash_credentials();
+
+	if (cipher_version != creds->version)
+	{
+		if (cipher_version != 0)
+			envelope_free(&cipher);
+		cipher_version = 0;
+		if (!envelope_init(&cipher, creds->encryption_secret,
+						   strlen(creds->encryption_secret)))
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("could not set up the EnKash payload cipher")));
+		cipher_version = creds->version;
+	}
+	return &cipher;
+}
+
+/* {"request":"<base64 of the AES ciphertext>"}, palloc'd. */
+char *
+enkash_seal_body(const char *json, size_t len, size_t *out_len)
+{
+	static const char head[] = "{\"request\":\"";
+	static const char tail[] = "\"}";
+	EnvelopeCipher *c = current_cipher();
+	char	   *out = palloc(sizeof(head) - 1 + envelope_seal_bound(len) + sizeof(tail));
+	size_t		b64_len;
+
+	memcpy(out, head, sizeof(head) - 1);
+	if (envelope_seal(c, json, len, out + sizeof(head) - 1, &b64_len) != ENVELOPE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not encrypt the request to EnKash")));
+	memcpy(out + sizeof(head) - 1 + b64_len, tail, sizeof(tail));
+	*out_len = sizeof(head) - 1 + b64_len + sizeof(tail) - 1;
+	return out;
+}
+
+/* Decrypts a Base64 ciphertext; NULL with *why set when it cannot. */
+char *
+enkash_open_body(const char *b64, size_t len, size_t *out_len, const char **why)
+{
+	EnvelopeCipher *c = current_cipher();
+	char	   *out = palloc(envelope_open_bound(len));
+	EnvelopeStatus status = envelope_open(c, b64, len, out, out_len);
+
+	if (status != ENVELOPE_OK)
+	{
+		*why = envelope_status_text(status);
+		pfree(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* One POST with the current token; returns the token's generation. */
+static uint64
+post_with_token(const char *url, const char *partner_header, const char *body,
+				size_t body_len, bool may_resend, EnkashHttpResult *http)
+{
+	char		bearer[BEARER_MAX];
+	uint64		generation;
+	const char *headers[5];
+
+	strcpy(bearer, "authorization: Bearer ");
+	generation = enkash_token_get(bearer + strlen(bearer),
+								  sizeof(bearer) - strlen(bearer));
+	headers[0] = bearer;
+	headers[1] = partner_header;
+	headers[2] = "Content-Type: application/json";
+	headers[3] = "Accept: application/json";
+	headers[4] = "Expect:";		/* no 100-continue round trip */
+
+	PG_TRY();
+	{
+		enkash_http_post(url, headers, lengthof(headers), body, body_len,
+						 may_resend, http);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(bearer, sizeof(bearer));
+	}
+	PG_END_TRY();
+	return generation;
+}
+
+Jsonb *
+enkash_send(const EnkashEndpoint *ep, const char *json, size_t len)
+{
+	const char *base_url;
+	const char *partner_id;
+	char	   *url;
+	char	   *partner_header;
+	const char *body = json;
+	size_t		body_len = len;
+	EnkashHttpResult http;
+
+	enkash_require_preload();
+	base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
+	partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
+	url = psprintf("%s%s", base_url, ep->path);
+	partner_header = psprintf("partnerId: %s", partner_id);
+
+	if (enkash_encrypt)
+		body = enkash_seal_body(json, len, &body_len);
+
+	for (int attempt = 0;; attempt++)
+	{
+		/* Only look-ups may be re-sent by libcurl after a dead connection. */
+		uint64		generation = post_with_token(url, partner_header, body,
+												 body_len, ep->kind == ENKASH_READ,
+												 &http);
+
+		if (http.outcome != ENKASH_HTTP_OK)
+			enkash_http_raise(ep->label, &http);
+
+		/* A token EnKash no longer honours: replace it and try once more. */
+		if (http.status == 401 && attempt == 0)
+		{
+			enkash_token_invalidate(generation);
+			continue;
+		}
+		break;
+	}
+
+	return enkash_parse_response(ep->label, &http);
+}

@@ -1,0 +1,397 @@
+/*-------------------------------------------------------------------------
+ *
+ * token.c
+ *	  The OAuth bearer token, shared by every backend through shared memory.
+ *
+ * One backend at a time fetches a token ("single flight"): the others sleep
+ * on a condition variable, interruptibly, and take the result.  No lock is
+ * held during the HTTP call.  A fetcher that dies or errors clears its claim
+ * on the way out (and a claim older than the timeouts is taken over), so a
+ * failure cannot wedge the others.
+ *
+ * The token itself never leaves C: it is not a setting, not logged, not
+ * returned to SQL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include <curl/curl.h>
+
+#include "envelope.h"
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/wait_event.h"
+
+#define TOKEN_MAX 2048
+
+/* Treat a token as expired this long before EnKash would. */
+#define EXPIRY_MARGIN_SECS 30
+
+typedef struct EnkashTokenShared
+{
+	LWLock	   *lock;
+	ConditionVariable changed;	/* a fetch finished, well or badly */
+	bool		fetching;
+	int			fetcher_pid;
+	TimestampTz fetch_started;
+	uint64		generation;		/* bumps with every token stored */
+	uint64		fetch_count;	/* finished fetch attempts */
+	TimestampTz obtained_at;
+	TimestampTz expires_at;
+	char		access_token[TOKEN_MAX];
+	char		refresh_token[TOKEN_MAX];
+	uint64		token_calls;	/* HTTP calls to the token endpoint */
+	char		last_error[256];
+	TimestampTz last_error_at;
+} EnkashTokenShared;
+
+static EnkashTokenShared *shared = NULL;
+
+Size
+enkash_token_shmem_size(void)
+{
+	return MAXALIGN(sizeof(EnkashTokenShared));
+}
+
+void
+enkash_token_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("enkash token", sizeof(EnkashTokenShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(*shared));
+		shared->lock = &(GetNamedLWLockTranche("enkash"))->lock;
+		ConditionVariableInit(&shared->changed);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static bool
+token_valid(TimestampTz now)
+{
+	return shared->access_token[0] != '\0' &&
+		now < TimestampTzPlusMilliseconds(shared->expires_at,
+										  -EXPIRY_MARGIN_SECS * 1000);
+}
+
+/* Appends "name=value" to a form body, URL-encoding the value. */
+static void
+append_form_field(StringInfo form, const char *name, const char *value)
+{
+	char	   *escaped = curl_easy_escape(NULL, value, 0);
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (form->len > 0)
+		appendStringInfoChar(form, '&');
+	appendStringInfo(form, "%s=%s", name, escaped);
+	explicit_bzero(escaped, strlen(escaped));
+	curl_free(escaped);
+}
+
+/* Reads a string member of a token response, or NULL. */
+static char *
+token_field(Jsonb *json, const char *key)
+{
+	JsonbValue	v;
+
+	if (json == NULL || !JB_ROOT_IS_OBJECT(json) ||
+		getKeyJsonValueFromContainer(&json->root, key, strlen(key), &v) == NULL)
+		return NULL;
+	if (v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	if (v.type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v.val.numeric)));
+	return NULL;
+}
+
+static void
+record_failure(const char *message)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	strlcpy(shared->last_error, message, sizeof(shared->last_error));
+	shared->last_error_at = GetCurrentTimestamp();
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * One grant against the token endpoint.  Returns true and stores the token
+ * in shared memory on success; on an authentication refusal returns false
+ * (the caller may fall back to another grant); raises on anything else.
+ */
+static bool
+request_token(const EnkashCredentials *creds, bool use_refresh,
+			  const char *refresh_token)
+{
+	const char *url = enkash_require_setting("enkash.token_url", enkash_token_url);
+	StringInfoData form;
+	StringInfoData basic;
+	const char *headers[3];
+	EnkashHttpResult http;
+	Jsonb	   *json;
+	char	   *access;
+	char	   *refresh;
+	char	   *expires_in;
+	char	   *pair;
+	char	   *b64;
+	long		lifetime;
+
+	initStringInfo(&form);
+	if (use_refresh)
+	{
+		append_form_field(&form, "grant_type", "refresh_token");
+		append_form_field(&form, "refresh_token", refresh_token);
+	}
+	else
+	{
+		append_form_field(&form, "grant_type", "password");
+		append_form_field(&form, "username", creds->username);
+		append_form_field(&form, "password", creds->password);
+		append_form_field(&form, "clientId",
+						  enkash_require_setting("enkash.company_id", enkash_company_id));
+	}
+
+	pair = psprintf("%s:%s", creds->client_id, creds->client_secret);
+	b64 = palloc(4 * (strlen(pair) / 3 + 1) + 1);
+	envelope_base64_encode((unsigned char *) pair, strlen(pair), b64);
+	initStringInfo(&basic);
+	appendStringInfo(&basic, "Authorization: Basic %s", b64);
+	explicit_bzero(pair, strlen(pair));
+	explicit_bzero(b64, strlen(b64));
+
+	headers[0] = basic.data;
+	headers[1] = "Content-Type: application/x-www-form-urlencoded";
+	headers[2] = "Accept: application/json";
+
+	PG_TRY();
+	{
+		enkash_http_post(url, headers, lengthof(headers), form.data, form.len,
+						 true, &http);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(form.data, form.len);
+		explicit_bzero(basic.data, basic.len);
+	}
+	PG_END_TRY();
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->token_calls++;
+	LWLockRelease(shared->lock);
+
+	if (http.outcome != ENKASH_HTTP_OK)
+		enkash_http_raise("a new access token", &http);
+
+	json = enkash_parse_json_or_null(http.body, http.body_len);
+	if (http.status == 400 || http.status == 401)
+	{
+		char	   *description = token_field(json, "error_description");
+
+		record_failure(psprintf("HTTP %ld: %s", http.status,
+								description ? description : "refused"));
+		if (use_refresh)
+			return false;
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_AUTH_FAILED),
+				 errmsg("EnKash refused the partner credentials"),
+				 errdetail("The token endpoint answered HTTP %ld: %s.",
+						   http.status, description ? description : "no reason given"),
+				 errhint("Check username, password, client_id and client_secret in the file named by enkash.credentials_file, and enkash.company_id.")));
+	}
+	if (http.status != 200)
+	{
+		record_failure(psprintf("HTTP %ld", http.status));
+		ereport(ERROR,
+				(errcode(http.status >= 500 || http.status == 429 ?
+						 ERRCODE_ENKASH_UNAVAILABLE : ERRCODE_ENKASH_AUTH_FAILED),
+				 errmsg("EnKash's token endpoint failed"),
+				 errdetail("HTTP status %ld.", http.status)));
+	}
+
+	access = token_field(json, "access_token");
+	refresh = token_field(json, "refresh_token");
+	expires_in = token_field(json, "expires_in");
+	lifetime = expires_in ? strtol(expires_in, NULL, 10) : 0;
+	if (access == NULL || access[0] == '\0' || strlen(access) >= TOKEN_MAX ||
+		(refresh && strlen(refresh) >= TOKEN_MAX) || lifetime <= 0)
+	{
+		record_failure("malformed token response");
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+				 errmsg("EnKash's token endpoint answered with an unusable token"),
+				 errdetail("The response lacks access_token or a positive expires_in.")));
+	}
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	strlcpy(shared->access_token, access, TOKEN_MAX);
+	strlcpy(shared->refresh_token, refresh ? refresh : "", TOKEN_MAX);
+	shared->obtained_at = GetCurrentTimestamp();
+	shared->expires_at = TimestampTzPlusMilliseconds(shared->obtained_at,
+													 lifetime * 1000);
+	shared->generation++;
+	shared->last_error[0] = '\0';
+	LWLockRelease(shared->lock);
+
+	explicit_bzero(access, strlen(access));
+	if (refresh)
+		explicit_bzero(refresh, strlen(refresh));
+	return true;
+}
+
+/* Releases the single-flight claim; runs on success, error and exit. */
+static void
+end_fetch(int code, Datum arg)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->fetching && shared->fetcher_pid == MyProcPid)
+	{
+		shared->fetching = false;
+		shared->fetch_count++;
+	}
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&shared->changed);
+}
+
+/* Fetches a token as the single fetcher: refresh grant first if we have one. */
+static void
+fetch_token(void)
+{
+	const EnkashCredentials *creds = enkash_credentials();
+	char		refresh[TOKEN_MAX];
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	strlcpy(refresh, shared->refresh_token, sizeof(refresh));
+	LWLockRelease(shared->lock);
+
+	PG_ENSURE_ERROR_CLEANUP(end_fetch, (Datum) 0);
+	{
+		if (refresh[0] == '\0' || !request_token(creds, true, refresh))
+			request_token(creds, false, NULL);
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(end_fetch, (Datum) 0);
+	explicit_bzero(refresh, sizeof(refresh));
+	end_fetch(0, (Datum) 0);
+}
+
+/*
+ * Copies a valid bearer token into the caller's buffer, fetching one if
+ * needed, and returns its generation (for enkash_token_invalidate).
+ */
+uint64
+enkash_token_get(char *bearer, size_t bearer_size)
+{
+	uint64		waited_for = 0;
+	bool		waiting = false;
+
+	enkash_require_preload();
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		bool		claim = false;
+
+		LWLockAcquire(shared->lock, LW_SHARED);
+		if (token_valid(now))
+		{
+			uint64		generation = shared->generation;
+
+			strlcpy(bearer, shared->access_token, bearer_size);
+			LWLockRelease(shared->lock);
+			if (waiting)
+				ConditionVariableCancelSleep();
+			return generation;
+		}
+		LWLockRelease(shared->lock);
+
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		if (!token_valid(now))
+		{
+			long		stale_ms = enkash_timeout_ms + enkash_connect_timeout_ms + 1000;
+
+			/* Someone else's attempt failed while we slept: report it. */
+			if (waiting && shared->fetch_count != waited_for &&
+				!shared->fetching && shared->last_error[0] != '\0')
+			{
+				char		error[256];
+
+				strlcpy(error, shared->last_error, sizeof(error));
+				LWLockRelease(shared->lock);
+				ConditionVariableCancelSleep();
+				ereport(ERROR,
+						(errcode(ERRCODE_ENKASH_AUTH_FAILED),
+						 errmsg("could not obtain an EnKash access token"),
+						 errdetail("Another session's attempt just failed: %s.", error)));
+			}
+			if (!shared->fetching ||
+				TimestampDifferenceExceeds(shared->fetch_started, now, stale_ms))
+			{
+				shared->fetching = true;
+				shared->fetcher_pid = MyProcPid;
+				shared->fetch_started = now;
+				claim = true;
+			}
+			else
+				waited_for = shared->fetch_count;
+		}
+		LWLockRelease(shared->lock);
+
+		if (claim)
+		{
+			if (waiting)
+			{
+				ConditionVariableCancelSleep();
+				waiting = false;
+			}
+			fetch_token();
+			continue;
+		}
+
+		if (!waiting)
+		{
+			ConditionVariablePrepareToSleep(&shared->changed);
+			waiting = true;
+			continue;			/* re-check before sleeping */
+		}
+		/* Timed, so that a fetcher that vanished is noticed. */
+		ConditionVariableTimedSleep(&shared->changed, 100, PG_WAIT_EXTENSION);
+	}
+}
+
+/*
+ * EnKash refused the token of this generation (HTTP 401): forget it, unless
+ * another backend has already replaced it.
+ */
+void
+enkash_token_invalidate(uint64 generation)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->generation == generation)
+		shared->expires_at = 0;
+	LWLockRelease(shared->lock);
+}
+
+PG_FUNCTION_INFO_V1(enkash_token_calls);
+
+/* Number of token-endpoint calls since server start (for tests, monitoring). */
+Datum
+enkash_token_calls(PG_FUNCTION_ARGS)
+{
+	int64		calls;
+
+	enkash_require_preload();
+	LWLockAcquire(shared->lock, LW_SHARED);
+	calls = (int64) shared->token_calls;
+	LWLockRelease(shared->lock);
+	PG_RETURN_INT64(calls);
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test/demo.sh: the enkash demo.  Builds and installs the extension, starts a
+# throwaway PostgreSQL and the EnKash sandbox on loopback, runs a small payroll
+# through SQL (test/demo.sql), shows what EnKash saw, and tears it all down.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_packages
+prepare_work_copy
+PGDATA="$WORK/pgdata"
+stop_all() {
+	as_user pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+	cleanup_work
+}
+trap stop_all EXIT
+build_and_install
+start_sandbox
+
+log "starting a throwaway PostgreSQL"
+PGPORT=$(free_port)
+as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null
+write_credentials "$WORK/credentials.conf"
+{
+	enkash_settings "$WORK/credentials.conf"
+	echo "listen_addresses = ''"
+	echo "unix_socket_directories = '$WORK'"
+	echo "port = $PGPORT"
+} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
+as_user pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+
+as_user psql -X -h "$WORK" -p "$PGPORT" -U postgres -d postgres \
+	-v ON_ERROR_STOP=1 -f "$WORK/tree/test/demo.sql"
+
+echo
+echo "== 7. What EnKash (the sandbox) recorded: one credit per reference"
+curl -sS "$SANDBOX_URL/__sandbox/ledger"
+echo

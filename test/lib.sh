@@ -1,0 +1,130 @@
+# test/lib.sh: shared by test/run.sh, test/demo.sh and test/bench: installs
+# what is missing, builds in a private copy owned by an unprivileged user
+# (PostgreSQL refuses to run as root), starts the sandbox, cleans up.
+# Source it; it defines functions and sets no traps of its own.
+
+ENKASH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+APT_PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
+  libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev curl openssl
+  perl libipc-run-perl util-linux"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root (directly, or through sudo for a developer).
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages that are not there yet.
+ensure_packages() {
+	local missing=() p
+	for p in $APT_PACKAGES "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing ${missing[*]}"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null || die "apt-get install failed"
+}
+
+# The unprivileged user that owns the work copy and runs the servers.
+RUN_USER=$(id -un)
+[ "$(id -u)" = 0 ] && RUN_USER=postgres
+
+as_user() {
+	if [ "$(id -un)" = "$RUN_USER" ]; then
+		env HOME="$WORK" "$@"
+	else
+		runuser -u "$RUN_USER" -- env HOME="$WORK" PATH="$PATH" "$@"
+	fi
+}
+
+# Copies the tree to a fresh directory owned by RUN_USER, so that a
+# root-owned (or unreadable) clone works, and builds there.
+prepare_work_copy() {
+	export PATH="/usr/lib/postgresql/$PG_MAJOR/bin:$PATH"
+	WORK=$(mktemp -d /tmp/enkash.XXXXXX)
+	chmod 755 "$WORK"
+	mkdir "$WORK/tree"
+	tar -C "$ENKASH_ROOT" --exclude=.git --exclude='*.o' --exclude='*.so' \
+		--exclude='*.bc' --exclude=tmp_check --exclude=results \
+		--exclude=test/tmp -cf - . | tar -C "$WORK/tree" -xf -
+	chown -R "$RUN_USER" "$WORK"
+	export WORK
+}
+
+build_and_install() {
+	log "building the extension and the sandbox"
+	as_user make -s -C "$WORK/tree" PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" >/dev/null \
+		|| die "build failed"
+	as_user make -s -C "$WORK/tree/test/sandbox" >/dev/null || die "sandbox build failed"
+	log "installing the extension into PostgreSQL $PG_MAJOR"
+	as_root make -s -C "$WORK/tree" install PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" >/dev/null \
+		|| die "make install failed"
+}
+
+# Test credentials, matching the sandbox's defaults.  These are not secrets.
+write_credentials() {   # file [encryption_secret]
+	as_user sh -c "umask 077; cat > '$1'" <<EOF2
+# enkash credentials (sandbox test values)
+client_id = sandbox-client
+client_secret = sandbox-secret-1
+username = 9999999999
+password = sandbox-password
+${2:+encryption_secret = $2}
+EOF2
+}
+
+SANDBOX_PID=
+start_sandbox() {   # extra sandbox flags...
+	local portfile="$WORK/sandbox.port" i
+	rm -f "$portfile"
+	as_user "$WORK/tree/test/sandbox/enkash-sandbox" --port 0 --port-file "$portfile" \
+		--quiet "$@" >"$WORK/sandbox.log" 2>&1 &
+	SANDBOX_PID=$!
+	for i in $(seq 1 100); do
+		[ -s "$portfile" ] && break
+		sleep 0.1
+	done
+	[ -s "$portfile" ] || die "the sandbox did not start: $(cat "$WORK/sandbox.log")"
+	SANDBOX_PORT=$(cat "$portfile")
+	SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
+	export SANDBOX_PORT SANDBOX_URL
+}
+
+stop_sandbox() {
+	[ -n "$SANDBOX_PID" ] || return 0
+	pkill -TERM -P "$SANDBOX_PID" 2>/dev/null
+	kill "$SANDBOX_PID" 2>/dev/null
+	wait "$SANDBOX_PID" 2>/dev/null
+	SANDBOX_PID=
+}
+
+# postgresql.conf lines that point the extension at the sandbox.
+enkash_settings() {   # credentials_file
+	cat <<EOF2
+shared_preload_libraries = 'enkash'
+enkash.base_url = '$SANDBOX_URL/api/v0/partner/enKashCard'
+enkash.token_url = '$SANDBOX_URL/oauth/token'
+enkash.partner_id = 'CRSANDBOX1'
+enkash.company_id = 'CEKSANDBOX1'
+enkash.credentials_file = '$1'
+EOF2
+}
+
+# A free TCP port on loopback.
+free_port() {
+	local p
+	for p in $(shuf -i 20000-60000 -n 50); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+	done
+	die "no free port found"
+}
+
+cleanup_work() {
+	stop_sandbox
+	[ -n "${WORK:-}" ] && [ -z "${ENKASH_KEEP:-}" ] && rm -rf "$WORK"
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# test/run.sh: every enkash test (pg_regress, TAP), on a throwaway PostgreSQL
+# and the sandbox, both on loopback.  Installs missing Debian packages first.
+# Ends with one line "N passed, N failed" and exits non-zero on any failure.
+# ENKASH_KEEP=1 keeps the work directory for inspection.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_packages
+prepare_work_copy
+trap cleanup_work EXIT
+build_and_install
+start_sandbox
+
+passed=0
+failed=0
+count() {   # passed failed
+	passed=$((passed + $1))
+	failed=$((failed + $2))
+}
+
+# --- pg_regress -------------------------------------------------------------
+conf="$WORK/tree/test/tmp/regress.conf"
+as_user mkdir -p "$WORK/tree/test/tmp"
+write_credentials "$WORK/credentials.conf"
+write_credentials "$WORK/wrong-secret.conf" "not-the-partner-secret"
+# Broken credentials files for the configuration test.
+as_user cp "$WORK/credentials.conf" "$WORK/world-readable.conf"
+as_user chmod 644 "$WORK/world-readable.conf"
+printf 'client_id = x\nclient_secret = y\nusername = z\n' | as_user sh -c "umask 077; cat > '$WORK/incomplete.conf'"
+printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malformed.conf'"
+{
+	enkash_settings "$WORK/credentials.conf"
+	cat <<EOF2
+enkash_test.sandbox_url = '$SANDBOX_URL'
+enkash_test.work_dir = '$WORK'
+log_min_messages = warning
+EOF2
+} | as_user sh -c "cat > '$conf'"
+
+log "pg_regress"
+as_user make -C "$WORK/tree" installcheck PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" \
+	>"$WORK/regress.log" 2>&1
+regress_rc=$?
+cat "$WORK/regress.log" | grep -E '^(ok|not ok|test |     |#)|tests (passed|failed)' >&2
+ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
+bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+if [ "$regress_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+	bad=1
+	tail -20 "$WORK/regress.log" >&2
+fi
+if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
+	head -200 "$WORK/tree/regression.diffs" >&2
+fi
+count "$ok" "$bad"
+
+# --- TAP (PostgreSQL::Test::Cluster) -----------------------------------------
+log "TAP tests"
+pgxs=$(dirname "$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pgxs)")/..
+as_user mkdir -p "$WORK/tap"
+(cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
+	PATH="/usr/lib/postgresql/$PG_MAJOR/bin:$PATH" \
+	SANDBOX_URL="$SANDBOX_URL" ENKASH_CREDENTIALS="$WORK/credentials.conf" \
+	ENKASH_TAP_LIB="$WORK/tree/test/t" \
+	prove -I "$pgxs/test/perl" test/t/*.pl) >"$WORK/tap.log" 2>&1
+tap_rc=$?
+cat "$WORK/tap.log" >&2
+tap_total=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$WORK/tap.log")
+tap_failed=$(sed -n 's/.*Failed \([0-9]*\)\/[0-9]* subtests.*/\1/p' "$WORK/tap.log" | awk '{s+=$1} END {print s+0}')
+tap_total=${tap_total:-0}
+tap_failed=${tap_failed:-0}
+if [ "$tap_rc" -ne 0 ] && [ "$tap_failed" -eq 0 ]; then
+	tap_failed=1    # a script died before reporting its failures
+	for f in "$WORK"/tap/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] && tail -30 "$f" >&2
+	done
+fi
+count $((tap_total - tap_failed > 0 ? tap_total - tap_failed : 0)) "$tap_failed"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
