@@ -336,7 +336,7 @@ enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			ereport(ERROR,
 					(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
 					 errmsg("no answer from EnKash for %s; the request may have been processed", what),
-					 errdetail("%s after %.1f s.", result->error, result->seconds),
+					 errdetail("%s.", result->error),
 					 errhint("Check the outcome with EnKash (for a load: enkash_get_transaction by reference number) before trying again.")));
 			break;
 		case ENKASH_HTTP_TOO_LARGE:

@@ -156,7 +156,7 @@ string_or_null(const char *s)
 /* ---- faults ---- */
 
 static const char *const mode_names[] = {
-	"", "malformed", "truncated", "wrong_key", "bad_base64", "bad_padding",
+	"none", "malformed", "truncated", "wrong_key", "bad_base64", "bad_padding",
 	"deep_json", "no_code", "huge", "drip", "redirect", NULL
 };
 

@@ -32,6 +32,11 @@ typedef struct Ctx
 static void
 ok(Ctx *c, json_t *payload)
 {
+	if (c->out)
+	{
+		json_decref(payload);
+		return;
+	}
 	c->out = json_pack("{s:i, s:s, s:o}", "code", 0, "message", "Success",
 					   "payload", payload ? payload : json_null());
 }
@@ -288,6 +293,7 @@ h_card_create(Ctx *c)
 	const char *first = req_str(c, "firstName");
 	const char *last = req_str(c, "lastName");
 	const char *user_id = opt_str(c, "userId");
+	const char *client_ref = opt_str(c, "clientReferenceId");
 	json_t	   *load = json_object_get(c->in, "loadAmount");
 	json_t	   *primary = json_object_get(c->in, "primaryEnKashCard");
 	json_t	   *physical = json_object_get(c->in, "physicalCard");
@@ -332,7 +338,7 @@ h_card_create(Ctx *c)
 	{
 		st.accounts[acc].available -= amount;
 		st.cards[card].balance += amount;
-		add_txn(card, true, amount, opt_str(c, "clientReferenceId"),
+		add_txn(card, true, amount, client_ref,
 				gift ? "Gift card load" : "Initial card load", "LOAD_MONEY",
 				NULL, NULL, "ADMIN");
 	}
