@@ -29,7 +29,11 @@
 
 #define TOKEN_MAX 2048
 
-/* Treat a token as expired this long before EnKash would. */
+/*
+ * Replace a token this long before EnKash would expire it (a tenth of its
+ * lifetime when that is shorter), so that no call carries a token that
+ * expires in flight.
+ */
 #define EXPIRY_MARGIN_SECS 30
 
 typedef struct EnkashTokenShared
@@ -43,6 +47,7 @@ typedef struct EnkashTokenShared
 	uint64		fetch_count;	/* finished fetch attempts */
 	TimestampTz obtained_at;
 	TimestampTz expires_at;
+	TimestampTz refresh_at;		/* expires_at less the margin */
 	char		access_token[TOKEN_MAX];
 	char		refresh_token[TOKEN_MAX];
 	uint64		token_calls;	/* HTTP calls to the token endpoint */
@@ -78,8 +83,7 @@ static bool
 token_valid(TimestampTz now)
 {
 	return shared->access_token[0] != '\0' &&
-		now < TimestampTzPlusMilliseconds(shared->expires_at,
-										  -EXPIRY_MARGIN_SECS * 1000);
+		now < shared->refresh_at;
 }
 
 /* Appends "name=value" to a form body, URL-encoding the value. */
@@ -239,6 +243,9 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 	shared->obtained_at = GetCurrentTimestamp();
 	shared->expires_at = TimestampTzPlusMilliseconds(shared->obtained_at,
 													 lifetime * 1000);
+	shared->refresh_at = TimestampTzPlusMilliseconds(shared->expires_at,
+													 -Min(EXPIRY_MARGIN_SECS * 1000,
+														  lifetime * 100));
 	shared->generation++;
 	shared->last_error[0] = '\0';
 	LWLockRelease(shared->lock);
@@ -377,7 +384,7 @@ enkash_token_invalidate(uint64 generation)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (shared->generation == generation)
-		shared->expires_at = 0;
+		shared->refresh_at = 0;
 	LWLockRelease(shared->lock);
 }
 

@@ -19,6 +19,32 @@ count() {   # passed failed
 	failed=$((failed + $2))
 }
 
+# Runs a tool that ends with "name: N passed, M failed" and counts its results.
+run_counted() {   # label command...
+	local out rc line
+	out=$("${@:2}" 2>&1)
+	rc=$?
+	printf '%s\n' "$out" | tail -20 >&2
+	line=$(printf '%s\n' "$out" | grep -E "^$1: [0-9]+ passed, [0-9]+ failed" | tail -1)
+	if [ -z "$line" ]; then
+		count 0 1
+	else
+		local p f
+		p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/')
+		f=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/')
+		[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+		count "$p" "$f"
+	fi
+}
+
+# --- unit tests and the sandbox's own checks (openssl enc, curl) -------------
+log "unit tests"
+run_counted envelope as_user make -s -C "$WORK/tree/test/unit" check
+log "sandbox self-test and smoke test"
+run_counted sandbox-vectors sh -c "'$WORK/tree/test/sandbox/enkash-sandbox' --selftest-vectors '$WORK/tree/test/vectors/envelope.json' | sed -E 's/^selftest: ([0-9]+) vectors, ([0-9]+) failed/sandbox-vectors: \\1 passed, \\2 failed/'"
+run_counted smoke as_user env SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
+	bash "$WORK/tree/test/sandbox/smoke.sh"
+
 # --- pg_regress -------------------------------------------------------------
 conf="$WORK/tree/test/tmp/regress.conf"
 as_user mkdir -p "$WORK/tree/test/tmp"
@@ -61,7 +87,7 @@ as_user mkdir -p "$WORK/tap"
 (cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
 	PATH="/usr/lib/postgresql/$PG_MAJOR/bin:$PATH" \
 	SANDBOX_URL="$SANDBOX_URL" ENKASH_CREDENTIALS="$WORK/credentials.conf" \
-	ENKASH_TAP_LIB="$WORK/tree/test/t" \
+	ENKASH_TAP_LIB="$WORK/tree/test/t" ENKASH_SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
 	prove -I "$pgxs/test/perl" test/t/*.pl) >"$WORK/tap.log" 2>&1
 tap_rc=$?
 cat "$WORK/tap.log" >&2

@@ -9,15 +9,44 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(enkash_node sandbox sandbox_json);
+our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
 
+# Starts another sandbox with the given flags (e.g. a short token lifetime);
+# returns its URL.  It is stopped when the test script ends.
+my @private_sandboxes;
+sub start_private_sandbox
+{
+	my @flags = @_;
+	my $portfile = "${PostgreSQL::Test::Utils::tmp_check}/sandbox.$$.port";
+	unlink $portfile;
+	my $h = IPC::Run::start(
+		[ $ENV{ENKASH_SANDBOX_BIN}, '--port', '0', '--port-file', $portfile, '--quiet', @flags ],
+		'>', '/dev/null', '2>', '/dev/null');
+	push @private_sandboxes, $h;
+	for (1 .. 100)
+	{
+		last if -s $portfile;
+		select(undef, undef, undef, 0.1);
+	}
+	my $port = PostgreSQL::Test::Utils::slurp_file($portfile);
+	chomp $port;
+	return "http://127.0.0.1:$port";
+}
+
+END
+{
+	$_->kill_kill for @private_sandboxes;
+}
+
 # A started node with the extension created in database "postgres".
+# Options: conf => extra postgresql.conf lines, sandbox_url => another sandbox.
 sub enkash_node
 {
 	my ($name, %extra) = @_;
+	my $sandbox_url = $extra{sandbox_url} // $sandbox_url;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf', <<"CONF");
@@ -34,14 +63,16 @@ CONF
 	return $node;
 }
 
-# Raw call to the control API; returns the body.
+# Raw call to the control API (of the shared sandbox, or of the one whose
+# URL is given first); returns the body.
 sub sandbox
 {
+	my $url = $_[0] =~ m{^http://} ? shift : $sandbox_url;
 	my ($method, $path, $body) = @_;
 	my @cmd = ('curl', '-sS', '--max-time', '60', '-X', $method);
 	push @cmd, ('-H', 'content-type: application/json', '--data-binary', $body)
 	  if defined $body;
-	push @cmd, "$sandbox_url$path";
+	push @cmd, "$url$path";
 	my ($stdout, $stderr);
 	IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr)
 	  or die "curl failed: $stderr";
@@ -51,8 +82,9 @@ sub sandbox
 # A number out of a control API answer, by a simple "key":number match.
 sub sandbox_json
 {
+	my @url = $_[0] =~ m{^http://} ? (shift) : ();
 	my ($method, $path, $key) = @_;
-	my $body = sandbox($method, $path);
+	my $body = sandbox(@url, $method, $path);
 	return $body =~ /"\Q$key\E"\s*:\s*(\d+)/ ? $1 : 0;
 }
 
