@@ -11,6 +11,7 @@ OBJS = \
 	src/endpoints.o \
 	src/enkash.o \
 	src/envelope.o \
+	src/pages.o \
 	src/request.o \
 	src/response.o \
 	src/token.o \
@@ -22,7 +23,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl) -lcrypto
 
 # Regression tests run on a throwaway instance against the sandbox; the test
 # runner (test/run.sh) writes the config and starts the sandbox first.
-REGRESS = setup load_balance load_balance_bad_input upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format
+REGRESS = setup load_balance load_balance_bad_input upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format card_lifecycle card_functions transactions_paging card_secrets
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check --temp-config=$(CURDIR)/test/tmp/regress.conf
 
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.

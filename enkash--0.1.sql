@@ -13,12 +13,17 @@ CREATE FUNCTION enkash_assert_preloaded() RETURNS void
 SELECT enkash_assert_preloaded();
 DROP FUNCTION enkash_assert_preloaded();
 
--- The extension's own tables and views live in schema "enkash".
+-- The extension's own tables, views and helpers live in schema "enkash".
 CREATE SCHEMA enkash;
 REVOKE ALL ON SCHEMA enkash FROM PUBLIC;
 
+-- Every endpoint function below is bound to one C entry point,
+-- enkash_endpoint_call; the function's name picks the endpoint and its
+-- argument names pick the JSON fields (src/endpoints.c).  Arguments left NULL
+-- are not sent.  All are VOLATILE: each call is a request to EnKash.
+
 -- ---------------------------------------------------------------------------
--- Money
+-- Money: calls that move money or create something billable
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION enkash_load_balance(
@@ -37,7 +42,222 @@ AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION enkash_load_balance(text, text, numeric, text, text, text, text, text, text, text) IS
-'Load Card Balance: moves amount (rupees, at most two decimals) from the card account to the card. unique_reference_number identifies the load. Returns EnKash''s payload; raises on refusal.';
+'Load Card Balance: moves amount (rupees, at most two decimals) from the card account to the card. unique_reference_number identifies the load. Not for gift cards.';
+
+CREATE FUNCTION enkash_create_card_account(
+    company_name text,
+    plan_master_id text,
+    account_title text,
+    account_type text,
+    email text,
+    mobile text,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text) IS
+'Create Card Account: a new card account (account_type CORPORATE, GIFT, MEAL, ...). Returns {cardAccountId, ...}.';
+
+CREATE FUNCTION enkash_create_prepaid_card(
+    card_account_id text,
+    first_name text,
+    last_name text,
+    email text,
+    mobile text,
+    load_amount numeric DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+
+CREATE FUNCTION enkash_create_gift_card(
+    card_account_id text,
+    first_name text,
+    last_name text,
+    email text,
+    mobile text,
+    load_amount numeric,
+    middle_name text DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
+
+CREATE FUNCTION enkash_request_card_replacement(
+    enkash_card_id text,
+    otp_medium text DEFAULT 'MOBILE',
+    otp_required boolean DEFAULT false,
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    card_account_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_request_card_replacement(text, text, boolean, text, text, text, text) IS
+'Request Card Replacement: the card is replaced by a new one carrying its balance. Returns the new card id.';
+
+CREATE FUNCTION enkash_order_physical_card(
+    card_account_id text,
+    enkash_card_id text,
+    delivery_address text,
+    delivery_city text,
+    delivery_state text,
+    delivery_pincode text,
+    delivery_address2 text DEFAULT NULL,
+    delivery_country text DEFAULT 'India',
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_order_physical_card(text, text, text, text, text, text, text, text, text) IS
+'Order Physical Card for an existing card, delivered to the address given. Returns the order id.';
+
+-- ---------------------------------------------------------------------------
+-- Card actions
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_block_card(
+    card_account_id text,
+    enkash_card_id text,
+    block_code text,
+    reason text DEFAULT NULL,
+    otp_required boolean DEFAULT false,
+    otp_medium text DEFAULT NULL,
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_block_card(text, text, text, text, boolean, text, text, text, text, text, text) IS
+'Block Card: block_code L locks, UL unlocks, BL blocks PERMANENTLY, AP marks activation in progress. block_code has no default on purpose.';
+
+CREATE FUNCTION enkash_set_card_controls(
+    card_account_id text,
+    enkash_card_ids text[],
+    pos_allowed boolean DEFAULT NULL,
+    online_allowed boolean DEFAULT NULL,
+    atm_allowed boolean DEFAULT NULL,
+    international_allowed boolean DEFAULT NULL,
+    contactless_allowed boolean DEFAULT NULL,
+    per_txn_limit numeric DEFAULT NULL,
+    dtd numeric DEFAULT NULL,
+    mtd numeric DEFAULT NULL,
+    ytd numeric DEFAULT NULL,
+    dtd_count integer DEFAULT NULL,
+    mtd_count integer DEFAULT NULL,
+    ytd_count integer DEFAULT NULL,
+    pos_daily_limit numeric DEFAULT NULL,
+    pos_daily_count integer DEFAULT NULL,
+    ecom_daily_limit numeric DEFAULT NULL,
+    ecom_daily_count integer DEFAULT NULL,
+    contact_less_daily_limit numeric DEFAULT NULL,
+    contact_less_daily_count integer DEFAULT NULL,
+    admin_user text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, text, text) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed.';
+
+CREATE FUNCTION enkash_generate_card_otp(
+    card_account_id text,
+    enkash_card_id text,
+    card_otp_action text DEFAULT 'TRANSACTION_OTP')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_generate_card_otp(text, text, text) IS
+'Generate Card OTP: EnKash sends an OTP to the card holder; returns the otpRequestId to pass with that OTP.';
+
+-- ---------------------------------------------------------------------------
+-- Secrets: the PIN goes in, the card number comes out; neither is kept
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_set_card_pin(
+    card_account_id text,
+    enkash_card_id text,
+    pin_block text,
+    otp_required boolean DEFAULT false,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_set_card_pin(text, text, text, boolean, text) IS
+'Set Card PIN from a PIN block (hex). Pass pin_block as a bind parameter; it is never stored or logged by enkash.';
+
+CREATE FUNCTION enkash_view_card_details(
+    card_account_id text,
+    enkash_card_id text,
+    otp_request_id text,
+    otp text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_view_card_details(text, text, text, text, text) IS
+'View Card Details: card number, expiry and CVV, for the caller only (needs an OTP from enkash_generate_card_otp). Never stored or logged by enkash.';
 
 -- ---------------------------------------------------------------------------
 -- Look-ups
@@ -53,9 +273,136 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION enkash_get_card_account(text, text) IS
 'Get Card Account Details: balances, limits and the primary card (masked) of a card account.';
 
+CREATE FUNCTION enkash_get_card(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    client_reference_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card(text, text, text, text) IS
+'Get Card Details: status, masked number and balance of a card (the primary card when enkash_card_id is NULL).';
+
+CREATE FUNCTION enkash_get_card_controls(
+    card_account_id text,
+    enkash_card_id text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card_controls(text, text, text) IS
+'Get Card Usage Limits: the channels and limits set by enkash_set_card_controls.';
+
+CREATE FUNCTION enkash_get_transaction(
+    card_account_id text,
+    pg_reference_number text,
+    enkash_card_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
+'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number).';
+
+-- Every page of the listing, one jsonb per transaction (used below).
+CREATE FUNCTION enkash.transaction_pages(
+    card_account_id text,
+    enkash_card_id text,
+    status text,
+    card_transaction_type text,
+    amount_from numeric,
+    amount_to numeric,
+    txn_date_from timestamptz,
+    txn_date_to timestamptz,
+    enkash_transaction_ids text[],
+    pg_reference_numbers text[],
+    company_id text)
+RETURNS SETOF jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_pages'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION enkash_transactions(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    txn_date_from timestamptz DEFAULT NULL,
+    txn_date_to timestamptz DEFAULT NULL,
+    card_transaction_type text DEFAULT NULL,
+    status text DEFAULT NULL,
+    amount_from numeric DEFAULT NULL,
+    amount_to numeric DEFAULT NULL,
+    enkash_transaction_ids text[] DEFAULT NULL,
+    pg_reference_numbers text[] DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS TABLE (
+    transaction_id text,
+    card_id text,
+    txn_date timestamptz,
+    amount numeric,
+    cr_dr text,
+    transaction_status text,
+    transaction_type text,
+    description text,
+    reference_number text,
+    balance_after numeric,
+    currency text,
+    masked_card text,
+    user_id text,
+    card_holder text,
+    merchant_name text,
+    mcc text,
+    channel text,
+    retrieval_ref_no text,
+    network text,
+    fees numeric,
+    created_on timestamptz)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t->>'enKashCardTransactionId',
+           t->>'enkashCardId',
+           (t->>'txnDate')::timestamptz,
+           (t->>'principalAmount')::numeric,
+           t->>'cardTransactionType',
+           t->>'status',
+           t->>'type',
+           t->>'description',
+           t->>'pgReferenceNumber',
+           (t->>'balance')::numeric,
+           t->>'currency',
+           t->>'maskedCard',
+           t->>'userId',
+           t->>'cardHolderName',
+           t->'txnDetails'->>'merchantName',
+           t->'txnDetails'->>'mcc',
+           t->'txnDetails'->>'channel',
+           t->'txnDetails'->>'retrievalRefNo',
+           t->'txnDetails'->>'network',
+           (t->'txnDetails'->>'transactionFees')::numeric,
+           (t->>'createdOn')::timestamptz
+    FROM enkash.transaction_pages(card_account_id, enkash_card_id, status,
+                                  card_transaction_type, amount_from, amount_to,
+                                  txn_date_from, txn_date_to,
+                                  enkash_transaction_ids, pg_reference_numbers,
+                                  company_id) AS t
+$$;
+
+COMMENT ON FUNCTION enkash_transactions(text, text, timestamptz, timestamptz, text, text, numeric, numeric, text[], text[], text) IS
+'Get All Transaction details as typed rows, every page fetched: join, filter and sum them like a table. cr_dr is CR (credit) or DR (debit).';
+
 -- ---------------------------------------------------------------------------
 -- Administration
 -- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'enkash_call'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_call(text, jsonb) IS
+'Administrators only: sends body as is to a named endpoint (see README) with the usual envelope, token and errors, and none of the argument checks.';
 
 CREATE FUNCTION enkash_token_calls() RETURNS bigint
     AS 'MODULE_PATHNAME', 'enkash_token_calls'
@@ -65,9 +412,20 @@ COMMENT ON FUNCTION enkash_token_calls() IS
 'Number of calls made to EnKash''s token endpoint since the server started (the token itself is never shown).';
 
 -- ---------------------------------------------------------------------------
--- Privileges: nobody but the owner until granted (see README, "Privileges")
+-- Privileges: nobody but superusers until granted (see README, "Privileges")
 -- ---------------------------------------------------------------------------
 
-REVOKE EXECUTE ON FUNCTION enkash_load_balance(text, text, numeric, text, text, text, text, text, text, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION enkash_get_card_account(text, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION enkash_token_calls() FROM PUBLIC;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_proc p
+        JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+        WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+          AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'enkash')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;

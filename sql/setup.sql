@@ -86,3 +86,39 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 
 SELECT sandbox.call('GET', '/__sandbox/health');
+
+-- The OTP the sandbox issued for a request (a real card holder gets it by SMS).
+CREATE FUNCTION sandbox.otp(otp_request_id text) RETURNS text LANGUAGE sql AS $$
+    SELECT sandbox.call('GET', '/__sandbox/otp?otpRequestId=' || otp_request_id)->>'otp'
+$$;
+
+-- Where a value is found: every table in the database (as text) and the
+-- server log.  Used to prove that card secrets are kept nowhere.
+CREATE FUNCTION sandbox.places_holding(needle text) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    rel regclass;
+    hits bigint;
+    log text;
+BEGIN
+    FOR rel IN
+        SELECT c.oid::regclass FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_toast', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_temp%'
+    LOOP
+        EXECUTE format('SELECT count(*) FROM %s t WHERE t::text LIKE %L', rel, '%' || needle || '%')
+            INTO hits;
+        IF hits > 0 THEN
+            RETURN NEXT rel::text;
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%' || needle || '%'
+               AND pid <> pg_backend_pid()) THEN
+        RETURN NEXT 'pg_stat_activity';
+    END IF;
+    log := pg_read_file(current_setting('enkash_test.work_dir') || '/tree/tmp_check/log/postmaster.log');
+    IF strpos(log, needle) > 0 THEN
+        RETURN NEXT 'server log';
+    END IF;
+END $$;

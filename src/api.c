@@ -23,12 +23,19 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/numeric.h"
+#include "utils/timestamp.h"
 #include "utils/syscache.h"
 
 /* Longest text value we pass on; EnKash's own limits are lower. */
 #define MAX_TEXT_CHARS 1000
 #define MAX_ID_CHARS 64
+#define MAX_ARRAY_ITEMS 100
+
+/* EnKash is in India: times go on the wire in IST. */
+#define IST_OFFSET_SECS (5 * 3600 + 30 * 60)
 
 /* What a call needs to know about its SQL function, cached in fn_extra. */
 typedef struct CallPlan
@@ -49,10 +56,16 @@ field_type_oid(EnkashFieldType type)
 			return NUMERICOID;
 		case EF_BOOL:
 			return BOOLOID;
-		case EF_INT:
+		case EF_COUNT:
 			return INT4OID;
 		case EF_TEXT_ARRAY:
 			return TEXTARRAYOID;
+		case EF_DATE:
+			return DATEOID;
+		case EF_TIMESTAMP:
+			return TIMESTAMPTZOID;
+		case EF_PAN_DOCUMENT:
+			return TEXTOID;
 	}
 	return InvalidOid;
 }
@@ -136,41 +149,108 @@ invalid_value(const EnkashField *field, const char *problem, const char *hint)
 			 hint ? errhint("%s", hint) : 0));
 }
 
+static bool
+all_digits(const char *s, int min, int max)
+{
+	int			n = 0;
+
+	for (; *s; s++, n++)
+		if (!isdigit((unsigned char) *s))
+			return false;
+	return n >= min && n <= max;
+}
+
+static bool
+looks_like_email(const char *s)
+{
+	const char *at = strchr(s, '@');
+	const char *dot;
+
+	if (at == NULL || at == s || strchr(at + 1, '@') || strlen(s) > 254)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (isspace((unsigned char) *p) || iscntrl((unsigned char) *p))
+			return false;
+	dot = strrchr(at + 1, '.');
+	return dot && dot > at + 1 && dot[1] != '\0';
+}
+
+static bool
+looks_like_tax_pan(const char *s)
+{
+	if (strlen(s) != 10)
+		return false;
+	for (int i = 0; i < 10; i++)
+	{
+		bool		letter = (i < 5 || i == 9);
+
+		if (letter ? !isupper((unsigned char) s[i]) : !isdigit((unsigned char) s[i]))
+			return false;
+	}
+	return true;
+}
+
+/* Checks a value against its field's format; says what is wrong or NULL. */
+static const char *
+format_problem(const EnkashField *field, const char *value)
+{
+	switch (field->format)
+	{
+		case EV_ANY:
+			return NULL;
+		case EV_ID:
+			for (const char *p = value; *p; p++)
+				if (!(isalnum((unsigned char) *p) || strchr("-_./:", *p)))
+					return "contains a character not allowed in an EnKash identifier";
+			return pg_mbstrlen(value) > MAX_ID_CHARS ?
+				"is too long to be an EnKash identifier" : NULL;
+		case EV_MOBILE:
+			return all_digits(value, 10, 10) ? NULL : "must be 10 digits";
+		case EV_PINCODE:
+			return all_digits(value, 6, 6) ? NULL : "must be 6 digits";
+		case EV_EMAIL:
+			return looks_like_email(value) ? NULL : "is not an e-mail address";
+		case EV_OTP:
+			return all_digits(value, 4, 8) ? NULL : "must be 4 to 8 digits";
+		case EV_PIN_BLOCK:
+			if (strlen(value) < 4 || strlen(value) > 32)
+				return "must be 4 to 32 hexadecimal digits";
+			for (const char *p = value; *p; p++)
+				if (!isxdigit((unsigned char) *p))
+					return "must be 4 to 32 hexadecimal digits";
+			return NULL;
+		case EV_TAX_PAN:
+			return looks_like_tax_pan(value) ? NULL :
+				"is not a PAN (five capital letters, four digits, a capital letter)";
+	}
+	return NULL;
+}
+
 static void
 check_text(const EnkashField *field, const char *value)
 {
 	int			chars = pg_mbstrlen(value);
+	const char *problem;
+	const char *p = value;
 
-	if (field->flags & EF_ID)
-	{
-		if (value[0] == '\0')
-			invalid_value(field, "must not be empty", NULL);
-		if (chars > MAX_ID_CHARS)
-			invalid_value(field, "is too long to be an EnKash identifier", NULL);
-		for (const char *p = value; *p; p++)
-			if (!(isalnum((unsigned char) *p) || *p == '-' || *p == '_' ||
-				  *p == '.' || *p == '/' || *p == ':'))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("%s contains a character not allowed in an EnKash identifier",
-								field->arg),
-						 errhint("Identifiers use letters, digits and - _ . / : only.")));
-	}
-	else if (field->flags & EF_REQUIRED)
-	{
-		const char *p = value;
-
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			invalid_value(field, "must not be empty", NULL);
-	}
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0')
+		invalid_value(field, "must not be empty", NULL);
 	if (chars > MAX_TEXT_CHARS)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("%s is too long", field->arg),
 				 errdetail("It has %d characters; at most %d are sent to EnKash.",
 						   chars, MAX_TEXT_CHARS)));
+
+	/* Secrets are never quoted back, not even in an error. */
+	if ((problem = format_problem(field, value)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s", field->arg, problem),
+				 (field->flags & EF_SECRET) ? 0 :
+				 errdetail("The value given was \"%s\".", value)));
 
 	if (field->choices)
 	{
@@ -207,9 +287,17 @@ append_amount(StringInfo buf, const EnkashField *field, Datum value)
 				 errmsg("%s must be a finite number of rupees", field->arg)));
 
 	digits = DatumGetCString(DirectFunctionCall1(numeric_out, value));
-	if (digits[0] == '-' ||
-		!DatumGetBool(DirectFunctionCall2(numeric_gt, value,
-										  NumericGetDatum(int64_to_numeric(0)))))
+	if (field->flags & EF_ZERO_OK)
+	{
+		if (digits[0] == '-')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not be negative", field->arg),
+					 errdetail("The amount given was %s.", digits)));
+	}
+	else if (digits[0] == '-' ||
+			 !DatumGetBool(DirectFunctionCall2(numeric_gt, value,
+											   NumericGetDatum(int64_to_numeric(0)))))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be greater than zero", field->arg),
@@ -254,6 +342,11 @@ append_text_array(StringInfo buf, const EnkashField *field, Datum value)
 
 	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
+	if (n < 1 || n > MAX_ARRAY_ITEMS)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must list 1 to %d values", field->arg, MAX_ARRAY_ITEMS),
+				 errdetail("It lists %d.", n)));
 	appendStringInfoChar(buf, '[');
 	for (int i = 0; i < n; i++)
 	{
@@ -270,6 +363,60 @@ append_text_array(StringInfo buf, const EnkashField *field, Datum value)
 		escape_json(buf, s);
 	}
 	appendStringInfoChar(buf, ']');
+}
+
+/* A date as EnKash writes it: "dd-MM-yyyy". */
+static void
+append_date(StringInfo buf, const EnkashField *field, Datum value)
+{
+	DateADT		date = DatumGetDateADT(value);
+	int			year,
+				month,
+				day;
+
+	if (DATE_NOT_FINITE(date))
+		invalid_value(field, "must be a finite date", NULL);
+	j2date(date + POSTGRES_EPOCH_JDATE, &year, &month, &day);
+	appendStringInfo(buf, "\"%02d-%02d-%04d\"", day, month, year);
+}
+
+/* A moment as ISO-8601 in IST with milliseconds: 2026-11-25T15:00:00.000+05:30. */
+static void
+append_timestamp(StringInfo buf, const EnkashField *field, Datum value)
+{
+	TimestampTz ts = DatumGetTimestampTz(value);
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts))
+		invalid_value(field, "must be a finite time", NULL);
+	if (timestamp2tm(ts + (int64) IST_OFFSET_SECS * USECS_PER_SEC, NULL, &tm,
+					 &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", field->arg)));
+	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03d+05:30\"",
+					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+					 tm.tm_sec, (int) (fsec / 1000));
+}
+
+/* Refuses a range whose start lies after its end. */
+static void
+check_range(const EnkashField *from, Datum from_value,
+			const EnkashField *to, Datum to_value)
+{
+	bool		reversed;
+
+	if (from->type == EF_AMOUNT)
+		reversed = DatumGetInt32(DirectFunctionCall2(numeric_cmp, from_value,
+													 to_value)) > 0;
+	else
+		reversed = DatumGetTimestampTz(from_value) > DatumGetTimestampTz(to_value);
+	if (reversed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is after %s", from->arg, to->arg),
+				 errhint("Give the start of the range first.")));
 }
 
 /* Appends one "member":value pair (with a leading comma when needed). */
@@ -318,46 +465,127 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 		case EF_BOOL:
 			appendStringInfoString(buf, DatumGetBool(value) ? "true" : "false");
 			break;
-		case EF_INT:
+		case EF_COUNT:
+			if (DatumGetInt32(value) < 0)
+				invalid_value(field, "must not be negative", NULL);
 			appendStringInfo(buf, "%d", DatumGetInt32(value));
 			break;
 		case EF_TEXT_ARRAY:
 			append_text_array(buf, field, value);
 			break;
+		case EF_DATE:
+			append_date(buf, field, value);
+			break;
+		case EF_TIMESTAMP:
+			append_timestamp(buf, field, value);
+			break;
+		case EF_PAN_DOCUMENT:
+			str = TextDatumGetCString(value);
+			check_text(field, str);
+			appendStringInfoString(buf, "[{\"docType\":\"PAN\",\"docNo\":");
+			escape_json(buf, str);
+			appendStringInfoString(buf, "}]");
+			break;
 	}
 }
 
-PG_FUNCTION_INFO_V1(enkash_endpoint_call);
-
-/* The C body of every endpoint function in the install script. */
-Datum
-enkash_endpoint_call(PG_FUNCTION_ARGS)
+/*
+ * Builds the JSON body of an endpoint call from the SQL function's
+ * arguments, validating each; the endpoint is the function's own.
+ */
+void
+enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
+				  const EnkashEndpoint **endpoint)
 {
 	CallPlan   *plan = fcinfo->flinfo->fn_extra;
 	const EnkashEndpoint *ep;
-	StringInfoData body;
 
 	if (plan == NULL)
 		fcinfo->flinfo->fn_extra = plan = build_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
 
-	initStringInfo(&body);
-	appendStringInfoChar(&body, '{');
+	appendStringInfoChar(body, '{');
 	for (int f = 0; f < plan->nfields; f++)
 	{
+		const EnkashField *field = &ep->fields[f];
 		int			a = plan->argno[f];
 		bool		isnull = (a < 0 || PG_ARGISNULL(a));
 
-		append_field(&body, &ep->fields[f], isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
+		append_field(body, field, isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
 					 isnull);
+
+		if ((field->flags & EF_RANGE_START) && !isnull)
+		{
+			int			b = plan->argno[f + 1];
+
+			if (b >= 0 && !PG_ARGISNULL(b))
+				check_range(field, PG_GETARG_DATUM(a), &ep->fields[f + 1],
+							PG_GETARG_DATUM(b));
+		}
 	}
 	if (ep->fixed)
 	{
-		if (body.len > 1)
-			appendStringInfoChar(&body, ',');
-		appendStringInfoString(&body, ep->fixed);
+		if (body->len > 1)
+			appendStringInfoChar(body, ',');
+		appendStringInfoString(body, ep->fixed);
 	}
-	appendStringInfoChar(&body, '}');
+	appendStringInfoChar(body, '}');
+	*endpoint = ep;
+}
 
+PG_FUNCTION_INFO_V1(enkash_endpoint_call);
+
+/* The C body of every single-answer endpoint function in the install script. */
+Datum
+enkash_endpoint_call(PG_FUNCTION_ARGS)
+{
+	const EnkashEndpoint *ep;
+	StringInfoData body;
+
+	initStringInfo(&body);
+	enkash_build_body(fcinfo, &body, &ep);
 	PG_RETURN_JSONB_P(enkash_send(ep, body.data, body.len));
+}
+
+PG_FUNCTION_INFO_V1(enkash_call);
+
+/*
+ * enkash_call(endpoint, body): an administrator's raw call to a named
+ * endpoint, with the same envelope, token and error handling, but none of
+ * the argument checks.
+ */
+Datum
+enkash_call(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	const EnkashEndpoint *ep;
+	Jsonb	   *body;
+	char	   *json;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("endpoint and body must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	body = PG_GETARG_JSONB_P(1);
+	ep = enkash_endpoint_by_name(name);
+	if (ep == NULL)
+	{
+		StringInfoData names;
+
+		initStringInfo(&names);
+		for (const EnkashEndpoint *e = enkash_endpoints; e->function; e++)
+			appendStringInfo(&names, "%s%s", names.len ? ", " : "", e->name);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown EnKash endpoint \"%s\"", name),
+				 errhint("Known endpoints: %s.", names.data)));
+	}
+	if (!JB_ROOT_IS_OBJECT(body))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("body must be a JSON object")));
+
+	json = JsonbToCString(NULL, &body->root, VARSIZE(body));
+	PG_RETURN_JSONB_P(enkash_send(ep, json, strlen(json)));
 }

@@ -15,6 +15,8 @@
 
 #include "postgres.h"
 
+#include "utils/guc.h"
+
 typedef enum EnkashKind
 {
 	ENKASH_READ,				/* looks something up */
@@ -29,14 +31,33 @@ typedef enum EnkashFieldType
 	EF_TEXT,					/* SQL text, JSON string */
 	EF_AMOUNT,					/* SQL numeric, JSON number, rupees.paise */
 	EF_BOOL,					/* SQL boolean, JSON true/false */
-	EF_INT,						/* SQL integer, JSON number */
-	EF_TEXT_ARRAY				/* SQL text[], JSON array of strings */
+	EF_COUNT,					/* SQL integer >= 0, JSON number */
+	EF_TEXT_ARRAY,				/* SQL text[] of 1 to 100, JSON array of strings */
+	EF_DATE,					/* SQL date, JSON "dd-MM-yyyy" */
+	EF_TIMESTAMP,				/* SQL timestamptz, JSON ISO-8601 in IST */
+	EF_PAN_DOCUMENT				/* SQL text (a PAN tax id), JSON
+								 * [{"docType":"PAN","docNo":...}] */
 } EnkashFieldType;
+
+/* What a text value must look like, beyond being non-empty. */
+typedef enum EnkashFormat
+{
+	EV_ANY,
+	EV_ID,						/* an EnKash identifier: letters, digits, -_./: */
+	EV_MOBILE,					/* 10 digits */
+	EV_PINCODE,					/* 6 digits */
+	EV_EMAIL,					/* local@domain.tld */
+	EV_OTP,						/* 4 to 8 digits */
+	EV_PIN_BLOCK,				/* 4 to 32 hex digits */
+	EV_TAX_PAN					/* AAAAA9999A */
+} EnkashFormat;
 
 /* Field flags */
 #define EF_REQUIRED		0x01	/* NULL is an error */
-#define EF_ID			0x02	/* an EnKash identifier: short, no spaces */
-#define EF_COMPANY		0x04	/* NULL means the enkash.company_id setting */
+#define EF_COMPANY		0x02	/* NULL means the enkash.company_id setting */
+#define EF_SECRET		0x04	/* PIN block, OTP, MFA code: never echoed or kept */
+#define EF_ZERO_OK		0x08	/* an amount that may be 0 (a limit) */
+#define EF_RANGE_START	0x10	/* the next field is the end of a range */
 
 typedef struct EnkashField
 {
@@ -44,6 +65,7 @@ typedef struct EnkashField
 	const char *json;			/* JSON member name */
 	EnkashFieldType type;
 	int			flags;
+	EnkashFormat format;
 	const char *const *choices; /* allowed values, NULL-terminated, or NULL */
 } EnkashField;
 
@@ -56,6 +78,8 @@ struct EnkashEndpoint
 	EnkashKind	kind;
 	const char *fixed;			/* JSON members always sent, or NULL */
 	const EnkashField *fields;	/* terminated by a zeroed row */
+	bool		inferred_path;	/* path is our reading of the docs: overridable */
+	bool		paged;			/* answers a page of "content"; see pages.c */
 };
 
 typedef struct EnkashEndpoint EnkashEndpoint;
@@ -63,5 +87,8 @@ typedef struct EnkashEndpoint EnkashEndpoint;
 extern const EnkashEndpoint enkash_endpoints[];
 extern const EnkashEndpoint *enkash_endpoint_by_function(const char *function);
 extern const EnkashEndpoint *enkash_endpoint_by_name(const char *name);
+extern const char *enkash_endpoint_path(const EnkashEndpoint *endpoint);
+extern bool enkash_check_endpoint_paths(char **newval, void **extra,
+										GucSource source);
 
 #endif							/* ENKASH_ENDPOINTS_H */

@@ -12,6 +12,8 @@
  */
 #include "enkash.h"
 
+#include "endpoints.h"
+
 #include <curl/curl.h>
 
 #include "fmgr.h"
@@ -35,6 +37,8 @@ int			enkash_connect_timeout_ms = 5000;
 char	   *enkash_database = NULL;
 int			enkash_max_amount = 10000000;
 int			enkash_max_response_kb = 1024;
+char	   *enkash_endpoint_paths = NULL;
+int			enkash_page_size = 100;
 
 bool		enkash_preloaded = false;
 
@@ -145,6 +149,16 @@ define_settings(void)
 							"Largest EnKash response accepted.",
 							NULL, &enkash_max_response_kb, 1024, 1, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("enkash.endpoint_paths",
+							   "Overrides for endpoint paths inferred from EnKash's documentation.",
+							   "A list of name=/path, e.g. view_card_details=/card/view.",
+							   &enkash_endpoint_paths, "",
+							   PGC_SUSET, 0, enkash_check_endpoint_paths, NULL, NULL);
+	DefineCustomIntVariable("enkash.page_size",
+							"Transactions asked for per page by enkash_transactions().",
+							NULL, &enkash_page_size, 100, 1, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enkash");
 }

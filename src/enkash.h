@@ -14,6 +14,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -42,6 +43,8 @@ extern int	enkash_connect_timeout_ms;
 extern char *enkash_database;
 extern int	enkash_max_amount;
 extern int	enkash_max_response_kb;
+extern char *enkash_endpoint_paths;
+extern int	enkash_page_size;
 
 extern bool enkash_preloaded;
 extern void enkash_require_preload(void);
@@ -101,9 +104,11 @@ extern Jsonb *enkash_parse_response(const char *endpoint_name,
 									const EnkashHttpResult *http);
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
 
-/* --- endpoints.c / api.c ------------------------------------------------ */
+/* --- request.c / api.c / pages.c ---------------------------------------- */
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len);
+extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
+							  const EnkashEndpoint **endpoint);
 
 #endif							/* ENKASH_H */

@@ -6,7 +6,7 @@
 ENKASH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 APT_PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
-  libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev curl openssl
+  libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev curl openssl jq
   perl libipc-run-perl util-linux"
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -1,0 +1,42 @@
+--
+-- Card secrets: the card number (PAN) and CVV come back to the caller of
+-- enkash_view_card_details and nowhere else; the PIN block and the OTP go to
+-- EnKash and nowhere else.  Errors never quote them.  Here they are checked
+-- without ever being printed or written in SQL text.
+--
+SELECT sandbox.reset();
+
+-- The OTP flow: ask for an OTP, the card holder reads it out, view the card.
+SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX1') #>> '{}' AS otp_request \gset
+SELECT d->>'cardNumber' ~ '^652150[0-9]{10}$' AS full_card_number,
+       d->>'cvv' ~ '^[0-9]{3}$' AS cvv,
+       d->>'expiry' ~ '^[0-9]{2}/[0-9]{2}$' AS expiry,
+       d->>'cardHolderName' AS holder
+FROM enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', :'otp_request',
+                              sandbox.otp(:'otp_request')) d;
+
+-- An OTP works once.
+SELECT * FROM sandbox.try(format($$SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', %L, sandbox.otp(%L))$$,
+                                 :'otp_request', :'otp_request'));
+
+-- A wrong OTP is refused by EnKash; the message does not echo it.
+SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX1') #>> '{}' AS otp_request \gset
+SELECT * FROM sandbox.try_detail(format($$SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', %L, '000000')$$,
+                                        :'otp_request'));
+
+-- Setting a PIN from a PIN block.
+SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', pin_block => '04A1B2C3D4E5F6A7');
+SELECT (enkash_get_card('CASANDBOX1', 'EKCSANDBOX1'))->>'pinSet' AS pin_set;
+
+-- Now look for them everywhere: every table and the server log.  The card
+-- number is fetched again inside the query, so it never leaves the server.
+WITH o AS (SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX2') #>> '{}' AS id),
+     d AS (SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o.id, sandbox.otp(o.id)) AS v FROM o)
+SELECT secret, place
+FROM d, LATERAL (VALUES ('card number', v->>'cardNumber'),
+                        ('card number and CVV', (v->>'cvv') || '"'),
+                        ('the word cvv', '"cvv"'),
+                        ('the word cardNumber', 'cardNumber'),
+                        ('PIN block', '04A1B2C3D4E5F6A7')) s(secret, needle),
+     LATERAL sandbox.places_holding(needle) place;
+SELECT 'none found' AS result;

@@ -1,0 +1,124 @@
+/*-------------------------------------------------------------------------
+ *
+ * pages.c
+ *	  Endpoints that answer a page at a time: every page, as rows.
+ *
+ * EnKash's listing answers {"content": [...], "totalPages": n, ...} for a
+ * "page" (from 0) and a "size" (enkash.page_size) [inferred from the docs].
+ * enkash_endpoint_pages asks for each page in turn and returns the content
+ * items as jsonb rows; the install script turns them into typed columns.
+ * Each page's memory is freed before the next is asked for.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include "endpoints.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+/* A listing longer than this many pages is surely a server bug. */
+#define MAX_PAGES 100000
+
+static bool
+int_member(Jsonb *json, const char *key, int64 *out)
+{
+	JsonbValue	v;
+
+	if (!JB_ROOT_IS_OBJECT(json) ||
+		getKeyJsonValueFromContainer(&json->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvNumeric)
+		return false;
+	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+											 NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+/* Stores the page's content items; returns how many there were. */
+static int
+store_items(ReturnSetInfo *rsinfo, Jsonb *page, const char *what)
+{
+	JsonbValue	content;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	int			n = 0;
+
+	if (!JB_ROOT_IS_OBJECT(page) ||
+		getKeyJsonValueFromContainer(&page->root, "content", 7, &content) == NULL ||
+		content.type != jbvBinary || !JsonContainerIsArray(content.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+				 errmsg("EnKash's answer for %s has no list of items", what),
+				 errdetail("The payload lacks a \"content\" array.")));
+
+	it = JsonbIteratorInit(content.val.binary.data);
+	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Datum		item;
+		bool		isnull = false;
+
+		if (token != WJB_ELEM)
+			continue;
+		item = JsonbPGetDatum(JsonbValueToJsonb(&v));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &item, &isnull);
+		n++;
+	}
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(enkash_endpoint_pages);
+
+Datum
+enkash_endpoint_pages(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	const EnkashEndpoint *ep;
+	StringInfoData base;
+	StringInfoData body;
+	MemoryContext page_cxt;
+	MemoryContext old_cxt;
+	int			size = enkash_page_size;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	initStringInfo(&base);
+	enkash_build_body(fcinfo, &base, &ep);
+	base.data[--base.len] = '\0';	/* reopen the object for page and size */
+	initStringInfo(&body);
+
+	page_cxt = AllocSetContextCreate(CurrentMemoryContext, "enkash page",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (int page = 0;; page++)
+	{
+		Jsonb	   *answer;
+		int64		total_pages = -1;
+		int			items;
+
+		if (page >= MAX_PAGES)
+			ereport(ERROR,
+					(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+					 errmsg("EnKash's listing for %s goes on past %d pages", ep->label,
+							MAX_PAGES)));
+		CHECK_FOR_INTERRUPTS();
+
+		resetStringInfo(&body);
+		appendStringInfo(&body, "%s%s\"page\":%d,\"size\":%d}", base.data,
+						 base.len > 1 ? "," : "", page, size);
+
+		old_cxt = MemoryContextSwitchTo(page_cxt);
+		answer = enkash_send(ep, body.data, body.len);
+		items = store_items(rsinfo, answer, ep->label);
+		int_member(answer, "totalPages", &total_pages);
+		MemoryContextSwitchTo(old_cxt);
+		MemoryContextReset(page_cxt);
+
+		/* The last page: short, or as many pages as EnKash says there are. */
+		if (items < size || (total_pages >= 0 && page + 1 >= total_pages))
+			break;
+	}
+	MemoryContextDelete(page_cxt);
+	return (Datum) 0;
+}

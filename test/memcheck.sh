@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# test/memcheck.sh: the pg_regress suite (REGRESS in the Makefile) with every
+# PostgreSQL server process under valgrind memcheck, against the sandbox on
+# loopback.  Builds and installs the extension like test/run.sh (at -O0 so
+# that reports name exact lines; ENKASH_MEMCHECK_COPT= builds the release
+# flags instead), then reads the valgrind logs and reports the errors and
+# leaks whose stack passes through enkash code (enkash.so, src/*.c).
+#
+# Ends with "memcheck: N errors in enkash code" (N distinct reports: memory
+# errors plus definite leaks) and exits 1 when N > 0, 2 when the run itself
+# failed, 0 otherwise.  Diffs in the regression output are shown but do not
+# decide the exit status: everything runs ~20-50x slower under valgrind,
+# so timing tests (statement_timeout) may differ.
+#
+# Environment:
+#   ENKASH_MEMCHECK_LOGS=DIR   where the valgrind logs go (default: a new
+#                              /tmp/enkash-memcheck.XXXXXX, kept afterwards)
+#   ENKASH_MEMCHECK_COPT=FLAGS compiler flags for the extension (default -O0)
+#   ENKASH_VALGRIND_OPTS=OPTS  extra valgrind options (e.g. --gen-suppressions=all)
+#   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
+# Runtime: about 10 minutes on 2 cores.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+VALGRIND_EXITCODE=128		# a backend exiting with this is a crash to the postmaster
+
+ensure_packages valgrind
+prepare_work_copy
+
+LOGS=${ENKASH_MEMCHECK_LOGS:-$(mktemp -d /tmp/enkash-memcheck.XXXXXX)}
+mkdir -p "$LOGS" || die "cannot create $LOGS"
+rm -f "$LOGS"/valgrind.*.log "$LOGS"/server.pids
+chown "$RUN_USER" "$LOGS"
+chmod 755 "$LOGS"
+
+# Servers we started, by pid (the wrapper below records them): stopped on
+# exit even if pg_regress was interrupted.
+stop_servers() {
+	local pid i
+	[ -f "$LOGS/server.pids" ] || return 0
+	for pid in $(cat "$LOGS/server.pids"); do
+		kill -0 "$pid" 2>/dev/null || continue
+		kill -QUIT "$pid" 2>/dev/null		# immediate shutdown
+		for i in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.2
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			pkill -KILL -P "$pid" 2>/dev/null
+			kill -KILL "$pid" 2>/dev/null
+		fi
+	done
+}
+cleanup() {
+	stop_servers
+	cleanup_work
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export COPT="${ENKASH_MEMCHECK_COPT--O0}"	# PGXS appends $(COPT) to CFLAGS
+build_and_install
+unset COPT
+start_sandbox
+
+# --- the same configuration as test/run.sh writes for pg_regress ------------
+conf="$WORK/tree/test/tmp/regress.conf"
+as_user mkdir -p "$WORK/tree/test/tmp"
+write_credentials "$WORK/credentials.conf"
+write_credentials "$WORK/wrong-secret.conf" "not-the-partner-secret"
+as_user cp "$WORK/credentials.conf" "$WORK/world-readable.conf"
+as_user chmod 644 "$WORK/world-readable.conf"
+printf 'client_id = x\nclient_secret = y\nusername = z\n' | as_user sh -c "umask 077; cat > '$WORK/incomplete.conf'"
+printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malformed.conf'"
+{
+	enkash_settings "$WORK/credentials.conf"
+	cat <<EOF2
+enkash_test.sandbox_url = '$SANDBOX_URL'
+enkash_test.work_dir = '$WORK'
+log_min_messages = warning
+EOF2
+} | as_user sh -c "cat > '$conf'"
+
+# --- a bindir whose postgres runs under valgrind ------------------------------
+# pg_regress starts "<bindir>/postgres" for its temp instance.  initdb, psql
+# and pg_ctl are symlinks: initdb resolves its own path and bootstraps with
+# the real postgres, which keeps the (slow, extension-free) initdb out of
+# valgrind.  Programs the server runs (COPY FROM PROGRAM: sh, curl, openssl)
+# are not traced.
+wrap="$WORK/valgrind-bin"
+as_user mkdir -p "$wrap"
+for p in initdb pg_ctl psql; do
+	as_user ln -s "$PG_BIN/$p" "$wrap/$p"
+done
+vg_opts=(
+	--tool=memcheck --leak-check=full --trace-children=yes
+	--track-origins=yes --read-var-info=yes
+	--error-exitcode=$VALGRIND_EXITCODE
+	--errors-for-leak-kinds=definite
+	--suppressions="$WORK/tree/test/valgrind.supp"
+	--trace-children-skip='/bin/*,/usr/bin/*,/usr/local/bin/*,/sbin/*,/usr/sbin/*'
+	--num-callers=40 --fullpath-after=
+	--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END
+	--log-file="$LOGS/valgrind.%p.log"
+)
+{
+	echo '#!/bin/sh'
+	echo "echo \$\$ >> '$LOGS/server.pids'"
+	printf 'exec valgrind'
+	printf " %q" "${vg_opts[@]}" ${ENKASH_VALGRIND_OPTS:-}
+	printf ' %q "$@"\n' "$PG_BIN/postgres"
+} | as_user sh -c "cat > '$wrap/postgres'"
+as_user chmod 755 "$wrap/postgres"
+
+# --- pg_regress ----------------------------------------------------------------
+log "pg_regress with the server under valgrind memcheck (logs: $LOGS)"
+started=$(date +%s)
+as_user env PGCTLTIMEOUT=900 make -C "$WORK/tree" installcheck \
+	PG_CONFIG="$PG_BIN/pg_config" EXTRA_REGRESS_OPTS="--bindir=$wrap" \
+	>"$WORK/regress.log" 2>&1
+regress_rc=$?
+
+# pg_ctl stop returns once postmaster.pid is gone, before valgrind's leak
+# check in the postmaster has finished writing: wait for the processes.
+if [ -f "$LOGS/server.pids" ]; then
+	for pid in $(cat "$LOGS/server.pids"); do
+		for i in $(seq 1 600); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.5
+		done
+	done
+fi
+stop_servers
+log "pg_regress finished in $(( $(date +%s) - started )) s"
+
+cp "$WORK/regress.log" "$LOGS/regress.log"
+[ -f "$WORK/tree/regression.diffs" ] && cp "$WORK/tree/regression.diffs" "$LOGS/"
+[ -f "$WORK/tree/tmp_check/log/postmaster.log" ] && cp "$WORK/tree/tmp_check/log/postmaster.log" "$LOGS/"
+grep -E '^(ok|not ok|test |     )|tests (passed|failed)' "$WORK/regress.log" >&2
+ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
+bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
+	log "pg_regress under valgrind: $bad test(s) differ (timing tests may, under valgrind); first lines of the diffs:"
+	head -60 "$WORK/tree/regression.diffs" >&2
+fi
+if grep -q 'terminated by signal\|exited with exit code' "$LOGS/postmaster.log" 2>/dev/null; then
+	log "server processes crashed or exited with valgrind's error code ($VALGRIND_EXITCODE):"
+	grep 'terminated by signal\|exited with exit code' "$LOGS/postmaster.log" | head -10 >&2
+fi
+chown -R "$(id -u)" "$LOGS" 2>/dev/null
+
+nlogs=$(ls "$LOGS"/valgrind.*.log 2>/dev/null | wc -l)
+if [ "$ok" -eq 0 ] || [ "$nlogs" -eq 0 ]; then
+	tail -30 "$WORK/regress.log" >&2
+	echo "memcheck: the suite did not run under valgrind (rc $regress_rc, $nlogs valgrind logs); see $LOGS"
+	exit 2
+fi
+
+# --- the verdict: reports whose stack passes through enkash code ---------------
+# A report is the text between valgrind's error markers.  It is ours when a
+# frame is in enkash.so or in a source file of this tree's src/.
+perl - "$WORK/tree/src/" "$LOGS" <<'PERL'
+use strict;
+use warnings;
+my ($src, $dir) = @ARGV;
+my (%seen, @order);
+my %count = (errors => 0, definite => 0, possible => 0, other => 0, other_definite => 0);
+for my $file (sort glob("$dir/valgrind.*.log")) {
+	open(my $fh, '<', $file) or next;
+	my ($in, @block);
+	while (my $line = <$fh>) {
+		next unless $line =~ s/^==\d+== ?//;
+		if ($line =~ /^VALGRINDERROR-BEGIN/) { $in = 1; @block = (); next; }
+		if ($line =~ /^VALGRINDERROR-END/) {
+			$in = 0;
+			my $what = $block[0] // '';
+			my $ours = grep { /enkash\.so|\Q$src\E\w+\.c:\d+/ } @block;
+			my $leak = $what =~ /are (definitely|indirectly|possibly) lost/ ? $1 : '';
+			if (!$ours) {
+				$count{other}++ if $leak eq '';
+				$count{other_definite}++ if $leak eq 'definitely';
+				next;
+			}
+			next if $leak eq 'indirectly';
+			my $kind = $leak eq 'definitely' ? 'definite' : $leak eq 'possibly' ? 'possible' : 'errors';
+			$count{$kind}++;
+			# The same report from many processes: key on the kind and the frames.
+			my @frames = map { (my $f = $_) =~ s/0x[0-9A-F]+: //; $f =~ s/^\s+//; $f }
+				grep { /^\s+(at|by) 0x/ } @block;
+			(my $head = $what) =~ s/[\d,]+ bytes in [\d,]+ blocks/N bytes/;
+			$head =~ s/ in loss record.*//;
+			my $key = join("\n", $head, @frames[0 .. ($#frames < 7 ? $#frames : 7)]);
+			if (!$seen{$key}) {
+				push @order, $key;
+				$seen{$key} = { kind => $kind, n => 0, file => $file, text => [@block] };
+			}
+			$seen{$key}{n}++;
+			next;
+		}
+		push @block, $line if $in;
+	}
+	close($fh);
+}
+my @ours = grep { $seen{$_}{kind} ne 'possible' } @order;
+my @maybe = grep { $seen{$_}{kind} eq 'possible' } @order;
+my $i = 0;
+for my $key (@ours, @maybe) {
+	my $r = $seen{$key};
+	$i++;
+	printf "--- [%d] %s%s, %d time(s); first in %s\n", $i,
+		$r->{kind} eq 'possible' ? '(possibly lost, not counted) ' : '',
+		$r->{kind} eq 'errors' ? 'memory error' : "$r->{kind} leak", $r->{n}, $r->{file};
+	my @t = @{$r->{text}};
+	print map { "    $_" } @t[0 .. ($#t < 24 ? $#t : 24)];
+}
+printf "memcheck: %d memory error(s) and %d definite leak(s) in enkash code (%d distinct); "
+	. "%d possibly-lost blocks; %d other errors and %d definite leaks outside enkash code\n",
+	$count{errors}, $count{definite}, scalar(@ours), $count{possible}, $count{other}, $count{other_definite};
+print "memcheck: valgrind logs in $dir\n";
+print "memcheck: ", scalar(@ours), " errors in enkash code\n";
+exit(@ours ? 1 : 0);
+PERL
