@@ -57,9 +57,9 @@ SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX2')->'cardStatus'->>'label' AS r
 SELECT enkash_call('get_card', '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1"}')->>'enKashCardId' AS call;
 
 -- Upstream failures: EnKash refusing, or failing.
-SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMNOSUCH', 'Cards', 'MEAL', 'a@b.in', '9876543210')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'a@b.in', '9876543210', company_id => 'CEKOTHER')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CANOSUCH', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CAGIFT1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 99999999)$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 5000000)$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_pin('CASANDBOX1', 'EKCNOSUCH', '041234FEDCBA9876')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCNOSUCH')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', 'OTPREQNOSUCH', '123456')$$);

