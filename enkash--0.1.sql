@@ -404,6 +404,16 @@ CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
 COMMENT ON FUNCTION enkash_call(text, jsonb) IS
 'Administrators only: sends body as is to a named endpoint (see README) with the usual envelope, token and errors, and none of the argument checks.';
 
+CREATE FUNCTION enkash_endpoints(
+    OUT function_name text, OUT endpoint text, OUT path text, OUT kind text,
+    OUT fields text, OUT secret_fields text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_endpoints_list'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION enkash_endpoints() IS
+'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional).';
+
 CREATE FUNCTION enkash_token_calls() RETURNS bigint
     AS 'MODULE_PATHNAME', 'enkash_token_calls'
     LANGUAGE C VOLATILE STRICT;

@@ -13,6 +13,9 @@
 #include "endpoints.h"
 
 #include "enkash.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
 
 /* Enumerations from the contract */
 static const char *const account_types[] = {
@@ -362,4 +365,63 @@ enkash_endpoint_path(const EnkashEndpoint *ep)
 		p = *end ? end + 1 : end;
 	}
 	return ep->path;
+}
+
+static const char *
+kind_name(EnkashKind kind)
+{
+	switch (kind)
+	{
+		case ENKASH_READ:
+			return "read";
+		case ENKASH_WRITE:
+			return "write";
+		case ENKASH_MONEY:
+			return "money";
+		case ENKASH_SECRET_IN:
+			return "secret in";
+		case ENKASH_SECRET_OUT:
+			return "secret out";
+	}
+	return "?";
+}
+
+PG_FUNCTION_INFO_V1(enkash_endpoints_list);
+
+/* enkash_endpoints(): the table above, for people (and the README). */
+Datum
+enkash_endpoints_list(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (const EnkashEndpoint *ep = enkash_endpoints; ep->function; ep++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {0};
+		StringInfoData fields;
+		StringInfoData secrets;
+
+		initStringInfo(&fields);
+		initStringInfo(&secrets);
+		for (const EnkashField *f = ep->fields; f->arg; f++)
+		{
+			appendStringInfo(&fields, "%s%s%s", fields.len ? ", " : "", f->json,
+							 (f->flags & EF_REQUIRED) && !(f->flags & EF_COMPANY) ? "" : "?");
+			if (f->flags & EF_SECRET)
+				appendStringInfo(&secrets, "%s%s", secrets.len ? ", " : "", f->json);
+		}
+		values[0] = CStringGetTextDatum(strcmp(ep->function, "transaction_pages") == 0 ?
+										"enkash_transactions" : ep->function);
+		values[1] = CStringGetTextDatum(ep->name);
+		values[2] = CStringGetTextDatum(enkash_endpoint_path(ep));
+		values[3] = CStringGetTextDatum(kind_name(ep->kind));
+		values[4] = CStringGetTextDatum(fields.data);
+		if (secrets.len)
+			values[5] = CStringGetTextDatum(secrets.data);
+		else
+			nulls[5] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

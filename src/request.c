@@ -123,7 +123,7 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len)
 	enkash_require_preload();
 	base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
 	partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
-	url = psprintf("%s%s", base_url, ep->path);
+	url = psprintf("%s%s", base_url, enkash_endpoint_path(ep));
 	partner_header = psprintf("partnerId: %s", partner_id);
 
 	if (enkash_encrypt)
