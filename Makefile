@@ -11,11 +11,15 @@ OBJS = \
 	src/endpoints.o \
 	src/enkash.o \
 	src/envelope.o \
+	src/ledger.o \
+	src/mask.o \
+	src/money.o \
 	src/pages.o \
 	src/request.o \
 	src/response.o \
 	src/token.o \
-	src/transport.o
+	src/transport.o \
+	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare

@@ -17,6 +17,88 @@ DROP FUNCTION enkash_assert_preloaded();
 CREATE SCHEMA enkash;
 REVOKE ALL ON SCHEMA enkash FROM PUBLIC;
 
+-- ---------------------------------------------------------------------------
+-- Tables: written by the enkash worker only, so that they survive the
+-- caller's rollback, cancellation or crash.  Never hold card secrets: every
+-- body is masked first (card numbers as first 6 / last 4; CVV, PIN, OTP,
+-- passwords and tokens removed).
+-- ---------------------------------------------------------------------------
+
+-- One row per money call, by its idempotency key (for a load, the
+-- unique_reference_number).  state: in_flight (being sent), succeeded,
+-- failed (EnKash declined; replays raise it again), unknown (may or may not
+-- have happened: checked with EnKash before anything is sent again).
+CREATE TABLE enkash.idempotency_keys (
+    id bigserial PRIMARY KEY,
+    endpoint text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    state text NOT NULL CHECK (state IN ('in_flight', 'succeeded', 'failed', 'unknown')),
+    request jsonb,
+    outcome jsonb,
+    error_sqlstate text,
+    error_message text,
+    error_detail text,
+    http_status integer,
+    role text NOT NULL,
+    owner_pid integer,
+    attempts integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    UNIQUE (endpoint, key)
+);
+COMMENT ON TABLE enkash.idempotency_keys IS
+'One row per money call by idempotency key: its request (masked), state and recorded outcome.';
+
+-- One row per HTTP exchange with EnKash, token calls included.  outcome:
+-- sent (in flight), ok, declined, failed (nothing happened), unknown, error.
+CREATE TABLE enkash.audit_log (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    role text,
+    endpoint text NOT NULL,
+    idempotency_key text,
+    key_id bigint,
+    outcome text NOT NULL,
+    http_status integer,
+    enkash_code text,
+    message text,
+    sqlstate text,
+    latency_ms double precision,
+    request jsonb,
+    response jsonb
+);
+CREATE INDEX ON enkash.audit_log (at);
+CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
+COMMENT ON TABLE enkash.audit_log IS
+'Append-only record of every exchange with EnKash, bodies masked.';
+
+-- pg_dump keeps their rows.
+SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log_id_seq', '');
+
+-- One row per card load, with its final state: what finance reconciles.
+CREATE VIEW enkash.money_movements AS
+SELECT k.key AS reference_number,
+       k.request->>'companyId' AS company_id,
+       k.request->>'cardAccountId' AS card_account_id,
+       k.request->>'enKashCardId' AS enkash_card_id,
+       (k.request->>'amount')::numeric AS amount,
+       k.request->>'description' AS description,
+       k.state,
+       k.error_message,
+       k.role AS requested_by,
+       k.attempts,
+       k.created_at AS requested_at,
+       k.finished_at
+FROM enkash.idempotency_keys k
+WHERE k.endpoint = 'load_balance';
+COMMENT ON VIEW enkash.money_movements IS
+'One row per card load (by reference number) with its state: succeeded, failed, unknown or in_flight.';
+
 -- Every endpoint function below is bound to one C entry point,
 -- enkash_endpoint_call; the function's name picks the endpoint and its
 -- argument names pick the JSON fields (src/endpoints.c).  Arguments left NULL
@@ -51,13 +133,14 @@ CREATE FUNCTION enkash_create_card_account(
     account_type text,
     email text,
     mobile text,
+    idempotency_key text,
     user_id text DEFAULT NULL,
     company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text) IS
+COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text, text) IS
 'Create Card Account: a new card account (account_type CORPORATE, GIFT, MEAL, ...). Returns {cardAccountId, ...}.';
 
 CREATE FUNCTION enkash_create_prepaid_card(
@@ -66,6 +149,7 @@ CREATE FUNCTION enkash_create_prepaid_card(
     last_name text,
     email text,
     mobile text,
+    idempotency_key text,
     load_amount numeric DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -93,7 +177,7 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
 'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
 
 CREATE FUNCTION enkash_create_gift_card(
@@ -103,6 +187,7 @@ CREATE FUNCTION enkash_create_gift_card(
     email text,
     mobile text,
     load_amount numeric,
+    idempotency_key text,
     middle_name text DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -130,11 +215,12 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
 'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
 
 CREATE FUNCTION enkash_request_card_replacement(
     enkash_card_id text,
+    idempotency_key text,
     otp_medium text DEFAULT 'MOBILE',
     otp_required boolean DEFAULT false,
     otp_request_id text DEFAULT NULL,
@@ -145,7 +231,7 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_request_card_replacement(text, text, boolean, text, text, text, text) IS
+COMMENT ON FUNCTION enkash_request_card_replacement(text, text, text, boolean, text, text, text, text) IS
 'Request Card Replacement: the card is replaced by a new one carrying its balance. Returns the new card id.';
 
 CREATE FUNCTION enkash_order_physical_card(
@@ -155,6 +241,7 @@ CREATE FUNCTION enkash_order_physical_card(
     delivery_city text,
     delivery_state text,
     delivery_pincode text,
+    idempotency_key text,
     delivery_address2 text DEFAULT NULL,
     delivery_country text DEFAULT 'India',
     company_id text DEFAULT NULL)
@@ -162,7 +249,7 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_order_physical_card(text, text, text, text, text, text, text, text, text) IS
+COMMENT ON FUNCTION enkash_order_physical_card(text, text, text, text, text, text, text, text, text, text) IS
 'Order Physical Card for an existing card, delivered to the address given. Returns the order id.';
 
 -- ---------------------------------------------------------------------------
@@ -424,6 +511,9 @@ COMMENT ON FUNCTION enkash_token_calls() IS
 -- ---------------------------------------------------------------------------
 -- Privileges: nobody but superusers until granted (see README, "Privileges")
 -- ---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA enkash FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA enkash FROM PUBLIC;
 
 DO $$
 DECLARE

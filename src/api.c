@@ -446,6 +446,13 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 		return;
 	}
 
+	/* A field that is not sent (an idempotency key) is only checked. */
+	if (field->json == NULL)
+	{
+		check_text(field, TextDatumGetCString(value));
+		return;
+	}
+
 	if (buf->len > 1)
 		appendStringInfoChar(buf, ',');
 	escape_json(buf, field->json);
@@ -495,7 +502,7 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
  */
 void
 enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
-				  const EnkashEndpoint **endpoint)
+				  const EnkashEndpoint **endpoint, char **key)
 {
 	CallPlan   *plan = fcinfo->flinfo->fn_extra;
 	const EnkashEndpoint *ep;
@@ -503,6 +510,7 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 	if (plan == NULL)
 		fcinfo->flinfo->fn_extra = plan = build_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
+	*key = NULL;
 
 	appendStringInfoChar(body, '{');
 	for (int f = 0; f < plan->nfields; f++)
@@ -513,6 +521,8 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 
 		append_field(body, field, isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
 					 isnull);
+		if ((field->flags & EF_KEY) && !isnull)
+			*key = TextDatumGetCString(PG_GETARG_DATUM(a));
 
 		if ((field->flags & EF_RANGE_START) && !isnull)
 		{
@@ -541,10 +551,41 @@ enkash_endpoint_call(PG_FUNCTION_ARGS)
 {
 	const EnkashEndpoint *ep;
 	StringInfoData body;
+	char	   *key;
 
 	initStringInfo(&body);
-	enkash_build_body(fcinfo, &body, &ep);
-	PG_RETURN_JSONB_P(enkash_send(ep, body.data, body.len));
+	enkash_build_body(fcinfo, &body, &ep, &key);
+	PG_RETURN_JSONB_P(enkash_send(ep, body.data, body.len, key));
+}
+
+/*
+ * The idempotency key of a raw money call: the body's member that is the
+ * key (uniqueReferenceNumber for a load).  Money endpoints whose key is not
+ * part of the body cannot be called raw: their typed function takes one.
+ */
+static char *
+money_key(const EnkashEndpoint *ep, Jsonb *body)
+{
+	if (ep->kind != ENKASH_MONEY)
+		return NULL;
+	for (const EnkashField *f = ep->fields; f->arg; f++)
+	{
+		JsonbValue	v;
+
+		if (!(f->flags & EF_KEY) || f->json == NULL)
+			continue;
+		if (getKeyJsonValueFromContainer(&body->root, f->json, strlen(f->json), &v) &&
+			v.type == jbvString && v.val.string.len > 0)
+			return pnstrdup(v.val.string.val, v.val.string.len);
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a raw %s needs \"%s\" in its body", ep->label, f->json),
+				 errdetail("It is the idempotency key that keeps the call from happening twice.")));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("%s cannot be sent raw", ep->label),
+			 errhint("Use %s(), which takes an idempotency_key.", ep->function)));
 }
 
 PG_FUNCTION_INFO_V1(enkash_call);
@@ -587,5 +628,5 @@ enkash_call(PG_FUNCTION_ARGS)
 				 errmsg("body must be a JSON object")));
 
 	json = JsonbToCString(NULL, &body->root, VARSIZE(body));
-	PG_RETURN_JSONB_P(enkash_send(ep, json, strlen(json)));
+	PG_RETURN_JSONB_P(enkash_send(ep, json, strlen(json), money_key(ep, body)));
 }

@@ -45,6 +45,7 @@ static const char *const txn_types[] = {"CR", "DR", NULL};
 	{"otp", "otp", EF_TEXT, EF_SECRET, EV_OTP}, \
 	{"mfa_code", "mfaCode", EF_TEXT, EF_SECRET, EV_OTP}, \
 	{"otp_required", "otpRequired", EF_BOOL, EF_REQUIRED}
+#define IDEMPOTENCY_KEY {"idempotency_key", NULL, EF_TEXT, EF_REQUIRED | EF_KEY, EV_ID}
 #define END {NULL}
 
 static const EnkashField create_card_account_fields[] = {
@@ -56,6 +57,7 @@ static const EnkashField create_card_account_fields[] = {
 	{"mobile", "mobile", EF_TEXT, EF_REQUIRED, EV_MOBILE},
 	{"account_title", "accountTitle", EF_TEXT, EF_REQUIRED},
 	{"account_type", "accountType", EF_TEXT, EF_REQUIRED, EV_ANY, account_types},
+	IDEMPOTENCY_KEY,
 	END
 };
 
@@ -98,6 +100,7 @@ static const EnkashField create_card_account_fields[] = {
 static const EnkashField create_prepaid_card_fields[] = {
 	CARD_HOLDER_HEAD,
 	CARD_HOLDER_TAIL(0),
+	IDEMPOTENCY_KEY,
 	END
 };
 
@@ -105,6 +108,7 @@ static const EnkashField create_gift_card_fields[] = {
 	CARD_HOLDER_HEAD,
 	{"middle_name", "middleName", EF_TEXT, 0},
 	CARD_HOLDER_TAIL(EF_REQUIRED),
+	IDEMPOTENCY_KEY,
 	END
 };
 
@@ -122,7 +126,7 @@ static const EnkashField load_balance_fields[] = {
 	{"description", "description", EF_TEXT, 0},
 	{"type", "type", EF_TEXT, EF_REQUIRED, EV_ANY, load_types},
 	{"transaction_code", "transactionCode", EF_TEXT, EF_REQUIRED, EV_ID},
-	{"unique_reference_number", "uniqueReferenceNumber", EF_TEXT, EF_REQUIRED, EV_ID},
+	{"unique_reference_number", "uniqueReferenceNumber", EF_TEXT, EF_REQUIRED | EF_KEY, EV_ID},
 	{"remarks", "remarks", EF_TEXT, 0},
 	END
 };
@@ -176,6 +180,7 @@ static const EnkashField request_card_replacement_fields[] = {
 	CARD,
 	{"card_account_id", "cardAccountId", EF_TEXT, 0, EV_ID},
 	OTP_FIELDS,
+	IDEMPOTENCY_KEY,
 	END
 };
 
@@ -191,6 +196,7 @@ static const EnkashField block_card_fields[] = {
 static const EnkashField order_physical_card_fields[] = {
 	COMPANY, ACCOUNT, CARD,
 	DELIVERY_FIELDS(EF_REQUIRED),
+	IDEMPOTENCY_KEY,
 	END
 };
 
@@ -406,6 +412,8 @@ enkash_endpoints_list(PG_FUNCTION_ARGS)
 		initStringInfo(&secrets);
 		for (const EnkashField *f = ep->fields; f->arg; f++)
 		{
+			if (f->json == NULL)
+				continue;
 			appendStringInfo(&fields, "%s%s%s", fields.len ? ", " : "", f->json,
 							 (f->flags & EF_REQUIRED) && !(f->flags & EF_COMPANY) ? "" : "?");
 			if (f->flags & EF_SECRET)

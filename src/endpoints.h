@@ -58,11 +58,13 @@ typedef enum EnkashFormat
 #define EF_SECRET		0x04	/* PIN block, OTP, MFA code: never echoed or kept */
 #define EF_ZERO_OK		0x08	/* an amount that may be 0 (a limit) */
 #define EF_RANGE_START	0x10	/* the next field is the end of a range */
+#define EF_KEY			0x20	/* the idempotency key of a money call; a
+								 * field with no JSON name is not sent */
 
 typedef struct EnkashField
 {
 	const char *arg;			/* SQL argument name */
-	const char *json;			/* JSON member name */
+	const char *json;			/* JSON member name, or NULL: not sent */
 	EnkashFieldType type;
 	int			flags;
 	EnkashFormat format;

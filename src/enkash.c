@@ -13,6 +13,7 @@
 #include "enkash.h"
 
 #include "endpoints.h"
+#include "ledger.h"
 
 #include <curl/curl.h>
 
@@ -39,6 +40,8 @@ int			enkash_max_amount = 10000000;
 int			enkash_max_response_kb = 1024;
 char	   *enkash_endpoint_paths = NULL;
 int			enkash_page_size = 100;
+int			enkash_key_retention_days = 7;
+int			enkash_unknown_grace_ms = 30000;
 
 bool		enkash_preloaded = false;
 
@@ -160,6 +163,18 @@ define_settings(void)
 							NULL, &enkash_page_size, 100, 1, 1000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("enkash.key_retention_days",
+							"Days that finished idempotency keys are kept before the worker purges them.",
+							"Keys whose outcome is unknown are never purged.",
+							&enkash_key_retention_days, 7, 1, 3650,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enkash.unknown_grace_ms",
+							"How long after an attempt became unknown EnKash is asked about it.",
+							"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
+							&enkash_unknown_grace_ms, 30000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("enkash");
 }
 
@@ -169,7 +184,8 @@ enkash_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(enkash_token_shmem_size());
-	RequestNamedLWLockTranche("enkash", 1);
+	RequestAddinShmemSpace(enkash_ledger_shmem_size());
+	RequestNamedLWLockTranche("enkash", 2);	/* token, ledger */
 }
 
 static void
@@ -178,6 +194,7 @@ enkash_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	enkash_token_shmem_init();
+	enkash_ledger_shmem_init();
 }
 
 void
@@ -198,6 +215,8 @@ _PG_init(void)
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(FATAL,
 				(errmsg("enkash: could not initialize libcurl")));
+
+	enkash_register_launcher();
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = enkash_shmem_request;

@@ -45,8 +45,11 @@ extern int	enkash_max_amount;
 extern int	enkash_max_response_kb;
 extern char *enkash_endpoint_paths;
 extern int	enkash_page_size;
+extern int	enkash_key_retention_days;
+extern int	enkash_unknown_grace_ms;
 
 extern bool enkash_preloaded;
+extern void enkash_register_launcher(void);
 extern void enkash_require_preload(void);
 extern const char *enkash_require_setting(const char *name, const char *value);
 
@@ -100,15 +103,44 @@ extern char *enkash_open_body(const char *b64, size_t len, size_t *out_len,
 							  const char **why);
 
 /* --- response.c: EnKash's envelope to jsonb or an error ------------------ */
+/* What EnKash said, besides the payload: for the audit log. */
+typedef struct EnkashAnswer
+{
+	Jsonb	   *envelope;		/* decrypted {code, message, payload} */
+	char	   *code;
+	char	   *message;
+} EnkashAnswer;
+
 extern Jsonb *enkash_parse_response(const char *endpoint_name,
-									const EnkashHttpResult *http);
+									const EnkashHttpResult *http,
+									EnkashAnswer *answer);
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
+
+/* --- mask.c: secrets out of anything stored ------------------------------ */
+extern Jsonb *enkash_mask(Jsonb *json);
+extern char *enkash_mask_text(const char *json, size_t len);
 
 /* --- request.c / api.c / pages.c ---------------------------------------- */
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
-						  size_t len);
+						  size_t len, const char *key);
+extern void enkash_exchange(const EnkashEndpoint *endpoint, const char *json,
+							size_t len, EnkashHttpResult *http,
+							volatile bool *request_left);
+
+struct LedgerExchange;
+extern void enkash_describe_exchange(struct LedgerExchange *x,
+									 const EnkashEndpoint *endpoint,
+									 const char *key, const char *json,
+									 size_t len, const EnkashHttpResult *http,
+									 const EnkashAnswer *answer);
+extern ErrorData *enkash_current_error(MemoryContext cxt);
+
+/* --- money.c: exactly-once money calls ------------------------------------ */
+extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
+								const char *json, size_t len,
+								const char *key);
 extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
-							  const EnkashEndpoint **endpoint);
+							  const EnkashEndpoint **endpoint, char **key);
 
 #endif							/* ENKASH_H */

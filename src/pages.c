@@ -81,11 +81,12 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 	MemoryContext page_cxt;
 	MemoryContext old_cxt;
 	int			size = enkash_page_size;
+	char	   *key;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	initStringInfo(&base);
-	enkash_build_body(fcinfo, &base, &ep);
+	enkash_build_body(fcinfo, &base, &ep, &key);
 	base.data[--base.len] = '\0';	/* reopen the object for page and size */
 	initStringInfo(&body);
 
@@ -109,7 +110,7 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 						 base.len > 1 ? "," : "", page, size);
 
 		old_cxt = MemoryContextSwitchTo(page_cxt);
-		answer = enkash_send(ep, body.data, body.len);
+		answer = enkash_send(ep, body.data, body.len, NULL);
 		items = store_items(rsinfo, answer, ep->label);
 		int_member(answer, "totalPages", &total_pages);
 		MemoryContextSwitchTo(old_cxt);

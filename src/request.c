@@ -14,6 +14,7 @@
 
 #include "endpoints.h"
 #include "envelope.h"
+#include "ledger.h"
 
 #define BEARER_MAX 2100
 
@@ -81,7 +82,8 @@ enkash_open_body(const char *b64, size_t len, size_t *out_len, const char **why)
 /* One POST with the current token; returns the token's generation. */
 static uint64
 post_with_token(const char *url, const char *partner_header, const char *body,
-				size_t body_len, bool may_resend, EnkashHttpResult *http)
+				size_t body_len, bool may_resend, EnkashHttpResult *http,
+				volatile bool *request_left)
 {
 	char		bearer[BEARER_MAX];
 	uint64		generation;
@@ -98,6 +100,7 @@ post_with_token(const char *url, const char *partner_header, const char *body,
 
 	PG_TRY();
 	{
+		*request_left = true;
 		enkash_http_post(url, headers, lengthof(headers), body, body_len,
 						 may_resend, http);
 	}
@@ -109,8 +112,14 @@ post_with_token(const char *url, const char *partner_header, const char *body,
 	return generation;
 }
 
-Jsonb *
-enkash_send(const EnkashEndpoint *ep, const char *json, size_t len)
+/*
+ * One authenticated, encrypted POST to an endpoint, with one retry on a
+ * refused token.  Raises when no HTTP answer came back; *request_left tells
+ * the caller whether anything may have reached EnKash by then.
+ */
+void
+enkash_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
+				EnkashHttpResult *http, volatile bool *request_left)
 {
 	const char *base_url;
 	const char *partner_id;
@@ -118,7 +127,6 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len)
 	char	   *partner_header;
 	const char *body = json;
 	size_t		body_len = len;
-	EnkashHttpResult http;
 
 	enkash_require_preload();
 	base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
@@ -134,19 +142,96 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len)
 		/* Only look-ups may be re-sent by libcurl after a dead connection. */
 		uint64		generation = post_with_token(url, partner_header, body,
 												 body_len, ep->kind == ENKASH_READ,
-												 &http);
+												 http, request_left);
 
-		if (http.outcome != ENKASH_HTTP_OK)
-			enkash_http_raise(ep->label, &http);
+		if (http->outcome != ENKASH_HTTP_OK)
+			enkash_http_raise(ep->label, http);
 
 		/* A token EnKash no longer honours: replace it and try once more. */
-		if (http.status == 401 && attempt == 0)
+		if (http->status == 401 && attempt == 0)
 		{
 			enkash_token_invalidate(generation);
 			continue;
 		}
 		break;
 	}
+}
 
-	return enkash_parse_response(ep->label, &http);
+/* The audit record of an exchange, masked. */
+void
+enkash_describe_exchange(LedgerExchange *x, const EnkashEndpoint *ep,
+						 const char *key, const char *json, size_t len,
+						 const EnkashHttpResult *http, const EnkashAnswer *answer)
+{
+	memset(x, 0, sizeof(*x));
+	x->endpoint = ep->name;
+	x->key = key;
+	x->request = enkash_mask_text(json, len);
+	if (http)
+	{
+		x->http_status = (int) http->status;
+		x->latency_ms = http->seconds * 1000.0;
+	}
+	if (answer && answer->envelope)
+	{
+		Jsonb	   *masked = enkash_mask(answer->envelope);
+
+		x->response = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
+		x->enkash_code = answer->code;
+		x->message = answer->message;
+	}
+}
+
+/* The error being handled, copied out of the error context. */
+ErrorData *
+enkash_current_error(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	return CopyErrorData();
+}
+
+/*
+ * A call to an endpoint; money goes through money.c.  Look-ups and card
+ * actions are audited without waiting for the row to be committed.
+ */
+Jsonb *
+enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
+			const char *key)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	EnkashHttpResult http = {0};
+	EnkashAnswer answer = {0};
+	volatile bool request_left = false;
+	Jsonb	   *payload;
+	LedgerExchange x;
+
+	if (ep->kind == ENKASH_MONEY)
+		return enkash_send_money(ep, json, len, key);
+
+	PG_TRY();
+	{
+		enkash_exchange(ep, json, len, &http, &request_left);
+		payload = enkash_parse_response(ep->label, &http, &answer);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = enkash_current_error(cxt);
+
+		if (request_left)
+		{
+			enkash_describe_exchange(&x, ep, key, json, len,
+									 http.outcome == ENKASH_HTTP_OK ? &http : NULL, NULL);
+			x.outcome = "error";
+			x.sqlstate = unpack_sql_state(edata->sqlerrcode);
+			x.message = edata->message;
+			enkash_ledger_audit(&x);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	enkash_describe_exchange(&x, ep, key, json, len, &http, &answer);
+	x.outcome = "ok";
+	enkash_ledger_audit(&x);
+	return payload;
 }

@@ -140,7 +140,8 @@ http_failure(const char *what, const EnkashHttpResult *http, Jsonb *envelope)
 }
 
 Jsonb *
-enkash_parse_response(const char *what, const EnkashHttpResult *http)
+enkash_parse_response(const char *what, const EnkashHttpResult *http,
+					  EnkashAnswer *answer)
 {
 	Jsonb	   *outer = enkash_parse_json_or_null(http->body, http->body_len);
 	Jsonb	   *envelope = outer;
@@ -193,6 +194,12 @@ enkash_parse_response(const char *what, const EnkashHttpResult *http)
 						message ? message : "no reason given"),
 				 errdetail("EnKash code %s, HTTP status %ld.", code, http->status)));
 
+	if (answer)
+	{
+		answer->envelope = envelope;
+		answer->code = code;
+		answer->message = message;
+	}
 	if (!member(envelope, "payload", &v))
 		v.type = jbvNull;
 	return JsonbValueToJsonb(&v);

@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "envelope.h"
+#include "ledger.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
@@ -129,6 +130,30 @@ record_failure(const char *message)
 	LWLockRelease(shared->lock);
 }
 
+/* The audit row of a token call: the grant type, never the form or token. */
+static void
+audit_token_call(bool use_refresh, const EnkashHttpResult *http)
+{
+	LedgerExchange x = {0};
+
+	x.endpoint = "token";
+	x.request = use_refresh ? "{\"grant_type\": \"refresh_token\"}" :
+		"{\"grant_type\": \"password\"}";
+	if (http->outcome == ENKASH_HTTP_OK)
+	{
+		x.http_status = (int) http->status;
+		x.response = enkash_mask_text(http->body, http->body_len);
+		x.outcome = http->status == 200 ? "ok" : "failed";
+	}
+	else
+	{
+		x.outcome = "error";
+		x.message = http->error;
+	}
+	x.latency_ms = http->seconds * 1000.0;
+	enkash_ledger_audit(&x);
+}
+
 /*
  * One grant against the token endpoint.  Returns true and stores the token
  * in shared memory on success; on an authentication refusal returns false
@@ -194,6 +219,7 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 	shared->token_calls++;
 	LWLockRelease(shared->lock);
 
+	audit_token_call(use_refresh, &http);
 	if (http.outcome != ENKASH_HTTP_OK)
 		enkash_http_raise("a new access token", &http);
 

@@ -149,11 +149,23 @@ if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
 	log "pg_regress under valgrind: $bad test(s) differ (timing tests may, under valgrind); first lines of the diffs:"
 	head -60 "$WORK/tree/regression.diffs" >&2
 fi
-if grep -q 'terminated by signal\|exited with exit code' "$LOGS/postmaster.log" 2>/dev/null; then
+crash="terminated by signal\\|exited with exit code $VALGRIND_EXITCODE"
+if grep -q "$crash" "$LOGS/postmaster.log" 2>/dev/null; then
 	log "server processes crashed or exited with valgrind's error code ($VALGRIND_EXITCODE):"
-	grep 'terminated by signal\|exited with exit code' "$LOGS/postmaster.log" | head -10 >&2
+	grep "$crash" "$LOGS/postmaster.log" | head -10 >&2
 fi
 chown -R "$(id -u)" "$LOGS" 2>/dev/null
+
+# The install is system-wide, as for test/run.sh: another run that installs
+# meanwhile (test/run.sh, test/demo.sh from another tree) changes what the
+# servers load, and the results would not be about this tree.
+pkglib=$("$PG_BIN/pg_config" --pkglibdir)
+sharedir=$("$PG_BIN/pg_config" --sharedir)
+if ! cmp -s "$WORK/tree/enkash.so" "$pkglib/enkash.so" ||
+	! cmp -s "$WORK/tree/enkash--0.1.sql" "$sharedir/extension/enkash--0.1.sql"; then
+	echo "memcheck: another build of enkash was installed during this run; run it again alone (logs: $LOGS)"
+	exit 2
+fi
 
 nlogs=$(ls "$LOGS"/valgrind.*.log 2>/dev/null | wc -l)
 if [ "$ok" -eq 0 ] || [ "$nlogs" -eq 0 ]; then

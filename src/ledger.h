@@ -1,0 +1,85 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.h
+ *	  Idempotency keys and the audit log, written by the enkash worker.
+ *
+ * PostgreSQL has no autonomous transactions, so a backend never writes these
+ * rows itself: it hands them to the worker through shared memory and (for
+ * money) waits until the worker has committed them.  They therefore survive
+ * the caller's rollback, cancellation or death.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENKASH_LEDGER_H
+#define ENKASH_LEDGER_H
+
+#include "postgres.h"
+
+/* What the worker said about a claimed key. */
+typedef enum LedgerVerdict
+{
+	LEDGER_CLAIMED,				/* new key: send it */
+	LEDGER_RECONCILE,			/* outcome unknown: ask EnKash before sending */
+	LEDGER_REPLAY_SUCCESS,		/* done before: here is the stored payload */
+	LEDGER_REPLAY_FAILURE,		/* declined before: here is the stored error */
+	LEDGER_MISMATCH,			/* the key was used for a different request */
+	LEDGER_IN_FLIGHT,			/* another session is sending it right now */
+	LEDGER_TOO_SOON,			/* unknown, but EnKash may still be at it */
+	LEDGER_ERROR				/* the worker could not record it */
+} LedgerVerdict;
+
+typedef struct LedgerClaim
+{
+	LedgerVerdict verdict;
+	int64		key_id;			/* enkash.idempotency_keys.id */
+	int64		audit_id;		/* enkash.audit_log.id of the send, if any */
+	char		sqlstate[6];	/* stored failure, or the worker's error */
+	char	   *payload;		/* stored payload (REPLAY_SUCCESS) */
+	char	   *message;
+	char	   *detail;
+} LedgerClaim;
+
+/* The final state of a key, as FINISH records it. */
+typedef enum LedgerState
+{
+	LEDGER_SUCCEEDED,
+	LEDGER_FAILED,				/* EnKash declined: replays raise it again */
+	LEDGER_UNKNOWN,				/* may or may not have happened */
+	LEDGER_RELEASED				/* nothing happened: the key is free again */
+} LedgerState;
+
+/* One HTTP exchange, for the audit log; all text already masked. */
+typedef struct LedgerExchange
+{
+	const char *endpoint;
+	const char *key;			/* idempotency key, or NULL */
+	const char *request;		/* masked JSON, or NULL */
+	const char *response;		/* masked JSON, or NULL */
+	const char *outcome;		/* ok, declined, failed, unknown, error */
+	int			http_status;	/* 0 when no response */
+	const char *enkash_code;
+	const char *message;
+	const char *sqlstate;
+	double		latency_ms;
+} LedgerExchange;
+
+extern Size enkash_ledger_shmem_size(void);
+extern void enkash_ledger_shmem_init(void);
+
+/* Backend side */
+extern void enkash_ledger_claim(const char *endpoint, const char *key,
+								const char *fingerprint, const char *request,
+								LedgerClaim *claim);
+extern int64 enkash_ledger_sending(int64 key_id, const char *endpoint,
+								   const char *key, const char *request);
+extern void enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
+								 const char *payload, const char *err_sqlstate,
+								 const char *err_message, const char *err_detail,
+								 const LedgerExchange *exchange, bool wait);
+extern void enkash_ledger_audit(const LedgerExchange *exchange);
+
+/* Worker side */
+extern void enkash_ledger_attach_worker(void);
+extern bool enkash_ledger_process(void);
+
+#endif							/* ENKASH_LEDGER_H */

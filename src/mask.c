@@ -1,0 +1,164 @@
+/*-------------------------------------------------------------------------
+ *
+ * mask.c
+ *	  Removes card secrets and credentials from JSON before it is stored.
+ *
+ * Everything written to enkash's tables (audit log, idempotency outcomes)
+ * goes through enkash_mask first.  Members named after a secret are
+ * replaced by "[removed]"; a card number becomes first 6 / last 4; and any
+ * string that looks like a card number (13 to 19 digits) is masked wherever
+ * it appears, so a secret under an unexpected name is caught as well.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include "utils/jsonb.h"
+
+/* Members whose values are never kept, compared case-insensitively. */
+static const char *const removed_members[] = {
+	"cvv", "cvv2", "pin", "pinBlock", "otp", "mfaCode", "password",
+	"client_secret", "clientSecret", "access_token", "refresh_token",
+	"accessToken", "refreshToken", "token", "expiry", "expiryDate",
+	"encryption_secret", NULL
+};
+
+/* Members holding a full card number, kept as first 6 / last 4. */
+static const char *const card_number_members[] = {
+	"cardNumber", "pan", "cardNo", NULL
+};
+
+static bool
+member_in(const char *name, int len, const char *const *list)
+{
+	for (const char *const *m = list; *m; m++)
+		if ((int) strlen(*m) == len && pg_strncasecmp(name, *m, len) == 0)
+			return true;
+	return false;
+}
+
+/* 13 to 19 digits, possibly with spaces or dashes: a card number. */
+static bool
+looks_like_card_number(const char *s, int len)
+{
+	int			digits = 0;
+
+	for (int i = 0; i < len; i++)
+	{
+		if (s[i] >= '0' && s[i] <= '9')
+			digits++;
+		else if (s[i] != ' ' && s[i] != '-')
+			return false;
+	}
+	return digits >= 13 && digits <= 19;
+}
+
+static void
+mask_card_number(JsonbValue *v)
+{
+	char	   *digits = palloc(v->val.string.len + 1);
+	int			n = 0;
+	StringInfoData out;
+
+	for (int i = 0; i < v->val.string.len; i++)
+		if (v->val.string.val[i] >= '0' && v->val.string.val[i] <= '9')
+			digits[n++] = v->val.string.val[i];
+	initStringInfo(&out);
+	if (n >= 13)
+	{
+		appendBinaryStringInfo(&out, digits, 6);
+		for (int i = 6; i < n - 4; i++)
+			appendStringInfoChar(&out, 'X');
+		appendBinaryStringInfo(&out, digits + n - 4, 4);
+	}
+	else
+		appendStringInfoString(&out, "[removed]");
+	v->val.string.val = out.data;
+	v->val.string.len = out.len;
+}
+
+static void
+set_removed(JsonbValue *v)
+{
+	v->type = jbvString;
+	v->val.string.val = "[removed]";
+	v->val.string.len = 9;
+}
+
+/* The masked copy of a JSON document. */
+Jsonb *
+enkash_mask(Jsonb *json)
+{
+	JsonbParseState *state = NULL;
+	JsonbIterator *it = JsonbIteratorInit(&json->root);
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	JsonbValue *result = NULL;
+	bool		remove_next = false;
+	bool		card_next = false;
+
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+		{
+			remove_next = member_in(v.val.string.val, v.val.string.len,
+									removed_members);
+			card_next = member_in(v.val.string.val, v.val.string.len,
+								  card_number_members);
+			result = pushJsonbValue(&state, token, &v);
+			continue;
+		}
+
+		if (token == WJB_VALUE || token == WJB_ELEM)
+		{
+			if (remove_next && token == WJB_VALUE)
+				set_removed(&v);
+			else if (v.type == jbvString &&
+					 ((card_next && token == WJB_VALUE) ||
+					  looks_like_card_number(v.val.string.val, v.val.string.len)))
+				mask_card_number(&v);
+			remove_next = card_next = false;
+			result = pushJsonbValue(&state, token, &v);
+			continue;
+		}
+
+		/*
+		 * Opening a container under a removed member: skip the container
+		 * and store the marker instead.
+		 */
+		if ((token == WJB_BEGIN_OBJECT || token == WJB_BEGIN_ARRAY) && remove_next)
+		{
+			int			depth = 1;
+			JsonbValue	marker;
+
+			while (depth > 0 && (token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+			{
+				if (token == WJB_BEGIN_OBJECT || token == WJB_BEGIN_ARRAY)
+					depth++;
+				else if (token == WJB_END_OBJECT || token == WJB_END_ARRAY)
+					depth--;
+			}
+			set_removed(&marker);
+			result = pushJsonbValue(&state, WJB_VALUE, &marker);
+			remove_next = card_next = false;
+			continue;
+		}
+		remove_next = card_next = false;
+		/* Only a raw scalar's pseudo-array needs its value passed on. */
+		result = pushJsonbValue(&state, token,
+								(token == WJB_BEGIN_ARRAY && v.val.array.rawScalar) ? &v : NULL);
+	}
+	return JsonbValueToJsonb(result);
+}
+
+/* Masks JSON text; text that is not JSON is not stored at all. */
+char *
+enkash_mask_text(const char *json, size_t len)
+{
+	Jsonb	   *parsed = enkash_parse_json_or_null(json, len);
+
+	if (parsed == NULL)
+		return NULL;
+	parsed = enkash_mask(parsed);
+	return JsonbToCString(NULL, &parsed->root, VARSIZE(parsed));
+}

@@ -1,0 +1,361 @@
+/*-------------------------------------------------------------------------
+ *
+ * money.c
+ *	  Money calls happen exactly once.
+ *
+ * Every money call carries an idempotency key.  Before anything is sent the
+ * key is claimed durably (ledger.c); after the answer its outcome is stored
+ * durably, before the function returns.  The same key with the same request
+ * gets the stored outcome back with no HTTP; with a different request, an
+ * error.  When the outcome of an earlier attempt is unknown (timeout,
+ * dropped connection, cancel, crash), EnKash is asked first (Get Transaction
+ * Details by reference number), and only a load it has not seen is sent
+ * again.  Nothing here ever re-sends blindly.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include <openssl/sha.h>
+
+#include "endpoints.h"
+#include "ledger.h"
+#include "access/xact.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/resowner.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+#define ERRCODE_ENKASH_KEY_REUSED MAKE_SQLSTATE('E','K','0','0','7')
+
+/* sha256(endpoint name, NUL, body) in hex: what "the same request" means. */
+static char *
+fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
+{
+	SHA256_CTX	ctx;
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	char	   *hex = palloc(2 * SHA256_DIGEST_LENGTH + 1);
+
+	SHA256_Init(&ctx);
+	SHA256_Update(&ctx, ep->name, strlen(ep->name) + 1);
+	SHA256_Update(&ctx, json, len);
+	SHA256_Final(digest, &ctx);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		sprintf(hex + 2 * i, "%02x", digest[i]);
+	return hex;
+}
+
+/*
+ * What an error raised while sending means for the key: could the call
+ * have taken effect?
+ */
+static LedgerState
+state_after_error(int sqlerrcode, bool request_left, const EnkashHttpResult *http)
+{
+	if (!request_left)
+		return LEDGER_RELEASED;
+	switch (sqlerrcode)
+	{
+		case ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
+			return LEDGER_RELEASED; /* never connected */
+		case ERRCODE_ENKASH_REJECTED:
+			return LEDGER_FAILED;	/* EnKash declined: final */
+		case ERRCODE_ENKASH_AUTH_FAILED:
+			return LEDGER_RELEASED; /* refused at the door */
+		case ERRCODE_ENKASH_BAD_REQUEST:
+			/* 409 "duplicate transaction" means an earlier one went through */
+			return http->status == 409 ? LEDGER_UNKNOWN : LEDGER_RELEASED;
+		case ERRCODE_ENKASH_UNAVAILABLE:
+			/* 429 is refused unread; a 5xx may have happened half-way */
+			return http->status == 429 ? LEDGER_RELEASED : LEDGER_UNKNOWN;
+		default:
+			return LEDGER_UNKNOWN;	/* no answer, unreadable, cancelled */
+	}
+}
+
+static const char *
+audit_outcome(LedgerState state)
+{
+	switch (state)
+	{
+		case LEDGER_SUCCEEDED:
+			return "ok";
+		case LEDGER_FAILED:
+			return "declined";
+		case LEDGER_UNKNOWN:
+			return "unknown";
+		case LEDGER_RELEASED:
+			return "failed";
+	}
+	return "error";
+}
+
+/*
+ * Sends a claimed money call and records its outcome.  On success the
+ * outcome is committed before we return; on an error it is handed to the
+ * worker without waiting (we are unwinding) and the error goes on.
+ */
+static Jsonb *
+send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
+			 const char *key, int64 key_id, int64 audit_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	EnkashHttpResult http = {0};
+	EnkashAnswer answer = {0};
+	volatile bool request_left = false;
+	Jsonb	   *payload;
+	Jsonb	   *stored;
+	LedgerExchange x;
+
+	PG_TRY();
+	{
+		enkash_exchange(ep, json, len, &http, &request_left);
+		payload = enkash_parse_response(ep->label, &http, &answer);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = enkash_current_error(cxt);
+		LedgerState state = state_after_error(edata->sqlerrcode, request_left, &http);
+
+		enkash_describe_exchange(&x, ep, key, json, len,
+								 http.outcome == ENKASH_HTTP_OK ? &http : NULL, NULL);
+		x.outcome = audit_outcome(state);
+		x.sqlstate = unpack_sql_state(edata->sqlerrcode);
+		x.message = edata->message;
+		enkash_ledger_finish(key_id, audit_id, state, NULL,
+							 state == LEDGER_FAILED ? x.sqlstate : NULL,
+							 state == LEDGER_FAILED ? edata->message : NULL,
+							 state == LEDGER_FAILED ? edata->detail : NULL,
+							 &x, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	enkash_describe_exchange(&x, ep, key, json, len, &http, &answer);
+	x.outcome = "ok";
+	stored = enkash_mask(payload);
+	enkash_ledger_finish(key_id, audit_id, LEDGER_SUCCEEDED,
+						 JsonbToCString(NULL, &stored->root, VARSIZE(stored)),
+						 NULL, NULL, NULL, &x, true);
+	return payload;
+}
+
+/* A string member of the request body, for the reconciliation look-up. */
+static char *
+body_member(Jsonb *body, const char *name)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&body->root, name, strlen(name), &v) &&
+		v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	return NULL;
+}
+
+/*
+ * Asks EnKash whether the load with this reference number happened.
+ * Returns the transaction, or NULL if EnKash has no such transaction.
+ */
+static Jsonb *
+find_load(const char *json, size_t len, const char *key)
+{
+	const EnkashEndpoint *lookup = enkash_endpoint_by_name("get_transaction");
+	Jsonb	   *body = enkash_parse_json_or_null(json, len);
+	StringInfoData q;
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile found = NULL;
+	ResourceOwner owner = CurrentResourceOwner;
+	const char *names[] = {"companyId", "cardAccountId", "enKashCardId"};
+
+	initStringInfo(&q);
+	appendStringInfoChar(&q, '{');
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		char	   *value = body ? body_member(body, names[i]) : NULL;
+
+		if (value == NULL)
+			continue;
+		if (q.len > 1)
+			appendStringInfoChar(&q, ',');
+		escape_json(&q, names[i]);
+		appendStringInfoChar(&q, ':');
+		escape_json(&q, value);
+	}
+	appendStringInfoString(&q, q.len > 1 ? "," : "");
+	escape_json(&q, "pgReferenceNumber");
+	appendStringInfoChar(&q, ':');
+	escape_json(&q, key);
+	appendStringInfoChar(&q, '}');
+
+	/* A subtransaction, so that "not found" can be caught and ended cleanly. */
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		found = enkash_send(lookup, q.data, q.len, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = enkash_current_error(cxt);
+
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		/* EnKash declining the look-up means it has no such transaction. */
+		if (edata->sqlerrcode != ERRCODE_ENKASH_REJECTED)
+			ReThrowError(edata);
+		FlushErrorState();
+		found = NULL;
+	}
+	PG_END_TRY();
+	/* the answer was built in the subtransaction's memory: copy it out */
+	return found ? (Jsonb *) datumCopy(PointerGetDatum(found), false, -1) : NULL;
+}
+
+/*
+ * A key whose earlier attempt has an unknown outcome.  For a load, EnKash
+ * is asked; a load it has seen is recorded as succeeded and not sent again.
+ * Returns the stored outcome, or NULL when the call must be sent.
+ */
+static Jsonb *
+reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
+		  const char *key, int64 key_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile found = NULL;
+	LedgerExchange x;
+
+	if (strcmp(ep->name, "load_balance") != 0)
+	{
+		memset(&x, 0, sizeof(x));
+		x.endpoint = ep->name;
+		x.key = key;
+		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
+				 errmsg("the outcome of the earlier %s with key \"%s\" is unknown; nothing was sent",
+						ep->label, key),
+				 errdetail("EnKash offers no look-up by key for this call, so it cannot be checked automatically."),
+				 errhint("Find out from EnKash whether it happened, then use a new key, or have an administrator record the outcome in enkash.idempotency_keys.")));
+	}
+
+	PG_TRY();
+	{
+		found = find_load(json, len, key);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = enkash_current_error(cxt);
+
+		/* Could not ask: the key stays unknown for the next attempt. */
+		memset(&x, 0, sizeof(x));
+		x.endpoint = ep->name;
+		x.key = key;
+		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, false);
+		(void) edata;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (found == NULL)
+		return NULL;
+
+	memset(&x, 0, sizeof(x));
+	x.endpoint = ep->name;
+	x.key = key;
+	{
+		Jsonb	   *stored = enkash_mask(found);
+
+		enkash_ledger_finish(key_id, 0, LEDGER_SUCCEEDED,
+							 JsonbToCString(NULL, &stored->root, VARSIZE(stored)),
+							 NULL, NULL, NULL, &x, true);
+	}
+	ereport(NOTICE,
+			(errmsg("EnKash already has the load with reference \"%s\"; it was not sent again", key)));
+	return found;
+}
+
+Jsonb *
+enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
+				  const char *key)
+{
+	LedgerClaim claim;
+	char	   *request = enkash_mask_text(json, len);
+	Jsonb	   *outcome;
+
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s needs an idempotency key", ep->label)));
+
+	enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request, &claim);
+
+	switch (claim.verdict)
+	{
+		case LEDGER_CLAIMED:
+			return send_claimed(ep, json, len, key, claim.key_id, claim.audit_id);
+
+		case LEDGER_RECONCILE:
+			outcome = reconcile(ep, json, len, key, claim.key_id);
+			if (outcome)
+				return outcome;
+			return send_claimed(ep, json, len, key, claim.key_id,
+								enkash_ledger_sending(claim.key_id, ep->name, key, request));
+
+		case LEDGER_REPLAY_SUCCESS:
+			ereport(NOTICE,
+					(errmsg("%s with key \"%s\" was already done; returning its recorded outcome, nothing was sent",
+							ep->label, key)));
+			return enkash_parse_json_or_null(claim.payload, strlen(claim.payload));
+
+		case LEDGER_REPLAY_FAILURE:
+			ereport(ERROR,
+					(errcode(claim.sqlstate[0] ?
+							 MAKE_SQLSTATE(claim.sqlstate[0], claim.sqlstate[1],
+										   claim.sqlstate[2], claim.sqlstate[3],
+										   claim.sqlstate[4]) : ERRCODE_ENKASH_REJECTED),
+					 errmsg("%s", claim.message ? claim.message : "EnKash declined this call earlier"),
+					 claim.detail ? errdetail("%s", claim.detail) : 0,
+					 errhint("This is the recorded outcome of an earlier call with key \"%s\"; nothing was sent. Use a new key for a new attempt.",
+							 key)));
+			break;
+
+		case LEDGER_MISMATCH:
+			ereport(ERROR,
+					(errcode(ERRCODE_ENKASH_KEY_REUSED),
+					 errmsg("key \"%s\" was already used for a different request", key),
+					 errdetail("A key stands for one request; the earlier %s with this key had other values. Nothing was sent.",
+							   ep->label),
+					 errhint("Use a new key (for a load, a new unique_reference_number) for a new request.")));
+			break;
+
+		case LEDGER_TOO_SOON:
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("the outcome of the earlier %s with key \"%s\" is unknown, and it is too soon to ask EnKash",
+							ep->label, key),
+					 errdetail("EnKash may still be processing it. Nothing was sent."),
+					 errhint("Call again after enkash.unknown_grace_ms (%d ms): EnKash is asked first, and the call is sent only if EnKash never got it.",
+							 enkash_unknown_grace_ms)));
+			break;
+
+		case LEDGER_IN_FLIGHT:
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("%s with key \"%s\" is being sent by another session right now", ep->label, key),
+					 errdetail("Nothing was sent by this call."),
+					 errhint("Call again when it has finished to get its outcome.")));
+			break;
+
+		case LEDGER_ERROR:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("%s could not be recorded, so it was not sent", ep->label),
+					 errdetail("%s", claim.message ? claim.message : "The enkash worker failed.")));
+			break;
+	}
+	pg_unreachable();
+}

@@ -1,0 +1,205 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The enkash background workers: a launcher and the worker it starts.
+ *
+ * The launcher connects to no database.  It waits for the database named by
+ * enkash.database to exist, starts "enkash worker" in it, and starts it
+ * again if it stops; so a missing or dropped database is a log line, not a
+ * crash loop.  The worker records calls (ledger.c) and keeps the tables
+ * tidy.  Both stop promptly on SIGTERM and reread settings on SIGHUP.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "enkash.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "ledger.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+
+PGDLLEXPORT void enkash_launcher_main(Datum arg);
+PGDLLEXPORT void enkash_worker_main(Datum arg);
+
+/* How often the launcher looks for the database, and the worker tidies up. */
+#define LAUNCHER_NAP_MS 1000
+#define HOUSEKEEPING_MS 60000
+
+void
+enkash_register_launcher(void)
+{
+	BackgroundWorker worker = {0};
+
+	snprintf(worker.bgw_name, BGW_MAXLEN, "enkash launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "enkash launcher");
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enkash_launcher_main");
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	RegisterBackgroundWorker(&worker);
+}
+
+static bool
+start_worker(Oid dboid, BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker = {0};
+
+	snprintf(worker.bgw_name, BGW_MAXLEN, "enkash worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "enkash worker");
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enkash_worker_main");
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher does it */
+	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+static Oid
+database_oid(void)
+{
+	Oid			dboid;
+
+	StartTransactionCommand();
+	dboid = get_database_oid(enkash_database, true);
+	CommitTransactionCommand();
+	return dboid;
+}
+
+void
+enkash_launcher_main(Datum arg)
+{
+	BackgroundWorkerHandle *handle = NULL;
+	bool		said_missing = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	for (;;)
+	{
+		pid_t		pid;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (handle == NULL ||
+			GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		{
+			Oid			dboid = database_oid();
+
+			if (handle)
+			{
+				pfree(handle);
+				handle = NULL;
+			}
+			if (!OidIsValid(dboid))
+			{
+				if (!said_missing)
+					ereport(LOG,
+							(errmsg("enkash launcher: database \"%s\" does not exist; waiting for it",
+									enkash_database),
+							 errhint("Create it, or set enkash.database to the database that has the enkash extension.")));
+				said_missing = true;
+			}
+			else
+			{
+				said_missing = false;
+				if (!start_worker(dboid, &handle))
+					ereport(WARNING,
+							(errmsg("enkash launcher: could not start the enkash worker"),
+							 errhint("Raise max_worker_processes.")));
+			}
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Deletes finished keys older than enkash.key_retention_days. */
+static void
+housekeeping(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "enkash: purging finished keys");
+	if (OidIsValid(get_namespace_oid("enkash", true)))
+	{
+		char	   *sql = psprintf("DELETE FROM enkash.idempotency_keys "
+								   "WHERE state IN ('succeeded', 'failed') "
+								   "AND finished_at < now() - interval '%d days'",
+								   enkash_key_retention_days);
+
+		if (SPI_execute(sql, false, 0) == SPI_OK_DELETE && SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("enkash worker: purged %llu finished idempotency keys older than %d days",
+							(unsigned long long) SPI_processed, enkash_key_retention_days)));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+enkash_worker_main(Datum arg)
+{
+	TimestampTz last_housekeeping = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+
+	enkash_ledger_attach_worker();
+	ereport(LOG, (errmsg("enkash worker started in database \"%s\"", enkash_database)));
+
+	for (;;)
+	{
+		bool		busy;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		ResetLatch(MyLatch);
+		busy = enkash_ledger_process();
+
+		if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
+									   HOUSEKEEPING_MS))
+		{
+			housekeeping();
+			last_housekeeping = GetCurrentTimestamp();
+		}
+
+		if (!busy)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000, PG_WAIT_EXTENSION);
+	}
+}
