@@ -8,13 +8,14 @@ SELECT sandbox.reset();
 SELECT sandbox.api_requests() AS requests_before \gset
 
 -- Bad input, refused before anything is sent.
-SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'CREDIT', 'a@b.in', '9876543210')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'not-an-email', '9876543210')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '98765')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', pincode => '5600')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', gender => 'M')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', pan_number => 'ABC123')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CAGIFT1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', NULL)$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'CREDIT', 'a@b.in', '9876543210', 'K1')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'not-an-email', '9876543210', 'K1')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'a@b.in', '9876543210', NULL)$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '98765', 'K2')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 'K2', pincode => '5600')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 'K2', gender => 'M')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 'K2', pan_number => 'ABC123')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CAGIFT1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', NULL, 'K3')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', '12ab-xyz')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX1', 'LOGIN_OTP')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', 'OTPREQ1', '12')$$);
@@ -23,9 +24,9 @@ SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', array_
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], per_txn_limit => -1)$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], dtd_count => -1)$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card_controls('CASANDBOX1', NULL)$$);
-SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCSANDBOX1', otp_medium => 'EMAIL')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCSANDBOX1', 'K4', otp_medium => 'EMAIL')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX1', 'X')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', 'ABCDEF')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', 'ABCDEF', 'K5')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card('')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', NULL)$$);
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', card_transaction_type => 'XX')$$);
@@ -33,14 +34,16 @@ SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', amou
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', txn_date_from => '2026-12-01', txn_date_to => '2026-11-01')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_call('no_such_endpoint', '{}')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_call('get_card_account', '[1]')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_call('create_card_account', '{"companyName": "Acme"}')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_call('load_balance', '{"amount": 10}')$$);
 -- A secret is never quoted back, not even when it is wrong.
 SELECT * FROM sandbox.try_detail($$SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', '12ab-xyz')$$);
 SELECT sandbox.api_requests() - :requests_before AS requests_sent;
 
 -- Successes.
-SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Fuel cards', 'FUEL', 'fin@acme.in', '9876543210') ? 'cardAccountId' AS create_card_account;
-SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', load_amount => 100)->>'otbBalance' AS create_prepaid_card;
-SELECT enkash_create_gift_card('CAGIFT1', 'Lata', 'Shah', 'lata@acme.in', '9876500002', load_amount => 750, middle_name => 'M')->>'otbBalance' AS create_gift_card;
+SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Fuel cards', 'FUEL', 'fin@acme.in', '9876543210', 'FN-ACCOUNT') ? 'cardAccountId' AS create_card_account;
+SELECT enkash_create_prepaid_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 'FN-CARD', load_amount => 100)->>'otbBalance' AS create_prepaid_card;
+SELECT enkash_create_gift_card('CAGIFT1', 'Lata', 'Shah', 'lata@acme.in', '9876500002', load_amount => 750, idempotency_key => 'FN-GIFT', middle_name => 'M')->>'otbBalance' AS create_gift_card;
 SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', '041234FEDCBA9876') AS set_card_pin;
 SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCSANDBOX1') #>> '{}' LIKE 'OTPREQ%' AS generate_card_otp;
 SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1', 'EKCSANDBOX2'], pos_allowed => false) AS set_card_controls;
@@ -50,24 +53,24 @@ SELECT enkash_get_card_account('CASANDBOX1')->>'availableCardBalance' AS get_car
 SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX1')->>'otbBalance' AS get_card;
 SELECT enkash_get_transaction('CASANDBOX1', 'FN-1')->>'principalAmount' AS get_transaction;
 SELECT count(*) AS transactions FROM enkash_transactions('CASANDBOX1', pg_reference_numbers => ARRAY['FN-1']);
-SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001') #>> '{}' LIKE 'PCO%' AS order_physical_card;
+SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001', 'FN-ORDER') #>> '{}' LIKE 'PCO%' AS order_physical_card;
 SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', reason => 'Lost wallet') AS block_card;
-SELECT enkash_request_card_replacement('EKCSANDBOX2', card_account_id => 'CASANDBOX1') #>> '{}' LIKE 'EKC%' AS request_card_replacement;
+SELECT enkash_request_card_replacement('EKCSANDBOX2', 'FN-REPLACE', card_account_id => 'CASANDBOX1') #>> '{}' LIKE 'EKC%' AS request_card_replacement;
 SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX2')->'cardStatus'->>'label' AS replaced_card_status;
 SELECT enkash_call('get_card', '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1"}')->>'enKashCardId' AS call;
 
 -- Upstream failures: EnKash refusing, or failing.
-SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'a@b.in', '9876543210', company_id => 'CEKOTHER')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CANOSUCH', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 5000000)$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_card_account('Acme', 'PMSANDBOX1', 'Cards', 'MEAL', 'a@b.in', '9876543210', 'UP-1', company_id => 'CEKOTHER')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CANOSUCH', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 'UP-2')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_gift_card('CASANDBOX1', 'Ravi', 'Kumar', 'ravi@acme.in', '9876500001', 5000000, 'UP-3')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_pin('CASANDBOX1', 'EKCNOSUCH', '041234FEDCBA9876')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_generate_card_otp('CASANDBOX1', 'EKCNOSUCH')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX1', 'OTPREQNOSUCH', '123456')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CANOSUCH', ARRAY['EKCSANDBOX1'])$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card_controls('CASANDBOX1', 'EKCNOSUCH')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCNOSUCH')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCNOSUCH', 'UP-4')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'UL')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001', 'UP-5')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card('CASANDBOX1', 'EKCNOSUCH')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', 'NEVER-SENT')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_load_balance('CAGIFT1', 'EKCGIFT1', 10, 'FN-GIFT')$$);

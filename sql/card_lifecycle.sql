@@ -11,7 +11,8 @@ SELECT enkash_create_card_account(
     account_title => 'Meal cards 2026',
     account_type => 'MEAL',
     email => 'finance@sandboxtraders.example',
-    mobile => '9876543210')->>'cardAccountId' AS account \gset
+    mobile => '9876543210',
+    idempotency_key => 'LIFE-ACCOUNT')->>'cardAccountId' AS account \gset
 SELECT :'account' LIKE 'CA%' AS account_created;
 
 SELECT enkash_create_prepaid_card(
@@ -20,7 +21,8 @@ SELECT enkash_create_prepaid_card(
     email => 'meera.nair@sandboxtraders.example', mobile => '9876500011',
     gender => 'FEMALE', city => 'Kochi', pincode => '682001',
     pan_number => 'ABCDE1234F', special_date => '1991-08-15',
-    primary_enkash_card => true) AS card \gset
+    primary_enkash_card => true,
+    idempotency_key => 'LIFE-CARD') AS card \gset
 SELECT (:'card'::jsonb)->'cardStatus'->>'label' AS status,
        (:'card'::jsonb)->>'maskedNumber' ~ '^652150X{6}[0-9]{4}$' AS masked_number_only;
 SELECT (:'card'::jsonb)->>'enKashCardId' AS card_id \gset

@@ -122,3 +122,10 @@ BEGIN
         RETURN NEXT 'server log';
     END IF;
 END $$;
+
+-- The client secret of the test credentials file, read where the server
+-- reads it (so that it appears in no SQL text).
+CREATE FUNCTION sandbox.client_secret() RETURNS text LANGUAGE sql AS $$
+    SELECT substring(pg_read_file(current_setting('enkash.credentials_file'))
+                     FROM 'client_secret = (\S+)')
+$$;

@@ -9,7 +9,7 @@ CREATE FUNCTION sandbox.last_body(path text) RETURNS jsonb LANGUAGE sql AS $$
     SELECT sandbox.sh(format(
         'printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
         sandbox.quote((sandbox.call('GET', '/__sandbox/last-request?path=' || path)->>'body')::jsonb->>'request'),
-        encode(substring(sha256(convert_to('sandbox-secret-1', 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb
+        encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb
 $$;
 
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10.50, 'WIRE-1',

@@ -579,12 +579,12 @@ money_key(const EnkashEndpoint *ep, Jsonb *body)
 			return pnstrdup(v.val.string.val, v.val.string.len);
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("a raw %s needs \"%s\" in its body", ep->label, f->json),
+				 errmsg("enkash_call to endpoint \"%s\" needs \"%s\" in its body", ep->name, f->json),
 				 errdetail("It is the idempotency key that keeps the call from happening twice.")));
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("%s cannot be sent raw", ep->label),
+			 errmsg("endpoint \"%s\" cannot be called through enkash_call", ep->name),
 			 errhint("Use %s(), which takes an idempotency_key.", ep->function)));
 }
 

@@ -40,8 +40,8 @@
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
-#define LEDGER_SLOTS 64
-#define LEDGER_DATA 32768
+#define LEDGER_SLOTS 256
+#define LEDGER_DATA 16384
 
 /* Waiting for a worker that is not there ends after this long. */
 #define WORKER_ABSENT_LIMIT_MS 10000
@@ -224,10 +224,15 @@ worker_alive(void)
 	return alive;
 }
 
-/* Takes a free slot, waiting for one if all are busy. */
+/*
+ * Takes a free slot, waiting for one if all are busy; NULL if none frees
+ * up because the worker is away, or at once if the caller cannot wait.
+ */
 static LedgerSlot *
-slot_acquire(LedgerOp op, bool reply)
+slot_acquire(LedgerOp op, bool reply, bool can_wait)
 {
+	TimestampTz started = GetCurrentTimestamp();
+
 	ConditionVariablePrepareToSleep(&ledger->freed);
 	for (;;)
 	{
@@ -253,6 +258,14 @@ slot_acquire(LedgerOp op, bool reply)
 			}
 		}
 		LWLockRelease(ledger->lock);
+		if (!can_wait ||
+			(!worker_alive() &&
+			 TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
+										WORKER_ABSENT_LIMIT_MS)))
+		{
+			ConditionVariableCancelSleep();
+			return NULL;
+		}
 		ConditionVariableTimedSleep(&ledger->freed, 1000, PG_WAIT_EXTENSION);
 	}
 }
@@ -394,7 +407,9 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	enkash_require_preload();
 	check_database();
 
-	slot = slot_acquire(OP_CLAIM, true);
+	slot = slot_acquire(OP_CLAIM, true, true);
+	if (slot == NULL)
+		worker_unavailable();
 	slot_put(slot, F_ENDPOINT, endpoint, false);
 	slot_put(slot, F_KEY, key, false);
 	slot_put(slot, F_FINGERPRINT, fingerprint, false);
@@ -421,10 +436,12 @@ int64
 enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
 					  const char *request)
 {
-	LedgerSlot *slot = slot_acquire(OP_SENDING, true);
+	LedgerSlot *slot = slot_acquire(OP_SENDING, true, true);
 	int64		audit_id;
 	int			verdict;
 
+	if (slot == NULL)
+		worker_unavailable();
 	slot->key_id = key_id;
 	slot_put(slot, F_ENDPOINT, endpoint, false);
 	slot_put(slot, F_KEY, key, false);
@@ -452,8 +469,16 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 					 const char *err_message, const char *err_detail,
 					 const LedgerExchange *exchange, bool wait)
 {
-	LedgerSlot *slot = slot_acquire(OP_FINISH, wait);
+	LedgerSlot *slot = slot_acquire(OP_FINISH, wait, true);
 
+	if (slot == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("the enkash worker is away; the outcome of key \"%s\" was not recorded",
+						exchange->key ? exchange->key : "?"),
+				 errdetail("The key stays in flight and will count as unknown: EnKash is asked before it is sent again.")));
+		return;
+	}
 	slot->key_id = key_id;
 	slot->audit_id = audit_id;
 	slot->key_state = state;
@@ -484,7 +509,15 @@ enkash_ledger_audit(const LedgerExchange *exchange)
 
 	if (ledger == NULL)
 		return;
-	slot = slot_acquire(OP_AUDIT, false);
+	/* Look-ups never wait on the audit log: with no slot free, say so. */
+	slot = slot_acquire(OP_AUDIT, false, false);
+	if (slot == NULL)
+	{
+		ereport(LOG,
+				(errmsg("enkash: the worker is behind; an audit row for %s was not recorded",
+						exchange->endpoint)));
+		return;
+	}
 	slot_put(slot, F_ROLE, GetUserNameFromId(GetUserId(), false), false);
 	slot_put_exchange(slot, exchange);
 	slot_submit(slot);
@@ -868,6 +901,18 @@ needs_undo(LedgerSlot *slot)
 {
 	return slot->op == OP_CLAIM && slot->processed && !slot->undone &&
 		(slot->verdict == LEDGER_CLAIMED || slot->verdict == LEDGER_RECONCILE);
+}
+
+/* The batch's transaction failed: its slots are to be processed again. */
+void
+enkash_ledger_batch_failed(void)
+{
+	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < LEDGER_SLOTS; i++)
+		if (ledger->slots[i].state == SLOT_SUBMITTED ||
+			ledger->slots[i].state == SLOT_ABANDONED)
+			ledger->slots[i].processed = ledger->slots[i].undone = false;
+	LWLockRelease(ledger->lock);
 }
 
 /* Marks keys that were in flight when the server last stopped as unknown. */

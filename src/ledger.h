@@ -81,5 +81,6 @@ extern void enkash_ledger_audit(const LedgerExchange *exchange);
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);
 extern bool enkash_ledger_process(void);
+extern void enkash_ledger_batch_failed(void);
 
 #endif							/* ENKASH_LEDGER_H */

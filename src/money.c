@@ -236,7 +236,7 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
-				 errmsg("the outcome of the earlier %s with key \"%s\" is unknown; nothing was sent",
+				 errmsg("the outcome of an earlier attempt at %s with key \"%s\" is unknown; nothing was sent",
 						ep->label, key),
 				 errdetail("EnKash offers no look-up by key for this call, so it cannot be checked automatically."),
 				 errhint("Find out from EnKash whether it happened, then use a new key, or have an administrator record the outcome in enkash.idempotency_keys.")));
@@ -327,7 +327,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 			ereport(ERROR,
 					(errcode(ERRCODE_ENKASH_KEY_REUSED),
 					 errmsg("key \"%s\" was already used for a different request", key),
-					 errdetail("A key stands for one request; the earlier %s with this key had other values. Nothing was sent.",
+					 errdetail("A key stands for one request; an earlier attempt at %s with this key had other values. Nothing was sent.",
 							   ep->label),
 					 errhint("Use a new key (for a load, a new unique_reference_number) for a new request.")));
 			break;
@@ -335,7 +335,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 		case LEDGER_TOO_SOON:
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("the outcome of the earlier %s with key \"%s\" is unknown, and it is too soon to ask EnKash",
+					 errmsg("the outcome of an earlier attempt at %s with key \"%s\" is unknown, and it is too soon to ask EnKash",
 							ep->label, key),
 					 errdetail("EnKash may still be processing it. Nothing was sent."),
 					 errhint("Call again after enkash.unknown_grace_ms (%d ms): EnKash is asked first, and the call is sent only if EnKash never got it.",

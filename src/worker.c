@@ -13,7 +13,12 @@
  */
 #include "enkash.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -27,6 +32,8 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
@@ -69,13 +76,35 @@ start_worker(Oid dboid, BackgroundWorkerHandle **handle)
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
+/*
+ * The OID of enkash.database, or InvalidOid.  The launcher has no database,
+ * so it scans the shared catalog pg_database directly (no index, no
+ * relcache for pg_class), as the autovacuum launcher does.
+ */
 static Oid
 database_oid(void)
 {
-	Oid			dboid;
+	Oid			dboid = InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tuple;
 
 	StartTransactionCommand();
-	dboid = get_database_oid(enkash_database, true);
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		if (strcmp(NameStr(db->datname), enkash_database) == 0 && db->datallowconn)
+		{
+			dboid = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	return dboid;
 }
@@ -146,7 +175,8 @@ housekeeping(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "enkash: purging finished keys");
-	if (OidIsValid(get_namespace_oid("enkash", true)))
+	if (OidIsValid(get_relname_relid("idempotency_keys",
+									 get_namespace_oid("enkash", true))))
 	{
 		char	   *sql = psprintf("DELETE FROM enkash.idempotency_keys "
 								   "WHERE state IN ('succeeded', 'failed') "
@@ -167,7 +197,7 @@ housekeeping(void)
 void
 enkash_worker_main(Datum arg)
 {
-	TimestampTz last_housekeeping = 0;
+	static TimestampTz last_housekeeping = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -179,7 +209,7 @@ enkash_worker_main(Datum arg)
 
 	for (;;)
 	{
-		bool		busy;
+		volatile bool busy = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -187,16 +217,29 @@ enkash_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-
 		ResetLatch(MyLatch);
-		busy = enkash_ledger_process();
 
-		if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
-									   HOUSEKEEPING_MS))
+		/* An error here is logged and the loop goes on: no crash loop. */
+		PG_TRY();
 		{
-			housekeeping();
-			last_housekeeping = GetCurrentTimestamp();
+			busy = enkash_ledger_process();
+			if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
+										   HOUSEKEEPING_MS))
+			{
+				last_housekeeping = GetCurrentTimestamp();
+				housekeeping();
+			}
 		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			AbortCurrentTransaction();
+			FlushErrorState();
+			enkash_ledger_batch_failed();
+			MemoryContextSwitchTo(TopMemoryContext);
+			busy = false;
+		}
+		PG_END_TRY();
 
 		if (!busy)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

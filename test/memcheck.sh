@@ -16,6 +16,11 @@
 #   ENKASH_MEMCHECK_LOGS=DIR   where the valgrind logs go (default: a new
 #                              /tmp/enkash-memcheck.XXXXXX, kept afterwards)
 #   ENKASH_MEMCHECK_COPT=FLAGS compiler flags for the extension (default -O0)
+#   ENKASH_MEMCHECK_INSTALL=private  install into a private mirror of the
+#                              PostgreSQL tree instead of system-wide, so that
+#                              runs of test/run.sh or test/demo.sh from other
+#                              trees at the same time neither disturb this
+#                              one nor are disturbed by it (default: system)
 #   ENKASH_VALGRIND_OPTS=OPTS  extra valgrind options (e.g. --gen-suppressions=all)
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
 # Runtime: about 10 minutes on 2 cores.
@@ -23,6 +28,13 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+
+# lib.sh's die, with the verdict line and exit status 2 (the run failed).
+die() {
+	printf 'error: %s\n' "$*" >&2
+	echo "memcheck: could not run: $*"
+	exit 2
+}
 # A server process that exits with this code is a crash to the postmaster,
 # which then restarts them all: a memory error shows in the regression diffs
 # too.  Leaks do not set it (--errors-for-leak-kinds=none): PostgreSQL itself
@@ -64,8 +76,44 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A private installation: a copy of the postgres binary in a mirror of the
+# PostgreSQL tree, where everything but enkash is a symlink to the system's.
+# PostgreSQL finds its lib and share directories relative to its binary, so
+# the servers load the enkash built here whatever is installed system-wide.
+private_install() {
+	local inst="$WORK/pginst" pkglib sharedir f
+	pkglib=$("$PG_BIN/pg_config" --pkglibdir)
+	sharedir=$("$PG_BIN/pg_config" --sharedir)
+	log "building the extension and the sandbox"
+	as_user make -s -C "$WORK/tree" PG_CONFIG="$PG_BIN/pg_config" >/dev/null || die "build failed"
+	as_user make -s -C "$WORK/tree/test/sandbox" >/dev/null || die "sandbox build failed"
+	log "installing the extension into $inst (a private mirror of PostgreSQL $PG_MAJOR)"
+	as_user mkdir -p "$inst$PG_BIN" "$inst$pkglib" "$inst$sharedir/extension"
+	as_user cp "$PG_BIN/postgres" "$inst$PG_BIN/postgres"
+	for f in "$pkglib"/* "$sharedir"/* "$sharedir"/extension/*; do
+		case "$f" in
+		"$sharedir/extension" | */enkash.* | */enkash--*) continue ;;
+		esac
+		as_user ln -s "$f" "$inst${f%/*}/"
+	done
+	as_user make -s -C "$WORK/tree" install DESTDIR="$inst" PG_CONFIG="$PG_BIN/pg_config" >/dev/null \
+		|| die "make install DESTDIR=$inst failed"
+	SERVER_BIN="$inst$PG_BIN/postgres"
+	SERVER_PKGLIB="$inst$pkglib"
+	SERVER_SHARE="$inst$sharedir"
+}
+
 export COPT="${ENKASH_MEMCHECK_COPT--O0}"	# PGXS appends $(COPT) to CFLAGS
-build_and_install
+case "${ENKASH_MEMCHECK_INSTALL:-system}" in
+system)
+	build_and_install
+	SERVER_BIN="$PG_BIN/postgres"
+	SERVER_PKGLIB=$("$PG_BIN/pg_config" --pkglibdir)
+	SERVER_SHARE=$("$PG_BIN/pg_config" --sharedir)
+	;;
+private) private_install ;;
+*) die "ENKASH_MEMCHECK_INSTALL must be system or private" ;;
+esac
 unset COPT
 start_sandbox
 
@@ -114,7 +162,7 @@ vg_opts=(
 	echo "echo \$\$ >> '$LOGS/server.pids'"
 	printf 'exec valgrind'
 	printf " %q" "${vg_opts[@]}" ${ENKASH_VALGRIND_OPTS:-}
-	printf ' %q "$@"\n' "$PG_BIN/postgres"
+	printf ' %q "$@"\n' "$SERVER_BIN"
 } | as_user sh -c "cat > '$wrap/postgres'"
 as_user chmod 755 "$wrap/postgres"
 
@@ -156,14 +204,13 @@ if grep -q "$crash" "$LOGS/postmaster.log" 2>/dev/null; then
 fi
 chown -R "$(id -u)" "$LOGS" 2>/dev/null
 
-# The install is system-wide, as for test/run.sh: another run that installs
+# With the system-wide install (as for test/run.sh), another run that installs
 # meanwhile (test/run.sh, test/demo.sh from another tree) changes what the
 # servers load, and the results would not be about this tree.
-pkglib=$("$PG_BIN/pg_config" --pkglibdir)
-sharedir=$("$PG_BIN/pg_config" --sharedir)
-if ! cmp -s "$WORK/tree/enkash.so" "$pkglib/enkash.so" ||
-	! cmp -s "$WORK/tree/enkash--0.1.sql" "$sharedir/extension/enkash--0.1.sql"; then
-	echo "memcheck: another build of enkash was installed during this run; run it again alone (logs: $LOGS)"
+if ! cmp -s "$WORK/tree/enkash.so" "$SERVER_PKGLIB/enkash.so" ||
+	! cmp -s "$WORK/tree/enkash--0.1.sql" "$SERVER_SHARE/extension/enkash--0.1.sql"; then
+	echo "memcheck: another build of enkash was installed during this run; run it again" \
+		"alone, or with ENKASH_MEMCHECK_INSTALL=private (logs: $LOGS)"
 	exit 2
 fi
 
@@ -193,7 +240,9 @@ for my $file (sort glob("$dir/valgrind.*.log")) {
 			$in = 0;
 			my $what = $block[0] // '';
 			my $ours = grep { /enkash\.so|\Q$src\E\w+\.c:\d+/ } @block;
-			my $leak = $what =~ /are (definitely|indirectly|possibly) lost/ ? $1 : '';
+			my $leak = $what =~ /are (definitely|indirectly|possibly) lost/ ? $1
+				: $what =~ /are still reachable/ ? 'reachable' : '';
+			next if $leak eq 'reachable';		# only with --show-leak-kinds=all
 			if (!$ours) {
 				$count{other}++ if $leak eq '';
 				$count{other_definite}++ if $leak eq 'definitely';
@@ -202,12 +251,15 @@ for my $file (sort glob("$dir/valgrind.*.log")) {
 			next if $leak eq 'indirectly';
 			my $kind = $leak eq 'definitely' ? 'definite' : $leak eq 'possibly' ? 'possible' : 'errors';
 			$count{$kind}++;
-			# The same report from many processes: key on the kind and the frames.
-			my @frames = map { (my $f = $_) =~ s/0x[0-9A-F]+: //; $f =~ s/^\s+//; $f }
+			# The same report from many processes and call sites: key on the
+			# kind, the top frame and our frames (PostgreSQL's frames below
+			# them differ with the SQL that called us).
+			my @frames = map { (my $f = $_) =~ s/^\s+(at|by) 0x[0-9A-F]+: //; $f }
 				grep { /^\s+(at|by) 0x/ } @block;
+			my @mine = grep { /enkash\.so|\Q$src\E/ } @frames;
 			(my $head = $what) =~ s/[\d,]+ bytes in [\d,]+ blocks/N bytes/;
 			$head =~ s/ in loss record.*//;
-			my $key = join("\n", $head, @frames[0 .. ($#frames < 7 ? $#frames : 7)]);
+			my $key = join("\n", $head, $frames[0] // '', @mine[0 .. ($#mine < 5 ? $#mine : 5)]);
 			if (!$seen{$key}) {
 				push @order, $key;
 				$seen{$key} = { kind => $kind, n => 0, file => $file, text => [@block] };
@@ -215,7 +267,7 @@ for my $file (sort glob("$dir/valgrind.*.log")) {
 			$seen{$key}{n}++;
 			next;
 		}
-		push @block, $line if $in;
+		push @block, $line if $in && $line =~ /\S/;
 	}
 	close($fh);
 }

@@ -58,6 +58,8 @@ printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malf
 {
 	enkash_settings "$WORK/credentials.conf"
 	cat <<EOF2
+enkash.database = 'contrib_regression'
+enkash.unknown_grace_ms = 1000
 enkash_test.sandbox_url = '$SANDBOX_URL'
 enkash_test.work_dir = '$WORK'
 log_min_messages = warning

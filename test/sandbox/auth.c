@@ -59,6 +59,20 @@ auth_free(void)
 }
 
 /* caller holds sandbox_lock */
+/* Every token issued so far, so that tests can look for leaks of them. */
+json_t *
+auth_tokens_json(void)
+{
+	json_t	   *list = json_array();
+
+	for (int i = 0; i < ntokens; i++)
+	{
+		json_array_append_new(list, json_string(tokens[i].access));
+		json_array_append_new(list, json_string(tokens[i].refresh));
+	}
+	return json_pack("{s:o}", "tokens", list);
+}
+
 void
 auth_expire_all(bool refresh_too)
 {

@@ -404,6 +404,8 @@ control_handle(SandboxRequest *req, SandboxReply *rep)
 	}
 	else if (get && strcmp(name, "faults") == 0)
 		reply_json(rep, 200, faults_json());
+	else if (get && strcmp(name, "tokens") == 0)
+		reply_json(rep, 200, auth_tokens_json());
 	else if (post && strcmp(name, "spend") == 0)
 	{
 		const char *card = json_string_value(json_object_get(body, "enKashCardId"));

@@ -120,6 +120,7 @@ extern void random_hex(char *out, int nbytes);
 extern void auth_token_endpoint(SandboxRequest *req, SandboxReply *rep);
 extern bool auth_check_bearer(const char *authorization);
 extern void auth_expire_all(bool refresh_too);
+extern json_t *auth_tokens_json(void);
 
 /* state.c */
 extern void state_reset(void);
