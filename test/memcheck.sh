@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # test/memcheck.sh: the pg_regress suite (REGRESS in the Makefile) with every
 # PostgreSQL server process under valgrind memcheck, against the sandbox on
-# loopback.  Builds and installs the extension like test/run.sh (at -O0 so
-# that reports name exact lines; ENKASH_MEMCHECK_COPT= builds the release
-# flags instead), then reads the valgrind logs and reports the errors and
-# leaks whose stack passes through enkash code (enkash.so, src/*.c).
+# loopback.  Builds the extension like test/run.sh (at -O0 so that reports
+# name exact lines; ENKASH_MEMCHECK_COPT= builds the release flags instead)
+# and installs it into a private mirror of the PostgreSQL installation (or
+# system-wide, like test/run.sh, with ENKASH_MEMCHECK_INSTALL=system), then
+# reads the valgrind logs and reports the errors and leaks whose stack passes
+# through enkash code (enkash.so, src/*.c).
 #
 # Ends with "memcheck: N errors in enkash code" (N distinct reports: memory
 # errors plus definite leaks) and exits 1 when N > 0, 2 when the run itself
@@ -16,14 +18,25 @@
 #   ENKASH_MEMCHECK_LOGS=DIR   where the valgrind logs go (default: a new
 #                              /tmp/enkash-memcheck.XXXXXX, kept afterwards)
 #   ENKASH_MEMCHECK_COPT=FLAGS compiler flags for the extension (default -O0)
-#   ENKASH_MEMCHECK_INSTALL=private  install into a private mirror of the
-#                              PostgreSQL tree instead of system-wide, so that
-#                              runs of test/run.sh or test/demo.sh from other
-#                              trees at the same time neither disturb this
-#                              one nor are disturbed by it (default: system)
+#   ENKASH_MEMCHECK_INSTALL=system  install system-wide, as test/run.sh does,
+#                              instead of into the private mirror (default
+#                              private: runs of test/run.sh or test/demo.sh
+#                              from other trees at the same time then neither
+#                              disturb this one nor are disturbed by it)
 #   ENKASH_VALGRIND_OPTS=OPTS  extra valgrind options (e.g. --gen-suppressions=all)
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
-# Runtime: about 10 minutes on 2 cores.
+#
+# Runtime: about 1-2 minutes on 2 cores (pg_regress itself ~1 minute under
+# valgrind, 5-15x slower than without).  Needs root (or sudo) like run.sh for
+# the packages (and the system-wide install).  Exit status: 0 clean, 1 errors
+# or definite leaks in enkash code, 2 the run itself failed (build, server
+# start, another install meanwhile, ...).
+#
+# What it cannot see: Debian's PostgreSQL is not built with USE_VALGRIND, so
+# memcheck knows malloc'd blocks only, not palloc chunks inside a memory
+# context: an overrun or use-after-pfree of palloc'd memory goes unnoticed
+# unless it leaves the context's block.  malloc'd memory (libcurl, OpenSSL,
+# the credentials, the response buffer) and uninitialised values are seen.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -43,13 +56,21 @@ die() {
 VALGRIND_EXITCODE=128
 
 ensure_packages valgrind
-prepare_work_copy
 
-LOGS=${ENKASH_MEMCHECK_LOGS:-$(mktemp -d /tmp/enkash-memcheck.XXXXXX)}
-mkdir -p "$LOGS" || die "cannot create $LOGS"
-rm -f "$LOGS"/valgrind.*.log "$LOGS"/server.pids
+# The logs outlive the work directory.  A directory named by the caller must
+# be new or empty: it is handed to the server's user for the run.
+if [ -n "${ENKASH_MEMCHECK_LOGS:-}" ]; then
+	[ -z "$(ls -A "$ENKASH_MEMCHECK_LOGS" 2>/dev/null)" ] ||
+		die "ENKASH_MEMCHECK_LOGS=$ENKASH_MEMCHECK_LOGS is not empty"
+	mkdir -p "$ENKASH_MEMCHECK_LOGS" || die "cannot create $ENKASH_MEMCHECK_LOGS"
+	LOGS=$(cd "$ENKASH_MEMCHECK_LOGS" && pwd)
+else
+	LOGS=$(mktemp -d /tmp/enkash-memcheck.XXXXXX) || die "mktemp failed"
+fi
 chown "$RUN_USER" "$LOGS"
 chmod 755 "$LOGS"
+
+prepare_work_copy
 
 # Servers we started, by pid (the wrapper below records them): stopped on
 # exit even if pg_regress was interrupted.
@@ -69,12 +90,17 @@ stop_servers() {
 		fi
 	done
 }
+REGRESS_PID=
 cleanup() {
+	if [ -n "$REGRESS_PID" ] && kill -0 "$REGRESS_PID" 2>/dev/null; then
+		kill -TERM "$REGRESS_PID" 2>/dev/null	# runuser passes it on to make
+	fi
 	stop_servers
 	cleanup_work
+	chown -R "$(id -u)" "$LOGS" 2>/dev/null
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo "memcheck: interrupted"; exit 130' INT TERM
 
 # A private installation: a copy of the postgres binary in a mirror of the
 # PostgreSQL tree, where everything but enkash is a symlink to the system's.
@@ -104,7 +130,7 @@ private_install() {
 }
 
 export COPT="${ENKASH_MEMCHECK_COPT--O0}"	# PGXS appends $(COPT) to CFLAGS
-case "${ENKASH_MEMCHECK_INSTALL:-system}" in
+case "${ENKASH_MEMCHECK_INSTALL:-private}" in
 system)
 	build_and_install
 	SERVER_BIN="$PG_BIN/postgres"
@@ -169,10 +195,14 @@ as_user chmod 755 "$wrap/postgres"
 # --- pg_regress ----------------------------------------------------------------
 log "pg_regress with the server under valgrind memcheck (logs: $LOGS)"
 started=$(date +%s)
+# In the background, so that a signal to this script is handled at once.
 as_user env PGCTLTIMEOUT=900 make -C "$WORK/tree" installcheck \
 	PG_CONFIG="$PG_BIN/pg_config" EXTRA_REGRESS_OPTS="--bindir=$wrap" \
-	>"$WORK/regress.log" 2>&1
+	>"$WORK/regress.log" 2>&1 &
+REGRESS_PID=$!
+wait "$REGRESS_PID"
 regress_rc=$?
+REGRESS_PID=
 
 # pg_ctl stop returns once postmaster.pid is gone, before valgrind's leak
 # check in the postmaster has finished writing: wait for the processes.
@@ -202,11 +232,10 @@ if grep -q "$crash" "$LOGS/postmaster.log" 2>/dev/null; then
 	log "server processes crashed or exited with valgrind's error code ($VALGRIND_EXITCODE):"
 	grep "$crash" "$LOGS/postmaster.log" | head -10 >&2
 fi
-chown -R "$(id -u)" "$LOGS" 2>/dev/null
 
-# With the system-wide install (as for test/run.sh), another run that installs
-# meanwhile (test/run.sh, test/demo.sh from another tree) changes what the
-# servers load, and the results would not be about this tree.
+# With the system-wide install, another run that installs meanwhile
+# (test/run.sh, test/demo.sh from another tree) changes what the servers
+# load, and the results would not be about this tree.
 if ! cmp -s "$WORK/tree/enkash.so" "$SERVER_PKGLIB/enkash.so" ||
 	! cmp -s "$WORK/tree/enkash--0.1.sql" "$SERVER_SHARE/extension/enkash--0.1.sql"; then
 	echo "memcheck: another build of enkash was installed during this run; run it again" \
