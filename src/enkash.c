@@ -42,6 +42,7 @@ char	   *enkash_endpoint_paths = NULL;
 int			enkash_page_size = 100;
 int			enkash_key_retention_days = 7;
 int			enkash_unknown_grace_ms = 30000;
+int			enkash_stale_claim_ms = 120000;
 
 bool		enkash_preloaded = false;
 
@@ -173,6 +174,12 @@ define_settings(void)
 							"How long after an attempt became unknown EnKash is asked about it.",
 							"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
 							&enkash_unknown_grace_ms, 30000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enkash.stale_claim_ms",
+							"Age after which an in-flight key of a live session counts as unknown.",
+							"A session that is still sending after this long has surely lost its answer.",
+							&enkash_stale_claim_ms, 120000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enkash");

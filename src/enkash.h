@@ -47,6 +47,7 @@ extern char *enkash_endpoint_paths;
 extern int	enkash_page_size;
 extern int	enkash_key_retention_days;
 extern int	enkash_unknown_grace_ms;
+extern int	enkash_stale_claim_ms;
 
 extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);

@@ -692,11 +692,8 @@ process_claim(LedgerSlot *slot)
 		return;
 	}
 
-	/*
-	 * The key exists: decide from its row, locked against other claims.  An
-	 * in-flight claim older than two timeouts and a minute is stale.
-	 */
-	v[2] = Float8GetDatum(enkash_timeout_ms / 1000.0 * 2 + 60);
+	/* The key exists: decide from its row, locked against other claims. */
+	v[2] = Float8GetDatum(enkash_stale_claim_ms / 1000.0);
 	v[3] = Float8GetDatum(enkash_unknown_grace_ms / 1000.0);
 	n[2] = n[3] = ' ';
 	if (SPI_execute_plan(plan_claim_select, v, n, false, 1) != SPI_OK_SELECT ||
