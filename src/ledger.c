@@ -391,6 +391,16 @@ worker_unavailable(void)
 					 enkash_database)));
 }
 
+pg_attribute_noreturn()
+static void
+worker_unavailable_after(const char *endpoint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the enkash worker is not running, so the %s call could not be recorded", endpoint),
+			 errdetail("EnKash answered, but its answer is withheld until it can be recorded.")));
+}
+
 static char *
 copy_or_null(const char *s)
 {
@@ -501,16 +511,22 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 	slot_release(slot);
 }
 
-/* An audit row for a call that needs no key (look-ups, tokens); no wait. */
+/*
+ * An audit row for a call that needs no key.  Look-ups and tokens do not
+ * wait for it; secret-bearing calls do (wait), so that their record exists
+ * before the caller has the card data.
+ */
 void
-enkash_ledger_audit(const LedgerExchange *exchange)
+enkash_ledger_audit(const LedgerExchange *exchange, bool wait)
 {
 	LedgerSlot *slot;
 
 	if (ledger == NULL)
 		return;
 	/* Look-ups never wait on the audit log: with no slot free, say so. */
-	slot = slot_acquire(OP_AUDIT, false, false);
+	slot = slot_acquire(OP_AUDIT, wait, wait);
+	if (slot == NULL && wait)
+		worker_unavailable_after(exchange->endpoint);
 	if (slot == NULL)
 	{
 		ereport(LOG,
@@ -521,6 +537,12 @@ enkash_ledger_audit(const LedgerExchange *exchange)
 	slot_put(slot, F_ROLE, GetUserNameFromId(GetUserId(), false), false);
 	slot_put_exchange(slot, exchange);
 	slot_submit(slot);
+	if (wait)
+	{
+		if (!slot_wait(slot))
+			worker_unavailable_after(exchange->endpoint);
+		slot_release(slot);
+	}
 }
 
 /* ---------------------------------------------------------------------

@@ -76,7 +76,7 @@ extern void enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state
 								 const char *payload, const char *err_sqlstate,
 								 const char *err_message, const char *err_detail,
 								 const LedgerExchange *exchange, bool wait);
-extern void enkash_ledger_audit(const LedgerExchange *exchange);
+extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);

@@ -224,7 +224,7 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 			x.outcome = "error";
 			x.sqlstate = unpack_sql_state(edata->sqlerrcode);
 			x.message = edata->message;
-			enkash_ledger_audit(&x);
+			enkash_ledger_audit(&x, false);
 		}
 		PG_RE_THROW();
 	}
@@ -232,6 +232,6 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	enkash_describe_exchange(&x, ep, key, json, len, &http, &answer);
 	x.outcome = "ok";
-	enkash_ledger_audit(&x);
+	enkash_ledger_audit(&x, ep->kind == ENKASH_SECRET_IN || ep->kind == ENKASH_SECRET_OUT);
 	return payload;
 }

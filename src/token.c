@@ -151,7 +151,7 @@ audit_token_call(bool use_refresh, const EnkashHttpResult *http)
 		x.message = http->error;
 	}
 	x.latency_ms = http->seconds * 1000.0;
-	enkash_ledger_audit(&x);
+	enkash_ledger_audit(&x, false);
 }
 
 /*

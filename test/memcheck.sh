@@ -144,22 +144,17 @@ unset COPT
 start_sandbox
 
 # --- the same configuration as test/run.sh writes for pg_regress ------------
-conf="$WORK/tree/test/tmp/regress.conf"
-as_user mkdir -p "$WORK/tree/test/tmp"
-write_credentials "$WORK/credentials.conf"
-write_credentials "$WORK/wrong-secret.conf" "not-the-partner-secret"
-as_user cp "$WORK/credentials.conf" "$WORK/world-readable.conf"
-as_user chmod 644 "$WORK/world-readable.conf"
-printf 'client_id = x\nclient_secret = y\nusername = z\n' | as_user sh -c "umask 077; cat > '$WORK/incomplete.conf'"
-printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malformed.conf'"
-{
-	enkash_settings "$WORK/credentials.conf"
-	cat <<EOF2
-enkash_test.sandbox_url = '$SANDBOX_URL'
-enkash_test.work_dir = '$WORK'
-log_min_messages = warning
-EOF2
-} | as_user sh -c "cat > '$conf'"
+# Taken from test/run.sh at run time (from 'conf=...' to the line that writes
+# "$conf"), so that the two cannot drift apart: the credentials files the
+# tests expect and the temp-config.  Better still would be one lib.sh
+# function that both call.
+setup=$(sed -n '/^conf="\$WORK\/tree\/test\/tmp\/regress.conf"$/,/^} | as_user sh -c "cat > .\$conf."$/p' \
+	"$WORK/tree/test/run.sh")
+# (The range must end where it should: never run the rest of run.sh.)
+[ "$(printf '%s\n' "$setup" | tail -n 1)" = "} | as_user sh -c \"cat > '\$conf'\"" ] ||
+	die "could not find the pg_regress setup (conf=... to cat > \$conf) in test/run.sh"
+eval "$setup"
+[ -s "$conf" ] || die "test/run.sh's pg_regress setup wrote no $conf"
 
 # --- a bindir whose postgres runs under valgrind ------------------------------
 # pg_regress starts "<bindir>/postgres" for its temp instance.  initdb, psql
