@@ -14,6 +14,7 @@ OBJS = \
 	src/ledger.o \
 	src/mask.o \
 	src/money.o \
+	src/outbox.o \
 	src/pages.o \
 	src/request.o \
 	src/response.o \
@@ -27,7 +28,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl) -lcrypto
 
 # Regression tests run on a throwaway instance against the sandbox; the test
 # runner (test/run.sh) writes the config and starts the sandbox first.
-REGRESS = setup load_balance load_balance_bad_input load_balance_idempotency upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format card_lifecycle card_functions transactions_paging card_secrets reconciliation endpoint_table secrets_at_rest
+REGRESS = setup load_balance load_balance_bad_input load_balance_idempotency upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format card_lifecycle card_functions transactions_paging card_secrets outbox reconciliation endpoint_table secrets_at_rest
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check --temp-config=$(CURDIR)/test/tmp/regress.conf
 
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.
@@ -38,3 +39,5 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp
+
+bench: ; bash test/bench/run.sh

@@ -80,6 +80,68 @@ SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys_id_seq', '')
 SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log_id_seq', '');
 
+-- The outbox: requests queued in the caller's transaction and sent by the
+-- enkash senders after it commits.  state: pending, sending, unknown (may
+-- have happened: checked with EnKash before a resend), succeeded, failed
+-- (EnKash declined, or the request is wrong: final), dead (gave up after
+-- max_attempts; enkash_retry re-arms it).  errors holds every attempt's error.
+CREATE TABLE enkash.requests (
+    id bigserial PRIMARY KEY,
+    endpoint text NOT NULL,
+    body jsonb NOT NULL,
+    idempotency_key text,
+    state text NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'sending', 'unknown', 'succeeded', 'failed', 'dead')),
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 8,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    sender_pid integer,
+    response jsonb,
+    last_sqlstate text,
+    last_error text,
+    errors jsonb NOT NULL DEFAULT '[]',
+    created_by text NOT NULL DEFAULT current_user,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX ON enkash.requests (next_attempt_at) WHERE state IN ('pending', 'unknown');
+CREATE INDEX ON enkash.requests (idempotency_key);
+COMMENT ON TABLE enkash.requests IS
+'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash senders.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.requests_id_seq', '');
+
+-- The queue at a glance.
+CREATE VIEW enkash.queue AS
+SELECT state, count(*) AS requests,
+       min(created_at) AS oldest,
+       max(now() - created_at) FILTER (WHERE state IN ('pending', 'sending', 'unknown')) AS oldest_waiting_for,
+       min(next_attempt_at) FILTER (WHERE state IN ('pending', 'unknown')) AS next_attempt_at
+FROM enkash.requests GROUP BY state;
+COMMENT ON VIEW enkash.queue IS 'Queued requests by state, with the age of the oldest one still waiting.';
+
+-- Card transactions synced from EnKash by enkash_sync_transactions().
+CREATE TABLE enkash.transactions (
+    transaction_id text PRIMARY KEY,
+    card_account_id text NOT NULL,
+    card_id text,
+    txn_date timestamptz,
+    amount numeric,
+    cr_dr text,
+    transaction_status text,
+    transaction_type text,
+    description text,
+    reference_number text,
+    balance_after numeric,
+    merchant_name text,
+    mcc text,
+    channel text,
+    synced_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON enkash.transactions (card_account_id, txn_date);
+SELECT pg_catalog.pg_extension_config_dump('enkash.transactions', '');
+
 -- One row per card load, with its final state: what finance reconciles.
 CREATE VIEW enkash.money_movements AS
 SELECT k.key AS reference_number,
@@ -481,8 +543,164 @@ COMMENT ON FUNCTION enkash_transactions(text, text, timestamptz, timestamptz, te
 'Get All Transaction details as typed rows, every page fetched: join, filter and sum them like a table. cr_dr is CR (credit) or DR (debit).';
 
 -- ---------------------------------------------------------------------------
+-- The outbox: queue now, send after COMMIT
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_load_balance_async(
+    card_account_id text,
+    enkash_card_id text,
+    amount numeric,
+    unique_reference_number text,
+    description text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL,
+    type text DEFAULT 'ALLOCATE_FUND',
+    transaction_code text DEFAULT 'ALLOCATION')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call_async'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_load_balance_async(text, text, numeric, text, text, text, text, text, text, text) IS
+'Queues a Load Card Balance in the current transaction (checked as enkash_load_balance checks it) and returns its enkash.requests id. Sent after COMMIT, exactly once per unique_reference_number; nothing is sent on ROLLBACK.';
+
+CREATE FUNCTION enkash_enqueue(endpoint text, body jsonb, idempotency_key text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enkash_enqueue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_enqueue(text, jsonb, text) IS
+'Administrators: queues a raw body for a named endpoint (money endpoints need an idempotency key; for a load it is the uniqueReferenceNumber). Returns the enkash.requests id.';
+
+CREATE FUNCTION enkash_retry(request_id bigint) RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE enkash.requests
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL,
+        updated_at = now()
+    WHERE id = request_id AND state = 'dead'
+    RETURNING true
+$$;
+
+COMMENT ON FUNCTION enkash_retry(bigint) IS
+'Re-arms a dead queued request: it is tried again (its key is checked with EnKash first if its outcome is unknown). Returns NULL if the request is not dead.';
+
+CREATE FUNCTION enkash_wait(request_id bigint, timeout interval DEFAULT '30 seconds')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+    r enkash.requests;
+BEGIN
+    LOOP
+        SELECT * INTO r FROM enkash.requests WHERE id = request_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'there is no queued request %', request_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+        EXIT WHEN r.state IN ('succeeded', 'failed', 'dead') OR clock_timestamp() >= deadline;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN jsonb_build_object('id', r.id, 'state', r.state, 'attempts', r.attempts,
+                              'response', r.response, 'last_sqlstate', r.last_sqlstate,
+                              'last_error', r.last_error);
+END $$;
+
+COMMENT ON FUNCTION enkash_wait(bigint, interval) IS
+'Waits until a queued request is final (succeeded, failed or dead) or the timeout passes, and returns its state and outcome.';
+
+-- A payroll table's trigger: AFTER INSERT ... FOR EACH ROW EXECUTE FUNCTION
+-- enkash_load_balance_trigger(card_account_column, card_id_column,
+-- amount_column, reference_column [, reference_column ...]).  The reference
+-- number is the table name and the reference columns' values joined by "-",
+-- so a re-fired or re-inserted row reuses it (and is not loaded twice).
+CREATE FUNCTION enkash_load_balance_trigger() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_json jsonb := to_jsonb(NEW);
+    reference text := TG_TABLE_NAME;
+    i integer;
+BEGIN
+    IF TG_NARGS < 4 THEN
+        RAISE EXCEPTION 'enkash_load_balance_trigger needs the card account, card id, amount and at least one reference column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'EXECUTE FUNCTION enkash_load_balance_trigger(''card_account_id'', ''enkash_card_id'', ''amount'', ''run_id'', ''employee_id'')';
+    END IF;
+    FOR i IN 0 .. 3 LOOP
+        IF NOT row_json ? TG_ARGV[i] THEN
+            RAISE EXCEPTION 'table "%" has no column "%"', TG_TABLE_NAME, TG_ARGV[i]
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    FOR i IN 3 .. TG_NARGS - 1 LOOP
+        IF row_json->>TG_ARGV[i] IS NULL THEN
+            RAISE EXCEPTION 'reference column "%" is NULL', TG_ARGV[i]
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        reference := reference || '-' || (row_json->>TG_ARGV[i]);
+    END LOOP;
+    PERFORM @extschema@.enkash_load_balance_async(
+        card_account_id => row_json->>TG_ARGV[0],
+        enkash_card_id => row_json->>TG_ARGV[1],
+        amount => (row_json->>TG_ARGV[2])::numeric,
+        unique_reference_number => reference,
+        description => 'Payroll ' || TG_TABLE_NAME,
+        created_by => session_user::text);
+    RETURN NULL;
+END $$;
+
+COMMENT ON FUNCTION enkash_load_balance_trigger() IS
+'AFTER INSERT trigger for payroll tables: queues a card load per row (arguments: card account column, card id column, amount column, reference columns).';
+
+-- Transactions synced into enkash.transactions, for pg_cron.
+CREATE FUNCTION enkash_sync_transactions(
+    card_account_id text,
+    since timestamptz DEFAULT now() - interval '2 days',
+    max_rows integer DEFAULT 10000,
+    company_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH fetched AS (
+        SELECT * FROM @extschema@.enkash_transactions(card_account_id, txn_date_from => since,
+                                                 company_id => company_id)
+        ORDER BY txn_date, transaction_id LIMIT max_rows),
+    upserted AS (
+        INSERT INTO enkash.transactions AS t
+            (transaction_id, card_account_id, card_id, txn_date, amount, cr_dr,
+             transaction_status, transaction_type, description, reference_number,
+             balance_after, merchant_name, mcc, channel, synced_at)
+        SELECT f.transaction_id, card_account_id, f.card_id, f.txn_date, f.amount, f.cr_dr,
+               f.transaction_status, f.transaction_type, f.description, f.reference_number,
+               f.balance_after, f.merchant_name, f.mcc, f.channel, now()
+        FROM fetched f
+        ON CONFLICT (transaction_id) DO UPDATE
+        SET transaction_status = excluded.transaction_status, synced_at = excluded.synced_at
+        RETURNING 1)
+    SELECT count(*)::integer FROM upserted
+$$;
+
+COMMENT ON FUNCTION enkash_sync_transactions(text, timestamptz, integer, text) IS
+'Upserts a card account''s transactions since a time into enkash.transactions (at most max_rows per run); safe to run twice at once. Returns the rows written.';
+
+-- ---------------------------------------------------------------------------
 -- Administration
 -- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_token_status(
+    OUT valid boolean, OUT obtained_at timestamptz, OUT expires_at timestamptz,
+    OUT token_calls bigint, OUT last_error text, OUT last_error_at timestamptz)
+AS 'MODULE_PATHNAME', 'enkash_token_status'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_token_status() IS
+'The OAuth token''s validity, age and expiry, token calls made, and the last error (never the token).';
 
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'

@@ -263,11 +263,16 @@ const EnkashEndpoint enkash_endpoints[] = {
 	{NULL}
 };
 
+/* The endpoint of a SQL function; "..._async" names the queued variant. */
 const EnkashEndpoint *
 enkash_endpoint_by_function(const char *function)
 {
+	size_t		len = strlen(function);
+
+	if (len > 6 && strcmp(function + len - 6, "_async") == 0)
+		len -= 6;
 	for (const EnkashEndpoint *ep = enkash_endpoints; ep->function; ep++)
-		if (strcmp(ep->function, function) == 0)
+		if (strlen(ep->function) == len && strncmp(ep->function, function, len) == 0)
 			return ep;
 	return NULL;
 }

@@ -43,6 +43,11 @@ int			enkash_page_size = 100;
 int			enkash_key_retention_days = 7;
 int			enkash_unknown_grace_ms = 30000;
 int			enkash_stale_claim_ms = 120000;
+int			enkash_max_concurrency = 2;
+int			enkash_max_attempts = 8;
+int			enkash_retry_base_ms = 1000;
+int			enkash_retry_max_ms = 300000;
+double		enkash_token_refresh_fraction = 0.8;
 
 bool		enkash_preloaded = false;
 
@@ -181,6 +186,27 @@ define_settings(void)
 							"A session that is still sending after this long has surely lost its answer.",
 							&enkash_stale_claim_ms, 120000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enkash.max_concurrency",
+							"Number of enkash senders sending queued requests at once.",
+							NULL, &enkash_max_concurrency, 2, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.max_attempts",
+							"Attempts after which a queued request is given up as dead.",
+							NULL, &enkash_max_attempts, 8, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.retry_base_ms",
+							"First retry delay of a queued request; it doubles with each attempt.",
+							NULL, &enkash_retry_base_ms, 1000, 1, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("enkash.retry_max_ms",
+							"Longest delay between attempts of a queued request.",
+							NULL, &enkash_retry_max_ms, 300000, 1, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomRealVariable("enkash.token_refresh_fraction",
+							 "Fraction of a token's lifetime after which a sender replaces it.",
+							 NULL, &enkash_token_refresh_fraction, 0.8, 0.1, 0.95,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enkash");
 }

@@ -48,6 +48,11 @@ extern int	enkash_page_size;
 extern int	enkash_key_retention_days;
 extern int	enkash_unknown_grace_ms;
 extern int	enkash_stale_claim_ms;
+extern int	enkash_max_concurrency;
+extern int	enkash_max_attempts;
+extern int	enkash_retry_base_ms;
+extern int	enkash_retry_max_ms;
+extern double enkash_token_refresh_fraction;
 
 extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);
@@ -97,6 +102,7 @@ extern Size enkash_token_shmem_size(void);
 extern void enkash_token_shmem_init(void);
 extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
+extern void enkash_token_refresh_if_due(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */
 extern char *enkash_seal_body(const char *json, size_t len, size_t *out_len);

@@ -102,6 +102,7 @@ typedef struct LedgerShared
 	bool		swept;			/* in_flight keys of a past life made unknown */
 	ConditionVariable done;		/* a batch was processed */
 	ConditionVariable freed;	/* a slot became free */
+	ConditionVariable outbox;	/* a transaction that queued requests committed */
 	LedgerSlot	slots[LEDGER_SLOTS];
 } LedgerShared;
 
@@ -127,6 +128,7 @@ enkash_ledger_shmem_init(void)
 		ledger->next_seq = 1;
 		ConditionVariableInit(&ledger->done);
 		ConditionVariableInit(&ledger->freed);
+		ConditionVariableInit(&ledger->outbox);
 		for (int i = 0; i < LEDGER_SLOTS; i++)
 			ledger->slots[i].state = SLOT_FREE;
 	}
@@ -543,6 +545,22 @@ enkash_ledger_audit(const LedgerExchange *exchange, bool wait)
 			worker_unavailable_after(exchange->endpoint);
 		slot_release(slot);
 	}
+}
+
+/* The senders sleep here between queued requests. */
+void
+enkash_outbox_wake(void)
+{
+	if (ledger)
+		ConditionVariableBroadcast(&ledger->outbox);
+}
+
+void
+enkash_outbox_sleep(long timeout_ms)
+{
+	ConditionVariablePrepareToSleep(&ledger->outbox);
+	ConditionVariableTimedSleep(&ledger->outbox, timeout_ms, PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
 }
 
 /* ---------------------------------------------------------------------

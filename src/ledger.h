@@ -78,6 +78,10 @@ extern void enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state
 								 const LedgerExchange *exchange, bool wait);
 extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 
+/* The outbox's wake-up call (outbox.c) */
+extern void enkash_outbox_wake(void);
+extern void enkash_outbox_sleep(long timeout_ms);
+
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);
 extern bool enkash_ledger_process(void);

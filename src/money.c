@@ -92,9 +92,8 @@ audit_outcome(LedgerState state)
 }
 
 /*
- * Sends a claimed money call and records its outcome.  On success the
- * outcome is committed before we return; on an error it is handed to the
- * worker without waiting (we are unwinding) and the error goes on.
+ * Sends a claimed money call and records its outcome, committed before we
+ * return or the error goes on: a retry right after sees the final state.
  */
 static Jsonb *
 send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
@@ -127,7 +126,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 							 state == LEDGER_FAILED ? x.sqlstate : NULL,
 							 state == LEDGER_FAILED ? edata->message : NULL,
 							 state == LEDGER_FAILED ? edata->detail : NULL,
-							 &x, false);
+							 &x, true);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -254,7 +253,7 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		memset(&x, 0, sizeof(x));
 		x.endpoint = ep->name;
 		x.key = key;
-		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, false);
+		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
 		(void) edata;
 		PG_RE_THROW();
 	}

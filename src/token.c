@@ -20,6 +20,8 @@
 
 #include "envelope.h"
 #include "ledger.h"
+#include "access/htup_details.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
@@ -427,4 +429,63 @@ enkash_token_calls(PG_FUNCTION_ARGS)
 	calls = (int64) shared->token_calls;
 	LWLockRelease(shared->lock);
 	PG_RETURN_INT64(calls);
+}
+
+/*
+ * Called by a sender: replaces the token once enkash.token_refresh_fraction
+ * of its lifetime has passed, so that backends never wait for one.
+ */
+void
+enkash_token_refresh_if_due(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		due;
+
+	if (enkash_base_url == NULL || enkash_base_url[0] == '\0' ||
+		enkash_credentials_file == NULL || enkash_credentials_file[0] == '\0')
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	due = shared->access_token[0] != '\0' && !shared->fetching &&
+		now >= shared->obtained_at +
+		(TimestampTz) ((shared->expires_at - shared->obtained_at) * enkash_token_refresh_fraction);
+	if (due)
+	{
+		shared->fetching = true;
+		shared->fetcher_pid = MyProcPid;
+		shared->fetch_started = now;
+	}
+	LWLockRelease(shared->lock);
+	if (due)
+		fetch_token();
+}
+
+PG_FUNCTION_INFO_V1(enkash_token_status);
+
+/* enkash_token_status(): what admins may know of the token, never the token. */
+Datum
+enkash_token_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {0};
+	bool		have;
+
+	enkash_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	have = shared->access_token[0] != '\0';
+	values[0] = BoolGetDatum(have && GetCurrentTimestamp() < shared->expires_at);
+	values[1] = TimestampTzGetDatum(shared->obtained_at);
+	values[2] = TimestampTzGetDatum(shared->expires_at);
+	nulls[1] = nulls[2] = !have;
+	values[3] = Int64GetDatum((int64) shared->token_calls);
+	values[4] = CStringGetTextDatum(shared->last_error);
+	nulls[4] = shared->last_error[0] == '\0';
+	values[5] = TimestampTzGetDatum(shared->last_error_at);
+	nulls[5] = shared->last_error[0] == '\0';
+	LWLockRelease(shared->lock);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

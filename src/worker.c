@@ -59,19 +59,26 @@ enkash_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Starts "enkash worker" (role 0) or "enkash sender" N (role N) in dboid. */
 static bool
-start_worker(Oid dboid, BackgroundWorkerHandle **handle)
+start_worker(Oid dboid, int role, BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker = {0};
+	const char *type = role == 0 ? "enkash worker" : "enkash sender";
 
-	snprintf(worker.bgw_name, BGW_MAXLEN, "enkash worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "enkash worker");
+	if (role == 0)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s", type);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s %d", type, role);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enkash_worker_main");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s",
+			 role == 0 ? "enkash_worker_main" : "enkash_sender_main");
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher does it */
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	memcpy(worker.bgw_extra, &role, sizeof(role));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
@@ -109,10 +116,13 @@ database_oid(void)
 	return dboid;
 }
 
+/* The worker and the senders, as the launcher keeps them running. */
+#define MAX_CHILDREN 65
+
 void
 enkash_launcher_main(Datum arg)
 {
-	BackgroundWorkerHandle *handle = NULL;
+	BackgroundWorkerHandle *children[MAX_CHILDREN] = {0};
 	bool		said_missing = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -122,7 +132,9 @@ enkash_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		pid_t		pid;
+		int			wanted = 1 + Min(enkash_max_concurrency, MAX_CHILDREN - 1);
+		Oid			dboid = InvalidOid;
+		bool		looked = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -131,15 +143,22 @@ enkash_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (handle == NULL ||
-			GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		for (int role = 0; role < wanted; role++)
 		{
-			Oid			dboid = database_oid();
+			pid_t		pid;
 
-			if (handle)
+			if (children[role] != NULL &&
+				GetBackgroundWorkerPid(children[role], &pid) != BGWH_STOPPED)
+				continue;
+			if (children[role])
 			{
-				pfree(handle);
-				handle = NULL;
+				pfree(children[role]);
+				children[role] = NULL;
+			}
+			if (!looked)
+			{
+				dboid = database_oid();
+				looked = true;
 			}
 			if (!OidIsValid(dboid))
 			{
@@ -149,14 +168,16 @@ enkash_launcher_main(Datum arg)
 									enkash_database),
 							 errhint("Create it, or set enkash.database to the database that has the enkash extension.")));
 				said_missing = true;
+				break;
 			}
-			else
+			said_missing = false;
+			if (!start_worker(dboid, role, &children[role]))
 			{
-				said_missing = false;
-				if (!start_worker(dboid, &handle))
-					ereport(WARNING,
-							(errmsg("enkash launcher: could not start the enkash worker"),
-							 errhint("Raise max_worker_processes.")));
+				ereport(WARNING,
+						(errmsg("enkash launcher: could not start %s",
+								role == 0 ? "the enkash worker" : "an enkash sender"),
+						 errhint("Raise max_worker_processes.")));
+				break;
 			}
 		}
 

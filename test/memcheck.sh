@@ -11,8 +11,9 @@
 # Ends with "memcheck: N errors in enkash code" (N distinct reports: memory
 # errors plus definite leaks) and exits 1 when N > 0, 2 when the run itself
 # failed, 0 otherwise.  Diffs in the regression output are shown but do not
-# decide the exit status: everything runs ~20-50x slower under valgrind,
-# so timing tests (statement_timeout) may differ.
+# decide the exit status: each server process runs 10-50x slower under
+# valgrind, so tests that depend on timing (statement_timeout, a second
+# session racing the first) may differ.
 #
 # Environment:
 #   ENKASH_MEMCHECK_LOGS=DIR   where the valgrind logs go (default: a new
@@ -26,11 +27,9 @@
 #   ENKASH_VALGRIND_OPTS=OPTS  extra valgrind options (e.g. --gen-suppressions=all)
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
 #
-# Runtime: about 1-2 minutes on 2 cores (pg_regress itself ~1 minute under
-# valgrind, 5-15x slower than without).  Needs root (or sudo) like run.sh for
-# the packages (and the system-wide install).  Exit status: 0 clean, 1 errors
-# or definite leaks in enkash code, 2 the run itself failed (build, server
-# start, another install meanwhile, ...).
+# Runtime on 2 cores: about 1 minute for 9 tests, 3-4 minutes for 15 (the
+# suite takes ~20x longer than without valgrind).  Needs root (or sudo) like
+# run.sh, for the packages (and the system-wide install).
 #
 # What it cannot see: Debian's PostgreSQL is not built with USE_VALGRIND, so
 # memcheck knows malloc'd blocks only, not palloc chunks inside a memory

@@ -60,6 +60,9 @@ printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malf
 	cat <<EOF2
 enkash.database = 'contrib_regression'
 enkash.unknown_grace_ms = 1000
+enkash.retry_base_ms = 100
+enkash.retry_max_ms = 1000
+enkash.max_attempts = 3
 enkash_test.sandbox_url = '$SANDBOX_URL'
 enkash_test.work_dir = '$WORK'
 log_min_messages = warning

@@ -1,0 +1,81 @@
+--
+-- The outbox: a payroll table's trigger queues a load per row in the same
+-- transaction; the enkash senders send them after COMMIT, exactly once.
+--
+SELECT sandbox.reset();
+
+CREATE TABLE payroll (
+    run_id text,
+    employee_id text,
+    card_account_id text,
+    enkash_card_id text,
+    allowance numeric(12, 2),
+    PRIMARY KEY (run_id, employee_id));
+CREATE TRIGGER load_cards AFTER INSERT ON payroll FOR EACH ROW
+    EXECUTE FUNCTION enkash_load_balance_trigger('card_account_id', 'enkash_card_id', 'allowance',
+                                                 'run_id', 'employee_id');
+
+-- Rolled back: no queued request, nothing sent.
+BEGIN;
+INSERT INTO payroll VALUES ('2026-11', 'E1', 'CASANDBOX1', 'EKCSANDBOX1', 1000);
+SELECT count(*) AS queued_inside_the_transaction FROM enkash.requests;
+ROLLBACK;
+SELECT pg_sleep(1.5);
+SELECT count(*) AS queued FROM enkash.requests;
+SELECT sandbox.api_requests('/balance') AS load_requests;
+
+-- Committed: sent after COMMIT, one credit per row.
+INSERT INTO payroll VALUES
+    ('2026-11', 'E1', 'CASANDBOX1', 'EKCSANDBOX1', 1000),
+    ('2026-11', 'E2', 'CASANDBOX1', 'EKCSANDBOX2', 1500.50);
+SELECT r.idempotency_key, w->>'state' AS state
+FROM enkash.requests r, LATERAL enkash_wait(r.id, '20 seconds') w ORDER BY r.id;
+SELECT * FROM sandbox.credits('payroll-2026-11-E1');
+SELECT * FROM sandbox.credits('payroll-2026-11-E2');
+
+-- The same rows inserted again: queued again, but not loaded again.
+DELETE FROM payroll;
+INSERT INTO payroll VALUES ('2026-11', 'E1', 'CASANDBOX1', 'EKCSANDBOX1', 1000);
+SELECT w->>'state' AS state, w->'response' AS response
+FROM (SELECT max(id) AS id FROM enkash.requests) r, LATERAL enkash_wait(r.id, '20 seconds') w;
+SELECT * FROM sandbox.credits('payroll-2026-11-E1');
+
+-- Bad input is refused when queued, in the caller's transaction.
+INSERT INTO payroll VALUES ('2026-11', 'E3', 'CASANDBOX1', 'EKCSANDBOX1', 0);
+SELECT * FROM sandbox.try($$SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10.001, 'Q-BAD')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_enqueue('view_card_details', '{}')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_enqueue('load_balance', '{"amount": 1}')$$);
+
+-- EnKash failing: retried with backoff (5xx: checked with EnKash first),
+-- until it works.
+SELECT sandbox.fault('{"fail": {"status": 503, "count": 2}}');
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 42, 'Q-RETRY') AS id \gset
+SELECT w->>'state' AS state, (w->>'attempts')::int > 1 AS retried FROM enkash_wait(:id, '30 seconds') w;
+SELECT jsonb_array_length(errors) AS errors_recorded, errors->0->>'sqlstate' AS first_error
+FROM enkash.requests WHERE id = :id;
+SELECT * FROM sandbox.credits('Q-RETRY');
+
+-- Declined: final at once, not retried.
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 5000000, 'Q-DECLINED') AS id \gset
+SELECT w->>'state' AS state, w->>'attempts' AS attempts, w->>'last_error' AS error
+FROM enkash_wait(:id, '20 seconds') w;
+
+-- Hopeless: dead after enkash.max_attempts (3 here), with its history;
+-- enkash_retry re-arms it.
+SELECT sandbox.fault('{"fail": {"status": 401, "count": 100}}');
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 43, 'Q-DEAD') AS id \gset
+SELECT w->>'state' AS state, w->>'attempts' AS attempts FROM enkash_wait(:id, '30 seconds') w;
+SELECT jsonb_array_length(errors) AS errors_recorded FROM enkash.requests WHERE id = :id;
+SELECT sandbox.fault('{"clear": true}');
+SELECT enkash_retry(:id);
+SELECT w->>'state' AS state FROM enkash_wait(:id, '20 seconds') w;
+SELECT * FROM sandbox.credits('Q-DEAD');
+
+SELECT state, requests FROM enkash.queue ORDER BY state;
+
+-- pg_cron's job: sync the account's transactions into enkash.transactions;
+-- a second run adds nothing new.
+SELECT enkash_sync_transactions('CASANDBOX1') > 0 AS synced;
+SELECT enkash_sync_transactions('CASANDBOX1') = (SELECT count(*) FROM enkash.transactions) AS rerun_upserts_same_rows;
+SELECT reference_number, amount FROM enkash.transactions
+WHERE reference_number LIKE 'payroll-%' OR reference_number LIKE 'Q-%' ORDER BY reference_number;
