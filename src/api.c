@@ -563,8 +563,8 @@ enkash_endpoint_call(PG_FUNCTION_ARGS)
  * key (uniqueReferenceNumber for a load).  Money endpoints whose key is not
  * part of the body cannot be called raw: their typed function takes one.
  */
-static char *
-money_key(const EnkashEndpoint *ep, Jsonb *body)
+char *
+enkash_raw_money_key(const EnkashEndpoint *ep, Jsonb *body)
 {
 	if (ep->kind != ENKASH_MONEY)
 		return NULL;
@@ -579,36 +579,28 @@ money_key(const EnkashEndpoint *ep, Jsonb *body)
 			return pnstrdup(v.val.string.val, v.val.string.len);
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("enkash_call to endpoint \"%s\" needs \"%s\" in its body", ep->name, f->json),
+				 errmsg("a raw call to endpoint \"%s\" needs \"%s\" in its body", ep->name, f->json),
 				 errdetail("It is the idempotency key that keeps the call from happening twice.")));
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("endpoint \"%s\" cannot be called through enkash_call", ep->name),
-			 errhint("Use %s(), which takes an idempotency_key.", ep->function)));
+	return NULL;
 }
 
-PG_FUNCTION_INFO_V1(enkash_call);
-
 /*
- * enkash_call(endpoint, body): an administrator's raw call to a named
- * endpoint, with the same envelope, token and error handling, but none of
- * the argument checks.
+ * The endpoint and body of a raw call (enkash_call, enkash_enqueue): the
+ * first two arguments, checked.
  */
-Datum
-enkash_call(PG_FUNCTION_ARGS)
+const EnkashEndpoint *
+enkash_raw_call_args(FunctionCallInfo fcinfo, Jsonb **body)
 {
 	char	   *name;
 	const EnkashEndpoint *ep;
-	Jsonb	   *body;
-	char	   *json;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("endpoint and body must not be null")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	body = PG_GETARG_JSONB_P(1);
+	*body = PG_GETARG_JSONB_P(1);
 	ep = enkash_endpoint_by_name(name);
 	if (ep == NULL)
 	{
@@ -622,11 +614,33 @@ enkash_call(PG_FUNCTION_ARGS)
 				 errmsg("unknown EnKash endpoint \"%s\"", name),
 				 errhint("Known endpoints: %s.", names.data)));
 	}
-	if (!JB_ROOT_IS_OBJECT(body))
+	if (!JB_ROOT_IS_OBJECT(*body))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("body must be a JSON object")));
+	return ep;
+}
 
+PG_FUNCTION_INFO_V1(enkash_call);
+
+/*
+ * enkash_call(endpoint, body): an administrator's raw call to a named
+ * endpoint, with the same envelope, token, idempotency and error handling,
+ * but none of the argument checks.
+ */
+Datum
+enkash_call(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *body;
+	const EnkashEndpoint *ep = enkash_raw_call_args(fcinfo, &body);
+	char	   *key = enkash_raw_money_key(ep, body);
+	char	   *json;
+
+	if (ep->kind == ENKASH_MONEY && key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("endpoint \"%s\" cannot be called through enkash_call", ep->name),
+				 errhint("Use %s(), which takes an idempotency_key.", ep->function)));
 	json = JsonbToCString(NULL, &body->root, VARSIZE(body));
-	PG_RETURN_JSONB_P(enkash_send(ep, json, strlen(json), money_key(ep, body)));
+	PG_RETURN_JSONB_P(enkash_send(ep, json, strlen(json), key));
 }

@@ -23,6 +23,7 @@
 #include "storage/fd.h"
 
 static EnkashCredentials current;
+static EnkashCredentials fresh;	/* being read; static so PG_CATCH can wipe it */
 static char *loaded_path = NULL;
 static struct stat loaded_stat;
 
@@ -153,12 +154,12 @@ check_file_security(const char *path, const struct stat *st)
 static void
 read_credentials_file(const char *path, const struct stat *st)
 {
-	EnkashCredentials fresh = {0};
 	FILE	   *file;
 	char		line[4096];
 	volatile int lineno = 0;
 
 	check_file_security(path, st);
+	memset(&fresh, 0, sizeof(fresh));
 
 	file = AllocateFile(path, "r");
 	if (file == NULL)
@@ -176,6 +177,8 @@ read_credentials_file(const char *path, const struct stat *st)
 			char	  **slot;
 
 			lineno++;
+			if (strchr(line, '\n') == NULL && !feof(file))
+				file_error(path, lineno, "The line is too long.");
 			line[strcspn(line, "\r\n")] = '\0';
 			if (!parse_line(line, &key, &value, &why))
 				continue;
@@ -220,6 +223,7 @@ read_credentials_file(const char *path, const struct stat *st)
 	fresh.version = current.version + 1;
 	wipe_credentials(&current);
 	current = fresh;
+	memset(&fresh, 0, sizeof(fresh));
 	free(loaded_path);
 	loaded_path = strdup(path);
 	loaded_stat = *st;

@@ -242,12 +242,13 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	enkash_preloaded = true;
-	define_settings();
 
-	/* Done once in the postmaster so that backends inherit it. */
+	/* Done once in the postmaster so that backends inherit it; before the
+	 * settings, whose URL checks use libcurl's parser. */
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(FATAL,
 				(errmsg("enkash: could not initialize libcurl")));
+	define_settings();
 
 	enkash_register_launcher();
 

@@ -149,5 +149,8 @@ extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
 								const char *key);
 extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 							  const EnkashEndpoint **endpoint, char **key);
+extern const EnkashEndpoint *enkash_raw_call_args(FunctionCallInfo fcinfo,
+												  Jsonb **body);
+extern char *enkash_raw_money_key(const EnkashEndpoint *endpoint, Jsonb *body);
 
 #endif							/* ENKASH_H */

@@ -123,48 +123,29 @@ enkash_endpoint_call_async(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(enkash_enqueue);
 
-/* enkash_enqueue(endpoint, body, idempotency_key): a raw queued call. */
+/*
+ * enkash_enqueue(endpoint, body, idempotency_key): a raw queued call.  For
+ * a money endpoint whose key is in the body (a load's reference number),
+ * the two must agree.
+ */
 Datum
 enkash_enqueue(PG_FUNCTION_ARGS)
 {
-	const EnkashEndpoint *ep;
-	char	   *name;
 	Jsonb	   *body;
+	const EnkashEndpoint *ep = enkash_raw_call_args(fcinfo, &body);
 	char	   *key = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	JsonbValue	v;
+	char	   *body_key = enkash_raw_money_key(ep, body);
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (ep->paged)
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("endpoint and body must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	body = PG_GETARG_JSONB_P(1);
-	if ((ep = enkash_endpoint_by_name(name)) == NULL || ep->paged)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("unknown EnKash endpoint \"%s\"", name),
-				 errhint("SELECT endpoint FROM enkash_endpoints() lists them.")));
-	if (!JB_ROOT_IS_OBJECT(body))
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("endpoint \"%s\" cannot be queued", ep->name)));
+	if (key && body_key && strcmp(key, body_key) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("body must be a JSON object")));
-
-	/* A load's key is its reference number: they must agree. */
-	if (strcmp(ep->name, "load_balance") == 0)
-	{
-		if (!getKeyJsonValueFromContainer(&body->root, "uniqueReferenceNumber", 21, &v) ||
-			v.type != jbvString)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("a queued load needs \"uniqueReferenceNumber\" in its body")));
-		if (key && (strlen(key) != (size_t) v.val.string.len ||
-					strncmp(key, v.val.string.val, v.val.string.len) != 0))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("idempotency_key must equal the load's uniqueReferenceNumber")));
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-	}
-	PG_RETURN_INT64(enqueue(ep, JsonbToCString(NULL, &body->root, VARSIZE(body)), key));
+				 errmsg("idempotency_key must equal the key in the body")));
+	PG_RETURN_INT64(enqueue(ep, JsonbToCString(NULL, &body->root, VARSIZE(body)),
+							body_key ? body_key : key));
 }
 
 /* ---------------------------------------------------------------------

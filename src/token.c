@@ -255,6 +255,7 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 	refresh = token_field(json, "refresh_token");
 	expires_in = token_field(json, "expires_in");
 	lifetime = expires_in ? strtol(expires_in, NULL, 10) : 0;
+	lifetime = Min(lifetime, 366L * 24 * 3600);	/* no overflow below */
 	if (access == NULL || access[0] == '\0' || strlen(access) >= TOKEN_MAX ||
 		(refresh && strlen(refresh) >= TOKEN_MAX) || lifetime <= 0)
 	{

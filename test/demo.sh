@@ -32,6 +32,6 @@ as_user psql -X -h "$WORK" -p "$PGPORT" -U postgres -d postgres \
 	-v ON_ERROR_STOP=1 -f "$WORK/tree/test/demo.sql"
 
 echo
-echo "== 7. What EnKash (the sandbox) recorded: one credit per reference"
+echo "== 10. What EnKash (the sandbox) recorded: one credit per reference"
 curl -sS "$SANDBOX_URL/__sandbox/ledger"
 echo

@@ -230,10 +230,14 @@ fi
 # With the system-wide install, another run that installs meanwhile
 # (test/run.sh, test/demo.sh from another tree) changes what the servers
 # load, and the results would not be about this tree.
-if ! cmp -s "$WORK/tree/enkash.so" "$SERVER_PKGLIB/enkash.so" ||
-	! cmp -s "$WORK/tree/enkash--0.1.sql" "$SERVER_SHARE/extension/enkash--0.1.sql"; then
-	echo "memcheck: another build of enkash was installed during this run; run it again" \
-		"alone, or with ENKASH_MEMCHECK_INSTALL=private (logs: $LOGS)"
+changed=
+cmp -s "$WORK/tree/enkash.so" "$SERVER_PKGLIB/enkash.so" || changed=enkash.so
+for f in "$WORK"/tree/enkash*.sql "$WORK"/tree/enkash.control; do
+	cmp -s "$f" "$SERVER_SHARE/extension/${f##*/}" || changed="$changed ${f##*/}"
+done
+if [ -n "$changed" ]; then
+	echo "memcheck: another build of enkash was installed during this run ($changed);" \
+		"run it again alone, or with ENKASH_MEMCHECK_INSTALL=private (logs: $LOGS)"
 	exit 2
 fi
 

@@ -47,10 +47,11 @@ sub enkash_node
 {
 	my ($name, %extra) = @_;
 	my $sandbox_url = $extra{sandbox_url} // $sandbox_url;
+	my $preload = $extra{preload} // 'enkash';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf', <<"CONF");
-shared_preload_libraries = 'enkash'
+shared_preload_libraries = '$preload'
 enkash.base_url = '$sandbox_url/api/v0/partner/enKashCard'
 enkash.token_url = '$sandbox_url/oauth/token'
 enkash.partner_id = 'CRSANDBOX1'
