@@ -4,8 +4,9 @@
  *	  Module entry point: settings, shared memory, preload check.
  *
  * Settings that decide where requests go, which secrets are used or how TLS
- * is checked are superuser-only, so that an ordinary role cannot point the
- * extension at its own host and collect the bearer token.  Secrets are never
+ * is checked are superuser-only, to set and to see, so that an ordinary role
+ * can neither point the extension at its own host to collect the bearer
+ * token nor learn where the credentials file is.  Secrets are never
  * settings: they come from the file named by enkash.credentials_file.
  *
  *-------------------------------------------------------------------------
@@ -111,15 +112,15 @@ define_settings(void)
 	DefineCustomStringVariable("enkash.base_url",
 							   "Base URL of the EnKash card API, up to and including /enKashCard.",
 							   NULL, &enkash_base_url, "",
-							   PGC_SUSET, 0, check_url, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_url, NULL, NULL);
 	DefineCustomStringVariable("enkash.token_url",
 							   "URL of EnKash's OAuth token endpoint.",
 							   NULL, &enkash_token_url, "",
-							   PGC_SUSET, 0, check_url, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_url, NULL, NULL);
 	DefineCustomStringVariable("enkash.partner_id",
 							   "Partner id (CR...) sent in the partnerId header.",
 							   NULL, &enkash_partner_id, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("enkash.company_id",
 							   "Default companyId (CEK...) for calls that do not name one.",
 							   NULL, &enkash_company_id, "",
@@ -128,7 +129,7 @@ define_settings(void)
 							   "File holding client_id, client_secret, username, password and encryption_secret.",
 							   "Must be owned by the server's OS user and not readable by others.",
 							   &enkash_credentials_file, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomBoolVariable("enkash.encrypt",
 							 "Encrypt request bodies with the partner's AES envelope.",
 							 NULL, &enkash_encrypt, true,
@@ -136,7 +137,7 @@ define_settings(void)
 	DefineCustomStringVariable("enkash.ca_file",
 							   "Extra CA certificates (PEM) trusted for EnKash's TLS.",
 							   NULL, &enkash_ca_file, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomIntVariable("enkash.timeout_ms",
 							"Longest time one EnKash call may take.",
 							NULL, &enkash_timeout_ms, 30000, 100, 600000,
@@ -148,7 +149,7 @@ define_settings(void)
 	DefineCustomStringVariable("enkash.database",
 							   "Database the enkash background worker connects to.",
 							   NULL, &enkash_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomIntVariable("enkash.max_amount",
 							"Largest amount, in rupees, accepted for one load.",
 							"Guards against a misplaced decimal point or a unit mix-up.",
@@ -163,7 +164,7 @@ define_settings(void)
 							   "Overrides for endpoint paths inferred from EnKash's documentation.",
 							   "A list of name=/path, e.g. view_card_details=/card/view.",
 							   &enkash_endpoint_paths, "",
-							   PGC_SUSET, 0, enkash_check_endpoint_paths, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, enkash_check_endpoint_paths, NULL, NULL);
 	DefineCustomIntVariable("enkash.page_size",
 							"Transactions asked for per page by enkash_transactions().",
 							NULL, &enkash_page_size, 100, 1, 1000,
