@@ -27,3 +27,19 @@ SET enkash.endpoint_paths = 'load_balance=/elsewhere';
 SET enkash.endpoint_paths = 'view_card_details=/view?x=1';
 SET enkash.endpoint_paths = 'view_card_details=../../oauth/token';
 SET enkash.endpoint_paths = 'view_card_details';
+
+-- The paging members are configurable too; EnKash ignoring unknown members
+-- answers the first page only, as the sandbox does here.
+SELECT count(enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'PAGING-' || g)) AS loads
+FROM generate_series(1, 3) g;
+SET enkash.paging_fields = 'pageNumber,pageSize';
+SET enkash.page_size = 1;
+SELECT count(*) AS transactions_with_unknown_paging FROM enkash_transactions('CASANDBOX1');
+SELECT b ? 'pageNumber' AND b ? 'pageSize' AS renamed_members_sent
+FROM (SELECT (sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard/transaction/all')->>'body')::jsonb AS w) r,
+     LATERAL (SELECT sandbox.sh(format('printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
+              sandbox.quote(w->>'request'),
+              encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb AS b) d;
+RESET enkash.page_size;
+SET enkash.paging_fields = 'page';
+RESET enkash.paging_fields;

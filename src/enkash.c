@@ -41,6 +41,7 @@ int			enkash_max_amount = 10000000;
 int			enkash_max_response_kb = 1024;
 char	   *enkash_endpoint_paths = NULL;
 int			enkash_page_size = 100;
+char	   *enkash_paging_fields = NULL;
 int			enkash_key_retention_days = 7;
 int			enkash_unknown_grace_ms = 30000;
 int			enkash_stale_claim_ms = 120000;
@@ -106,6 +107,26 @@ done:
 	return ok;
 }
 
+/* "page,size": two JSON member names. */
+static bool
+check_paging_fields(char **newval, void **extra, GucSource source)
+{
+	const char *comma = strchr(*newval, ',');
+
+	if (comma == NULL || comma == *newval || comma[1] == '\0' || strchr(comma + 1, ','))
+	{
+		GUC_check_errdetail("Give the two member names separated by a comma, e.g. \"page,size\".");
+		return false;
+	}
+	for (const char *p = *newval; *p; p++)
+		if (!(isalnum((unsigned char) *p) || *p == '_' || *p == ','))
+		{
+			GUC_check_errdetail("Member names use letters, digits and underscores only.");
+			return false;
+		}
+	return true;
+}
+
 static void
 define_settings(void)
 {
@@ -165,6 +186,11 @@ define_settings(void)
 							   "A list of name=/path, e.g. view_card_details=/card/view.",
 							   &enkash_endpoint_paths, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY, enkash_check_endpoint_paths, NULL, NULL);
+	DefineCustomStringVariable("enkash.paging_fields",
+							   "Names of the page-number and page-size members of a listing request.",
+							   "Inferred from EnKash's documentation as \"page,size\"; change if a partner account differs.",
+							   &enkash_paging_fields, "page,size",
+							   PGC_SUSET, 0, check_paging_fields, NULL, NULL);
 	DefineCustomIntVariable("enkash.page_size",
 							"Transactions asked for per page by enkash_transactions().",
 							NULL, &enkash_page_size, 100, 1, 1000,

@@ -45,6 +45,7 @@ extern int	enkash_max_amount;
 extern int	enkash_max_response_kb;
 extern char *enkash_endpoint_paths;
 extern int	enkash_page_size;
+extern char *enkash_paging_fields;
 extern int	enkash_key_retention_days;
 extern int	enkash_unknown_grace_ms;
 extern int	enkash_stale_claim_ms;

@@ -4,7 +4,8 @@
  *	  Endpoints that answer a page at a time: every page, as rows.
  *
  * EnKash's listing answers {"content": [...], "totalPages": n, ...} for a
- * "page" (from 0) and a "size" (enkash.page_size) [inferred from the docs].
+ * "page" (from 0) and a "size" (enkash.page_size) [inferred from the docs;
+ * the member names are enkash.paging_fields].
  * enkash_endpoint_pages asks for each page in turn and returns the content
  * items as jsonb rows; the install script turns them into typed columns.
  * Each page's memory is freed before the next is asked for.
@@ -82,6 +83,8 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 	MemoryContext old_cxt;
 	int			size = enkash_page_size;
 	char	   *key;
+	/* "page,size" (checked when set): the member names of the paging */
+	const char *size_field = strchr(enkash_paging_fields, ',') + 1;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
@@ -106,8 +109,10 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 
 		resetStringInfo(&body);
-		appendStringInfo(&body, "%s%s\"page\":%d,\"size\":%d}", base.data,
-						 base.len > 1 ? "," : "", page, size);
+		appendStringInfo(&body, "%s%s\"%.*s\":%d,\"%s\":%d}", base.data,
+						 base.len > 1 ? "," : "",
+						 (int) (size_field - enkash_paging_fields - 1), enkash_paging_fields,
+						 page, size_field, size);
 
 		old_cxt = MemoryContextSwitchTo(page_cxt);
 		answer = enkash_send(ep, body.data, body.len, NULL);
