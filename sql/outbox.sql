@@ -55,6 +55,14 @@ SELECT jsonb_array_length(errors) AS errors_recorded, errors->0->>'sqlstate' AS 
 FROM enkash.requests WHERE id = :id;
 SELECT * FROM sandbox.credits('Q-RETRY');
 
+-- Rate limited with Retry-After: 2 seconds: the retry waits that long.
+SELECT sandbox.fault('{"fail": {"status": 429, "count": 1, "retry_after": 2}}');
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 44, 'Q-429') AS id \gset
+SELECT w->>'state' AS state FROM enkash_wait(:id, '30 seconds') w;
+SELECT finished_at - (errors->0->>'at')::timestamptz >= interval '1.9 seconds' AS waited_as_asked,
+       errors->0->>'sqlstate' AS first_error
+FROM enkash.requests WHERE id = :id;
+
 -- Declined: final at once, not retried.
 SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 5000000, 'Q-DECLINED') AS id \gset
 SELECT w->>'state' AS state, w->>'attempts' AS attempts, w->>'last_error' AS error

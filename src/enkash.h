@@ -95,6 +95,7 @@ typedef struct EnkashHttpResult
 extern void enkash_http_post(const char *url, const char *const *headers,
 							 int nheaders, const char *body, size_t body_len,
 							 bool may_resend, EnkashHttpResult *result);
+extern int	enkash_last_retry_after;
 extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			pg_attribute_noreturn();
 

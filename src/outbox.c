@@ -161,6 +161,7 @@ typedef struct QueuedCall
 	char	   *key;
 	int			attempts;
 	int			max_attempts;
+	int			retry_after;	/* seconds EnKash asked us to wait, if any */
 } QueuedCall;
 
 static bool
@@ -269,11 +270,15 @@ record_outcome(const QueuedCall *call, const char *state, const char *response,
 	nulls[3] = sqlstate ? ' ' : 'n';
 	values[4] = message ? CStringGetTextDatum(message) : (Datum) 0;
 	nulls[4] = message ? ' ' : 'n';
-	/* "unknown" waits for EnKash to finish, as a synchronous retry would */
-	values[5] = Float8GetDatum(strcmp(state, "unknown") == 0 ?
-							   Max(backoff_seconds(call->attempts),
-								   enkash_unknown_grace_ms / 1000.0) :
-							   backoff_seconds(call->attempts));
+	/*
+	 * "unknown" waits for EnKash to finish, as a synchronous retry would;
+	 * and EnKash's Retry-After (429, 503) is honoured.
+	 */
+	values[5] = Float8GetDatum(Max(strcmp(state, "unknown") == 0 ?
+								   Max(backoff_seconds(call->attempts),
+									   enkash_unknown_grace_ms / 1000.0) :
+								   backoff_seconds(call->attempts),
+								   (double) call->retry_after));
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -295,7 +300,7 @@ record_outcome(const QueuedCall *call, const char *state, const char *response,
 
 /* Sends one claimed row through the normal path and records what happened. */
 static void
-send_call(const QueuedCall *call)
+send_call(QueuedCall *call)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	const EnkashEndpoint *ep = enkash_endpoint_by_name(call->endpoint);
@@ -328,6 +333,7 @@ send_call(const QueuedCall *call)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 
+	call->retry_after = enkash_last_retry_after;
 	if (edata == NULL)
 		record_outcome(call, "succeeded", response, NULL, NULL);
 	else

@@ -23,6 +23,9 @@
 /* How often the transfer loop looks at interrupts while waiting. */
 #define POLL_INTERVAL_MS 100
 
+/* Retry-After (seconds) of the last answer, for the outbox's backoff. */
+int			enkash_last_retry_after = 0;
+
 static CURLM *multi = NULL;
 static CURL *easy = NULL;
 
@@ -239,6 +242,7 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 
 	setup_handles();
 	memset(result, 0, sizeof(*result));
+	enkash_last_retry_after = 0;
 
 	for (int i = 0; i < nheaders; i++)
 	{
@@ -291,6 +295,12 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 	{
 		result->outcome = ENKASH_HTTP_OK;
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &result->status);
+		{
+			curl_off_t	retry_after = 0;
+
+			curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
+			enkash_last_retry_after = (int) Min(retry_after, 86400);
+		}
 		if (body_buf == NULL && (body_buf = malloc(1)) != NULL)
 			body_cap = 1;
 		if (body_buf == NULL)
