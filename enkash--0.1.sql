@@ -121,6 +121,21 @@ SELECT state, count(*) AS requests,
 FROM enkash.requests GROUP BY state;
 COMMENT ON VIEW enkash.queue IS 'Queued requests by state, with the age of the oldest one still waiting.';
 
+-- Per endpoint, over the last day: calls, errors, latency and sizes, from
+-- the audit log.
+CREATE VIEW enkash.stats AS
+SELECT endpoint,
+       count(*) AS calls,
+       count(*) FILTER (WHERE outcome NOT IN ('ok', 'sent')) AS errors,
+       round((percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p50_ms,
+       round((percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p95_ms,
+       sum(coalesce(pg_column_size(request), 0) + coalesce(pg_column_size(response), 0)) AS bytes,
+       max(at) AS last_call
+FROM enkash.audit_log
+WHERE at > now() - interval '1 day'
+GROUP BY endpoint;
+COMMENT ON VIEW enkash.stats IS 'Calls, errors, p50/p95 latency and stored bytes per endpoint over the last day.';
+
 -- Card transactions synced from EnKash by enkash_sync_transactions().
 CREATE TABLE enkash.transactions (
     transaction_id text PRIMARY KEY,

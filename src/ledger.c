@@ -100,6 +100,9 @@ typedef struct LedgerShared
 	Oid			worker_dboid;
 	Latch	   *worker_latch;
 	bool		swept;			/* in_flight keys of a past life made unknown */
+	Latch	   *launcher_latch;
+	Oid			dropping_dboid; /* DROP DATABASE under way: stand aside */
+	TimestampTz dropping_until;
 	ConditionVariable done;		/* a batch was processed */
 	ConditionVariable freed;	/* a slot became free */
 	ConditionVariable outbox;	/* a transaction that queued requests committed */
@@ -545,6 +548,50 @@ enkash_ledger_audit(const LedgerExchange *exchange, bool wait)
 			worker_unavailable_after(exchange->endpoint);
 		slot_release(slot);
 	}
+}
+
+/*
+ * DROP DATABASE of the workers' database: the launcher stops them and
+ * stays away for a while, so that the drop does not find them connected.
+ */
+void
+enkash_ledger_note_drop(Oid dboid)
+{
+	Latch	   *latch = NULL;
+
+	if (ledger == NULL)
+		return;
+	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
+	if (dboid == ledger->worker_dboid)
+	{
+		ledger->dropping_dboid = dboid;
+		ledger->dropping_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+		latch = ledger->launcher_latch;
+	}
+	LWLockRelease(ledger->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* The database being dropped, if the launcher should stay away from it. */
+Oid
+enkash_ledger_dropping(void)
+{
+	Oid			dboid = InvalidOid;
+
+	LWLockAcquire(ledger->lock, LW_SHARED);
+	if (GetCurrentTimestamp() < ledger->dropping_until)
+		dboid = ledger->dropping_dboid;
+	LWLockRelease(ledger->lock);
+	return dboid;
+}
+
+void
+enkash_ledger_attach_launcher(void)
+{
+	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
+	ledger->launcher_latch = MyLatch;
+	LWLockRelease(ledger->lock);
 }
 
 /* The senders sleep here between queued requests. */

@@ -82,6 +82,11 @@ extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 extern void enkash_outbox_wake(void);
 extern void enkash_outbox_sleep(long timeout_ms);
 
+/* DROP DATABASE of the workers' database (worker.c) */
+extern void enkash_ledger_note_drop(Oid dboid);
+extern Oid	enkash_ledger_dropping(void);
+extern void enkash_ledger_attach_launcher(void);
+
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);
 extern bool enkash_ledger_process(void);

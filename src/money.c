@@ -21,6 +21,7 @@
 #include "endpoints.h"
 #include "ledger.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/resowner.h"
@@ -289,6 +290,12 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s needs an idempotency key", ep->label)));
+	/* A standby cannot record the key: money waits for the primary. */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("money calls cannot be made on a standby server"),
+				 errhint("Make %s on the primary; it cannot be recorded here.", ep->label)));
 
 	enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request, &claim);
 

@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "ledger.h"
@@ -38,6 +39,19 @@
 #include "utils/wait_event.h"
 
 PGDLLEXPORT void enkash_launcher_main(Datum arg);
+
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/* Notices DROP DATABASE of the workers' database before it checks for users. */
+static void
+enkash_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+					 int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == DatabaseRelationId)
+		enkash_ledger_note_drop(objectId);
+}
 PGDLLEXPORT void enkash_worker_main(Datum arg);
 
 /* How often the launcher looks for the database, and the worker tidies up. */
@@ -48,6 +62,9 @@ void
 enkash_register_launcher(void)
 {
 	BackgroundWorker worker = {0};
+
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = enkash_object_access;
 
 	snprintf(worker.bgw_name, BGW_MAXLEN, "enkash launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "enkash launcher");
@@ -129,6 +146,7 @@ enkash_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	enkash_ledger_attach_launcher();
 
 	for (;;)
 	{
@@ -141,6 +159,29 @@ enkash_launcher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* Someone is dropping our database: leave it, and stay away a while. */
+		if (OidIsValid(enkash_ledger_dropping()))
+		{
+			bool		stopped = false;
+
+			for (int role = 0; role < MAX_CHILDREN; role++)
+				if (children[role])
+				{
+					TerminateBackgroundWorker(children[role]);
+					pfree(children[role]);
+					children[role] = NULL;
+					stopped = true;
+				}
+			if (stopped)
+				ereport(LOG,
+						(errmsg("enkash launcher: database \"%s\" is being dropped; the enkash worker and senders stop",
+								enkash_database)));
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			continue;
 		}
 
 		for (int role = 0; role < wanted; role++)

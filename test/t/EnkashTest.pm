@@ -49,7 +49,7 @@ sub enkash_node
 	my $sandbox_url = $extra{sandbox_url} // $sandbox_url;
 	my $preload = $extra{preload} // 'enkash';
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(allows_streaming => $extra{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = '$preload'
 enkash.base_url = '$sandbox_url/api/v0/partner/enKashCard'
