@@ -419,6 +419,21 @@ check_range(const EnkashField *from, Datum from_value,
 				 errhint("Give the start of the range first.")));
 }
 
+/* The text in UTF-8, as JSON on the wire must be; refused if it cannot be. */
+static const char *
+to_utf8(const EnkashField *field, const char *str)
+{
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return str;
+	if (GetDatabaseEncoding() == PG_SQL_ASCII &&
+		!pg_verify_mbstr(PG_UTF8, str, strlen(str), true))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("%s is not valid UTF-8", field->arg),
+				 errhint("EnKash takes UTF-8 text; this database (SQL_ASCII) does not check it.")));
+	return pg_server_to_any(str, strlen(str), PG_UTF8);
+}
+
 /* Appends one "member":value pair (with a leading comma when needed). */
 static void
 append_field(StringInfo buf, const EnkashField *field, Datum value,
@@ -464,7 +479,7 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 			if (str == NULL)
 				str = TextDatumGetCString(value);
 			check_text(field, str);
-			escape_json(buf, str);
+			escape_json(buf, to_utf8(field, str));
 			break;
 		case EF_AMOUNT:
 			append_amount(buf, field, value);

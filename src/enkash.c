@@ -50,6 +50,7 @@ int			enkash_max_attempts = 8;
 int			enkash_retry_base_ms = 1000;
 int			enkash_retry_max_ms = 300000;
 double		enkash_token_refresh_fraction = 0.8;
+double		enkash_rate_limit = 0;
 
 bool		enkash_preloaded = false;
 
@@ -233,6 +234,12 @@ define_settings(void)
 	DefineCustomRealVariable("enkash.token_refresh_fraction",
 							 "Fraction of a token's lifetime after which a sender replaces it.",
 							 NULL, &enkash_token_refresh_fraction, 0.8, 0.1, 0.95,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomRealVariable("enkash.rate_limit",
+							 "Most requests per second to EnKash from the whole server (0: no limit).",
+							 "Backends and workers share one budget, so a month-end run does not trip EnKash's limits.",
+							 &enkash_rate_limit, 0, 0, 100000,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enkash");

@@ -54,6 +54,7 @@ extern int	enkash_max_attempts;
 extern int	enkash_retry_base_ms;
 extern int	enkash_retry_max_ms;
 extern double enkash_token_refresh_fraction;
+extern double enkash_rate_limit;
 
 extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);
@@ -105,6 +106,7 @@ extern void enkash_token_shmem_init(void);
 extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern void enkash_token_refresh_if_due(void);
+extern void enkash_rate_limit_wait(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */
 extern char *enkash_seal_body(const char *json, size_t len, size_t *out_len);

@@ -98,6 +98,9 @@ base64_decode(const char *in, size_t len, unsigned char *out, size_t *out_len)
 			else if ((d[k] = b64_value((unsigned char) in[i + k])) < 0)
 				return false;
 		}
+		/* the unused low bits of a padded last group must be zero */
+		if (last && ((pad == 2 && (d[1] & 15)) || (pad == 1 && (d[2] & 3))))
+			return false;
 		out[o++] = (unsigned char) ((d[0] << 2) | (d[1] >> 4));
 		if (!last || pad < 2)
 			out[o++] = (unsigned char) ((d[1] << 4) | (d[2] >> 2));

@@ -65,8 +65,12 @@ state_after_error(int sqlerrcode, bool request_left, const EnkashHttpResult *htt
 		case ERRCODE_ENKASH_AUTH_FAILED:
 			return LEDGER_RELEASED; /* refused at the door */
 		case ERRCODE_ENKASH_BAD_REQUEST:
-			/* 409 "duplicate transaction" means an earlier one went through */
-			return http->status == 409 ? LEDGER_UNKNOWN : LEDGER_RELEASED;
+			/*
+			 * A 4xx refused the request unread; but 409 "duplicate
+			 * transaction" means an earlier one went through.
+			 */
+			return (http->status >= 400 && http->status < 500 && http->status != 409) ?
+				LEDGER_RELEASED : LEDGER_UNKNOWN;
 		case ERRCODE_ENKASH_UNAVAILABLE:
 			/* 429 is refused unread; a 5xx may have happened half-way */
 			return http->status == 429 ? LEDGER_RELEASED : LEDGER_UNKNOWN;

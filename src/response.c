@@ -107,6 +107,14 @@ http_failure(const char *what, const EnkashHttpResult *http, Jsonb *envelope)
 			code = member_text(envelope, "response_code");
 	}
 
+	/* A redirect or other oddity is not followed; EnKash may have acted. */
+	if (http->status < 400)
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+				 errmsg("EnKash's answer for %s could not be used", what),
+				 errdetail("HTTP status %ld; redirects are not followed.", http->status),
+				 errhint("If EnKash may have acted on it, check the outcome before trying again.")));
+
 	if (http->status == 401 || http->status == 403)
 	{
 		sqlstate = ERRCODE_ENKASH_AUTH_FAILED;

@@ -24,6 +24,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
+#include "storage/latch.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -56,6 +57,9 @@ typedef struct EnkashTokenShared
 	uint64		token_calls;	/* HTTP calls to the token endpoint */
 	char		last_error[256];
 	TimestampTz last_error_at;
+	/* enkash.rate_limit: one token bucket for the whole server */
+	double		bucket;
+	TimestampTz bucket_at;
 } EnkashTokenShared;
 
 static EnkashTokenShared *shared = NULL;
@@ -489,4 +493,41 @@ enkash_token_status(PG_FUNCTION_ARGS)
 	LWLockRelease(shared->lock);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/*
+ * Waits for a slot under enkash.rate_limit (requests per second across the
+ * server: backends and workers share one bucket, a second's worth deep).
+ */
+void
+enkash_rate_limit_wait(void)
+{
+	for (;;)
+	{
+		double		rate = enkash_rate_limit;
+		double		wait_s = 0;
+		TimestampTz now;
+
+		if (rate <= 0 || shared == NULL)
+			return;
+		now = GetCurrentTimestamp();
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		if (shared->bucket_at == 0)
+			shared->bucket = rate;
+		else
+			shared->bucket = Min(rate, shared->bucket +
+								 (now - shared->bucket_at) / 1000000.0 * rate);
+		shared->bucket_at = now;
+		if (shared->bucket >= 1)
+			shared->bucket -= 1;
+		else
+			wait_s = (1 - shared->bucket) / rate;
+		LWLockRelease(shared->lock);
+		if (wait_s <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(1, (long) (wait_s * 1000)), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }

@@ -28,6 +28,7 @@ int			enkash_last_retry_after = 0;
 
 static CURLM *multi = NULL;
 static CURL *easy = NULL;
+static char curl_error[CURL_ERROR_SIZE];	/* libcurl's own words on a failure */
 
 /* The response body, reused across calls; grown with realloc, not palloc. */
 static char *body_buf = NULL;
@@ -110,6 +111,7 @@ setup_handles(void)
 
 	/* Settings that never change for this backend. */
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect_body);
 	curl_easy_setopt(easy, CURLOPT_READFUNCTION, supply_body);
 	curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
@@ -170,7 +172,8 @@ describe_failure(CURLcode code, EnkashHttpResult *result)
 					 "No answer within enkash.timeout_ms (%d ms)", enkash_timeout_ms);
 			return;
 		default:
-			why = curl_easy_strerror(code);
+			/* e.g. which certificate check failed */
+			why = curl_error[0] ? curl_error : curl_easy_strerror(code);
 			break;
 	}
 	strlcpy(result->error, why, sizeof(result->error));
@@ -240,7 +243,9 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 	volatile CURLcode code;
 	double		seconds = 0;
 
+	enkash_rate_limit_wait();
 	setup_handles();
+	curl_error[0] = '\0';
 	memset(result, 0, sizeof(*result));
 	enkash_last_retry_after = 0;
 

@@ -7,7 +7,8 @@ ENKASH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 APT_PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
   libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev curl openssl jq
-  perl libipc-run-perl util-linux postgresql-$PG_MAJOR-cron"
+  perl libipc-run-perl util-linux postgresql-$PG_MAJOR-cron nginx-light
+  clang libclang-rt-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -45,6 +45,9 @@ run_counted sandbox-vectors sh -c "'$WORK/tree/test/sandbox/enkash-sandbox' --se
 run_counted smoke as_user env SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
 	bash "$WORK/tree/test/sandbox/smoke.sh"
 
+log "fuzzing the envelope decoder (30 s) and replaying its corpus"
+run_counted fuzz-envelope as_user bash "$WORK/tree/test/fuzz/run.sh" 30
+
 # --- pg_regress -------------------------------------------------------------
 conf="$WORK/tree/test/tmp/regress.conf"
 as_user mkdir -p "$WORK/tree/test/tmp"

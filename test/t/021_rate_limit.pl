@@ -1,0 +1,30 @@
+# enkash.rate_limit caps requests per second across the whole server: with a
+# limit of 5/s, 20 calls from two sessions take at least 3 seconds (5 at once,
+# then 5 a second), and none fails.
+use strict;
+use warnings;
+use lib $ENV{ENKASH_TAP_LIB};
+use EnkashTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = enkash_node('ratelimit', conf => "enkash.rate_limit = 5\n");
+$node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");
+sleep 2;    # a full bucket
+my $t0 = time;
+my @h;
+for my $s (1 .. 2)
+{
+	my ($out, $err) = ('', '');
+	push @h, IPC::Run::start(
+		[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+		  "SELECT count(enkash_get_card_account('CASANDBOX1')) FROM generate_series(1, 10)" ],
+		'>', \$out, '2>', \$err);
+}
+$_->finish for @h;
+my $elapsed = time - $t0;
+is($_->result, 0, 'a session made its 10 calls') for @h;
+cmp_ok($elapsed, '>=', 2.8, sprintf('20 calls at 5/s took %.1f s', $elapsed));
+$node->stop;
+done_testing();
