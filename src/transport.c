@@ -171,9 +171,15 @@ describe_failure(CURLcode code, EnkashHttpResult *result)
 			snprintf(result->error, sizeof(result->error),
 					 "No answer within enkash.timeout_ms (%d ms)", enkash_timeout_ms);
 			return;
-		default:
-			/* e.g. which certificate check failed */
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+			/* libcurl's own words say which certificate check failed */
 			why = curl_error[0] ? curl_error : curl_easy_strerror(code);
+			break;
+		default:
+			why = curl_easy_strerror(code);
 			break;
 	}
 	strlcpy(result->error, why, sizeof(result->error));
