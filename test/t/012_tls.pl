@@ -137,17 +137,7 @@ enkash.connect_timeout_ms = 5000
 enkash.timeout_ms = 10000
 CONF
 sandbox('POST', '/__sandbox/reset', '{}');
-$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION try_sql(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text;
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ' | ' || msg || ' | ' || coalesce(det, '');
-END $$;
-SQL
+install_try_sql($node);
 
 sub reload_with
 {

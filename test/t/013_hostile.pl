@@ -23,32 +23,10 @@ use Digest::SHA qw(sha256_hex);
 my $sandbox_url = $ENV{SANDBOX_URL};
 my $credentials = $ENV{ENKASH_CREDENTIALS};
 
-# Like EnkashTest::enkash_node, but UTF8 (the default initdb here would be
-# SQL_ASCII, which a real installation is not), so that Unicode can be sent.
-my $node = PostgreSQL::Test::Cluster->new('hostile');
-$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-$node->append_conf('postgresql.conf', <<"CONF");
-shared_preload_libraries = 'enkash'
-enkash.base_url = '$sandbox_url/api/v0/partner/enKashCard'
-enkash.token_url = '$sandbox_url/oauth/token'
-enkash.partner_id = 'CRSANDBOX1'
-enkash.company_id = 'CEKSANDBOX1'
-enkash.credentials_file = '$credentials'
-enkash.unknown_grace_ms = 200
-CONF
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION enkash');
-$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION try_sql(q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE st text; msg text; det text;
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
-    RETURN st || ' | ' || msg || ' | ' || coalesce(det, '');
-END $$;
-SQL
+# UTF8 (the default initdb here would be SQL_ASCII, which a real
+# installation is not), so that Unicode can be sent.
+my $node = enkash_node('hostile', utf8 => 1, conf => "enkash.unknown_grace_ms = 200\n");
+install_try_sql($node);
 
 sandbox('POST', '/__sandbox/reset', '{}');
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');

@@ -9,7 +9,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox);
+our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
@@ -49,7 +49,8 @@ sub enkash_node
 	my $sandbox_url = $extra{sandbox_url} // $sandbox_url;
 	my $preload = $extra{preload} // 'enkash';
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => $extra{allows_streaming} // 0);
+	$node->init(allows_streaming => $extra{allows_streaming} // 0,
+		$extra{utf8} ? (extra => [ '--encoding=UTF8', '--locale=C' ]) : ());
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = '$preload'
 enkash.base_url = '$sandbox_url/api/v0/partner/enKashCard'
@@ -62,6 +63,23 @@ CONF
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enkash');
 	return $node;
+}
+
+# try_sql(q): runs q and returns 'ok' or "SQLSTATE | message | detail".
+sub install_try_sql
+{
+	my ($node, $db) = @_;
+	$node->safe_psql($db // 'postgres', <<'SQL');
+CREATE FUNCTION try_sql(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text;
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' | ' || msg || ' | ' || coalesce(det, '');
+END $$;
+SQL
 }
 
 # Raw call to the control API (of the shared sandbox, or of the one whose
