@@ -44,3 +44,11 @@ SELECT response->'payload'->>'cardNumber' ~ '^652150X{6}[0-9]{4}$' AS card_numbe
 FROM enkash.audit_log WHERE endpoint = 'view_card_details' AND outcome = 'ok'
 ORDER BY id DESC LIMIT 1;
 
+
+-- A card number typed into free text is masked in what is stored, too.
+SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'SECRET-TEXT-1',
+                           description => 'refund to card 4111 1111 1111 1111');
+SELECT request->>'description' AS stored_description
+FROM enkash.audit_log WHERE idempotency_key = 'SECRET-TEXT-1';
+SELECT request->>'description' AS stored_description
+FROM enkash.idempotency_keys WHERE key = 'SECRET-TEXT-1';

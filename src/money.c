@@ -287,7 +287,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 				  const char *key)
 {
 	LedgerClaim claim;
-	char	   *request = enkash_mask_text(json, len);
+	char	   *request = enkash_mask_request(json, len);
 	Jsonb	   *outcome;
 
 	if (key == NULL)

@@ -166,7 +166,7 @@ enkash_describe_exchange(LedgerExchange *x, const EnkashEndpoint *ep,
 	memset(x, 0, sizeof(*x));
 	x->endpoint = ep->name;
 	x->key = key;
-	x->request = enkash_mask_text(json, len);
+	x->request = enkash_mask_request(json, len);
 	if (http)
 	{
 		x->http_status = (int) http->status;
