@@ -7,7 +7,8 @@
  * goes through enkash_mask first.  Members named after a secret are
  * replaced by "[removed]"; a card number becomes first 6 / last 4; and any
  * string that looks like a card number (13 to 19 digits) is masked wherever
- * it appears, so a secret under an unexpected name is caught as well.
+ * it appears, even inside free text, so a secret under an unexpected name
+ * is caught as well.
  *
  *-------------------------------------------------------------------------
  */
@@ -37,44 +38,74 @@ member_in(const char *name, int len, const char *const *list)
 	return false;
 }
 
-/* 13 to 19 digits, possibly with spaces or dashes: a card number. */
-static bool
-looks_like_card_number(const char *s, int len)
+/* Writes a card number's digits as first 6, X's, last 4. */
+static void
+append_masked_digits(StringInfo out, const char *digits, int n)
 {
-	int			digits = 0;
-
-	for (int i = 0; i < len; i++)
-	{
-		if (s[i] >= '0' && s[i] <= '9')
-			digits++;
-		else if (s[i] != ' ' && s[i] != '-')
-			return false;
-	}
-	return digits >= 13 && digits <= 19;
+	appendBinaryStringInfo(out, digits, 6);
+	for (int i = 6; i < n - 4; i++)
+		appendStringInfoChar(out, 'X');
+	appendBinaryStringInfo(out, digits + n - 4, 4);
 }
 
-static void
-mask_card_number(JsonbValue *v)
+/*
+ * Masks every card number inside a string: a run of 13 to 19 digits,
+ * possibly split by spaces or dashes ("4111 1111 1111 1111"), wherever it
+ * stands, so that one typed into a description is caught too.  With
+ * whole, the string is a card number member: all of it is masked.
+ */
+static bool
+mask_card_numbers(JsonbValue *v, bool whole)
 {
-	char	   *digits = palloc(v->val.string.len + 1);
-	int			n = 0;
+	const char *s = v->val.string.val;
+	int			len = v->val.string.len;
+	char	   *digits = palloc(len + 1);
 	StringInfoData out;
+	bool		changed = false;
+	int			i = 0;
 
-	for (int i = 0; i < v->val.string.len; i++)
-		if (v->val.string.val[i] >= '0' && v->val.string.val[i] <= '9')
-			digits[n++] = v->val.string.val[i];
 	initStringInfo(&out);
-	if (n >= 13)
+	while (i < len)
 	{
-		appendBinaryStringInfo(&out, digits, 6);
-		for (int i = 6; i < n - 4; i++)
-			appendStringInfoChar(&out, 'X');
-		appendBinaryStringInfo(&out, digits + n - 4, 4);
+		int			start = i;
+		int			end = i;
+		int			n = 0;
+
+		if (!(s[i] >= '0' && s[i] <= '9'))
+		{
+			appendStringInfoChar(&out, s[i++]);
+			continue;
+		}
+		/* the run: digits, with single spaces or dashes between them */
+		while (end < len && ((s[end] >= '0' && s[end] <= '9') ||
+							 ((s[end] == ' ' || s[end] == '-') && end + 1 < len &&
+							  s[end + 1] >= '0' && s[end + 1] <= '9')))
+		{
+			if (s[end] >= '0' && s[end] <= '9')
+				digits[n++] = s[end];
+			end++;
+		}
+		if (n >= 13 && n <= 19)
+		{
+			append_masked_digits(&out, digits, n);
+			changed = true;
+		}
+		else
+			appendBinaryStringInfo(&out, s + start, end - start);
+		i = end;
 	}
-	else
+	if (whole && !changed)
+	{
+		resetStringInfo(&out);
 		appendStringInfoString(&out, "[removed]");
-	v->val.string.val = out.data;
-	v->val.string.len = out.len;
+		changed = true;
+	}
+	if (changed)
+	{
+		v->val.string.val = out.data;
+		v->val.string.len = out.len;
+	}
+	return changed;
 }
 
 static void
@@ -113,10 +144,8 @@ enkash_mask(Jsonb *json)
 		{
 			if (remove_next && token == WJB_VALUE)
 				set_removed(&v);
-			else if (v.type == jbvString &&
-					 ((card_next && token == WJB_VALUE) ||
-					  looks_like_card_number(v.val.string.val, v.val.string.len)))
-				mask_card_number(&v);
+			else if (v.type == jbvString)
+				mask_card_numbers(&v, card_next && token == WJB_VALUE);
 			remove_next = card_next = false;
 			result = pushJsonbValue(&state, token, &v);
 			continue;
