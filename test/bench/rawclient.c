@@ -58,6 +58,8 @@ typedef struct Options
 	long		calls;			/* per client; 0 = run for seconds */
 	double		seconds;
 	int			warmup;			/* untimed calls per client before the start */
+	bool		no_fork;		/* one client, in this process (for profilers) */
+	bool		parse_json;		/* check answers with jansson, not scans */
 	bool		verbose;
 } Options;
 
@@ -217,32 +219,146 @@ get_token(void)
 	return result;
 }
 
+/* Skips JSON whitespace. */
+static const char *
+skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/*
+ * The Base64 text of an encrypted answer, {"request":"<base64>"} (JSON
+ * whitespace allowed between tokens), found without a JSON parser: Base64
+ * has no characters that JSON escapes, so the string ends at the next quote.
+ */
+static bool
+find_wrapper(const char *p, size_t len, const char **b64, size_t *b64_len)
+{
+	const char *end = p + len;
+	static const char key[] = "\"request\"";
+	const char *q;
+
+	p = skip_ws(p, end);
+	if (p == end || *p++ != '{')
+		return false;
+	p = skip_ws(p, end);
+	if ((size_t) (end - p) < sizeof(key) - 1 || memcmp(p, key, sizeof(key) - 1) != 0)
+		return false;
+	p = skip_ws(p + sizeof(key) - 1, end);
+	if (p == end || *p++ != ':')
+		return false;
+	p = skip_ws(p, end);
+	if (p == end || *p++ != '"')
+		return false;
+	q = memchr(p, '"', end - p);
+	if (q == NULL)
+		return false;
+	*b64 = p;
+	*b64_len = q - p;
+	p = skip_ws(q + 1, end);
+	if (p == end || *p++ != '}')
+		return false;
+	return skip_ws(p, end) == end;
+}
+
+/*
+ * The value of the top-level member "code" (or "response_code") of a JSON
+ * object, by a scan that tracks strings and nesting; false if there is none
+ * or it is not an integer.  Enough to check an answer without parsing it.
+ */
+static bool
+top_level_code(const char *p, size_t len, long *code)
+{
+	const char *end = p + len;
+	int			depth = 0;
+	bool		expect_key = false;
+
+	while (p < end)
+	{
+		char		c = *p;
+
+		if (c == '"')
+		{
+			const char *s = ++p;
+
+			while (p < end && *p != '"')
+				p += (*p == '\\') ? 2 : 1;
+			if (p >= end)
+				return false;
+			if (depth == 1 && expect_key)
+			{
+				size_t		n = p - s;
+
+				p = skip_ws(p + 1, end);
+				if (p < end && *p == ':' &&
+					((n == 4 && memcmp(s, "code", 4) == 0) ||
+					 (n == 13 && memcmp(s, "response_code", 13) == 0)))
+				{
+					char	   *after;
+
+					p = skip_ws(p + 1, end);
+					*code = strtol(p, &after, 10);
+					return after != p && after < end &&
+						(*after == ',' || *after == '}' || *after == ' ' ||
+						 *after == '\n' || *after == '\r' || *after == '\t');
+				}
+				expect_key = false;
+				continue;
+			}
+			p++;
+			continue;
+		}
+		if (c == '{')
+		{
+			depth++;
+			expect_key = true;
+		}
+		else if (c == '[')
+			depth++;
+		else if (c == '}' || c == ']')
+			depth--;
+		else if (c == ',' && depth == 1)
+			expect_key = true;
+		p++;
+	}
+	return false;
+}
+
 /*
  * Checks one answer: {"request":"<base64>"} that decrypts to an envelope
  * with code (or response_code) 0.  Returns NULL if fine, else why not.
+ * With --parse-json both layers go through jansson instead of the scans
+ * (slower: it shows what a full parse costs).
  */
 static const char *
 check_answer(EnvelopeCipher *cipher, const Buffer *body, char **plain, size_t *plain_cap)
 {
-	json_t	   *outer;
-	json_t	   *inner;
-	json_t	   *code;
+	json_t	   *outer = NULL;
 	const char *b64;
 	size_t		b64_len;
 	size_t		need;
 	size_t		plain_len;
+	long		code = -1;
 	const char *why = NULL;
 
-	outer = json_loadb(body->data, body->len, 0, NULL);
-	if (outer == NULL)
-		return "answer is not JSON";
-	b64 = json_string_value(json_object_get(outer, "request"));
-	if (b64 == NULL)
+	if (opt.parse_json)
 	{
-		json_decref(outer);
-		return "answer has no encrypted \"request\" member";
+		outer = json_loadb(body->data, body->len, 0, NULL);
+		if (outer == NULL)
+			return "answer is not JSON";
+		b64 = json_string_value(json_object_get(outer, "request"));
+		if (b64 == NULL)
+		{
+			json_decref(outer);
+			return "answer has no encrypted \"request\" member";
+		}
+		b64_len = json_string_length(json_object_get(outer, "request"));
 	}
-	b64_len = json_string_length(json_object_get(outer, "request"));
+	else if (!find_wrapper(body->data, body->len, &b64, &b64_len))
+		return "answer is not {\"request\":\"<base64>\"}";
+
 	need = envelope_open_bound(b64_len);
 	if (need > *plain_cap)
 	{
@@ -253,22 +369,29 @@ check_answer(EnvelopeCipher *cipher, const Buffer *body, char **plain, size_t *p
 		*plain_cap = need;
 	}
 	if (envelope_open(cipher, b64, b64_len, *plain, &plain_len) != ENVELOPE_OK)
-	{
+		why = "answer does not decrypt";
+	if (outer)
 		json_decref(outer);
-		return "answer does not decrypt";
-	}
-	json_decref(outer);
+	if (why)
+		return why;
 
-	inner = json_loadb(*plain, plain_len, 0, NULL);
-	if (inner == NULL)
-		return "decrypted answer is not JSON";
-	code = json_object_get(inner, "code");
-	if (code == NULL)
-		code = json_object_get(inner, "response_code");
-	if (!json_is_integer(code) || json_integer_value(code) != 0)
-		why = "EnKash code is not 0";
-	json_decref(inner);
-	return why;
+	if (opt.parse_json)
+	{
+		json_t	   *inner = json_loadb(*plain, plain_len, 0, NULL);
+		json_t	   *c;
+
+		if (inner == NULL)
+			return "decrypted answer is not JSON";
+		c = json_object_get(inner, "code");
+		if (c == NULL)
+			c = json_object_get(inner, "response_code");
+		if (json_is_integer(c))
+			code = json_integer_value(c);
+		json_decref(inner);
+	}
+	else if (!top_level_code(*plain, plain_len, &code))
+		return "decrypted answer has no code";
+	return code == 0 ? NULL : "EnKash code is not 0";
 }
 
 /* One client: warm up, wait for the start, loop, record. */
@@ -342,7 +465,7 @@ run_client(ClientResult *res, const char *token, int start_fd)
 		if (i == opt.warmup)
 		{
 			/* Everyone starts when the parent closes the pipe. */
-			if (read(start_fd, &go, 1) < 0 && errno != EINTR)
+			if (start_fd >= 0 && read(start_fd, &go, 1) < 0 && errno != EINTR)
 				die("start pipe: %s", strerror(errno));
 			res->started = now_seconds();
 			if (opt.calls == 0)
@@ -435,8 +558,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-			"usage: rawclient --base-url URL --token-url URL [--clients K]\n"
-			"                 [--calls N | --seconds S] [--warmup W] [--verbose]\n"
+			"usage: rawclient --base-url URL --token-url URL [--clients K | --no-fork]\n"
+			"                 [--calls N | --seconds S] [--warmup W] [--parse-json] [--verbose]\n"
 			"                 [--client-id ID] [--client-secret S] [--username U]\n"
 			"                 [--password P] [--encryption-secret S] [--company-id C]\n"
 			"                 [--partner-id P] [--card-account-id A]\n"
@@ -463,6 +586,8 @@ main(int argc, char **argv)
 		{"company-id", required_argument, NULL, 6},
 		{"partner-id", required_argument, NULL, 7},
 		{"card-account-id", required_argument, NULL, 8},
+		{"no-fork", no_argument, NULL, 'F'},
+		{"parse-json", no_argument, NULL, 'J'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -533,6 +658,12 @@ main(int argc, char **argv)
 			case 8:
 				opt.card_account_id = optarg;
 				break;
+			case 'F':
+				opt.no_fork = true;
+				break;
+			case 'J':
+				opt.parse_json = true;
+				break;
 			case 'v':
 				opt.verbose = true;
 				break;
@@ -541,7 +672,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (opt.base_url == NULL || opt.token_url == NULL || opt.clients < 1 ||
-		opt.clients > 1024 || opt.calls < 0 || opt.seconds <= 0 || opt.warmup < 0)
+		opt.clients > 1024 || opt.calls < 0 || opt.seconds <= 0 || opt.warmup < 0 ||
+		(opt.no_fork && opt.clients != 1))
 		usage();
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -557,7 +689,13 @@ main(int argc, char **argv)
 		die("pipe: %s", strerror(errno));
 
 	fflush(NULL);
-	for (int i = 0; i < opt.clients; i++)
+	if (opt.no_fork)
+	{
+		close(start_pipe[0]);
+		close(start_pipe[1]);
+		run_client(&results[0], token, -1);
+	}
+	for (int i = 0; i < opt.clients && !opt.no_fork; i++)
 	{
 		pid_t		pid = fork();
 
@@ -570,8 +708,10 @@ main(int argc, char **argv)
 			_exit(results[i].failures > 0 ? 1 : 0);
 		}
 	}
-	close(start_pipe[0]);
+	if (!opt.no_fork)
+		close(start_pipe[0]);
 	/* Let the clients warm up (token, connection), then start them all. */
+	if (!opt.no_fork)
 	{
 		bool		ready = false;
 
@@ -591,12 +731,13 @@ main(int argc, char **argv)
 			}
 		}
 	}
-	close(start_pipe[1]);
+	if (!opt.no_fork)
+		close(start_pipe[1]);
 
 	while (wait(&status) > 0)
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			child_failed = true;
-	getrusage(RUSAGE_CHILDREN, &ru);
+	getrusage(opt.no_fork ? RUSAGE_SELF : RUSAGE_CHILDREN, &ru);
 	cpu_user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
 	cpu = cpu_user + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 

@@ -31,6 +31,8 @@
 #                           (restarts the server under valgrind; auto = if
 #                           valgrind is installed)
 #   BENCH_PGBENCH_OPTS=     extra pgbench options, e.g. "-M prepared"
+#   BENCH_LATENCY_MS=0      latency the sandbox adds to every API and token
+#                           call (the targets are for 0; try 20 for a WAN)
 #   BENCH_CSV=PATH          default test/bench/results/bench-DATE.csv
 #   ENKASH_KEEP=1           keep the work directory (logs, pgbench logs)
 set -uo pipefail
@@ -48,6 +50,7 @@ BENCH_MEMORY_CALLS=${BENCH_MEMORY_CALLS:-100000}
 BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-240}
 BENCH_CALLGRIND=${BENCH_CALLGRIND:-auto}
 BENCH_PGBENCH_OPTS=${BENCH_PGBENCH_OPTS:-}
+BENCH_LATENCY_MS=${BENCH_LATENCY_MS:-0}
 BENCH_CSV=${BENCH_CSV:-$ENKASH_ROOT/test/bench/results/bench-$(date +%Y%m%d-%H%M%S).csv}
 
 READ_PATH=/api/v0/partner/enKashCard/cardAccount/get
@@ -57,6 +60,7 @@ ACCOUNT=CASANDBOX1
 CARD=EKCSANDBOX1
 
 BENCH_STARTED=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 PROBLEMS=()
 
 # A broken benchmark: said loudly now, repeated at the end, exit status 1.
@@ -67,12 +71,14 @@ problem() {
 
 # --- setup -------------------------------------------------------------------
 
-extra_packages=(linux-perf)
+ensure_packages
+# Optional: without perf, CPU comes from /proc; without valgrind, no callgrind.
+(ensure_packages linux-perf) || log "linux-perf could not be installed: CPU times from /proc, no perf profile"
 case "$BENCH_CALLGRIND" in
-	1 | yes | on) extra_packages+=(valgrind) ;;
+	1 | yes | on) (ensure_packages valgrind) || log "valgrind could not be installed: no callgrind figures" ;;
 esac
-ensure_packages "${extra_packages[@]}"
 prepare_work_copy
+log "work directory: $WORK${ENKASH_KEEP:+ (kept: ENKASH_KEEP is set)}"
 PGDATA="$WORK/pgdata"
 BENCH_DIR="$WORK/bench"
 stop_all() {
@@ -81,6 +87,19 @@ stop_all() {
 }
 trap stop_all EXIT
 build_and_install
+# lib.sh installs system-wide: another run (test/run.sh) installing its own
+# build meanwhile would change what a restarted server loads.
+SO_INSTALLED="$(pg_config --pkglibdir)/enkash.so"
+SO_SUM=$(sha256sum <"$WORK/tree/enkash.so" | cut -d' ' -f1)
+check_installed_so() {   # when
+	local now
+	now=$(sha256sum <"$SO_INSTALLED" 2>/dev/null | cut -d' ' -f1)
+	if [ "$now" != "$SO_SUM" ]; then
+		SO_WARNING="the installed enkash.so is not this run's build ($1): another run installed its own; figures from server restarts after that measure that build"
+		printf '\n!!!!! WARNING: %s\n\n' "$SO_WARNING" >&2
+	fi
+}
+SO_WARNING=
 log "building the baseline client"
 as_user make -s -C "$WORK/tree/test/bench" >/dev/null || die "rawclient build failed"
 RAWCLIENT="$WORK/tree/test/bench/rawclient"
@@ -95,6 +114,8 @@ write_credentials "$WORK/credentials.conf"
 	enkash_settings "$WORK/credentials.conf"
 	echo "enkash.database = 'postgres'"
 	echo "max_connections = 150"
+	# Autovacuum's CPU is logged, so that it can be told from the backends'.
+	echo "log_autovacuum_min_duration = 0"
 	echo "listen_addresses = ''"
 	echo "unix_socket_directories = '$WORK'"
 	echo "port = $PGPORT"
@@ -119,6 +140,10 @@ sql "CREATE EXTENSION enkash" || die "CREATE EXTENSION enkash failed"
 
 sandbox_reset() {
 	curl -sSf -X POST "$SANDBOX_URL/__sandbox/reset" >/dev/null || die "sandbox reset failed"
+	if [ "$BENCH_LATENCY_MS" -gt 0 ]; then
+		curl -sSf -X POST -H 'Content-Type: application/json' -d "{\"latency_ms\": $BENCH_LATENCY_MS}" \
+			"$SANDBOX_URL/__sandbox/faults" >/dev/null || die "could not set the sandbox's latency"
+	fi
 }
 # Prints the /__sandbox/requests answer.
 sandbox_requests() {
@@ -169,6 +194,124 @@ audit_rows_after() {
 }
 audit_max_id() { sql "SELECT coalesce(max(id), 0) FROM enkash.audit_log"; }
 
+# --- CPU accounting: who spends the CPU of a call -------------------------------
+# Every process's utime+stime from /proc: the benchmark client (this shell's
+# reaped children: pgbench or rawclient), the client backends (they have
+# exited by then: the postmaster's cutime+cstime), the enkash background
+# workers, the other PostgreSQL processes, and the sandbox.
+
+CLK_TCK=$(getconf CLK_TCK)
+proc_ticks() {   # pid -> "self children" ticks
+	sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13, $14 + $15 }'
+}
+postmaster_pid() { head -1 "$PGDATA/postmaster.pid"; }
+# The sandbox process: SANDBOX_PID may be a subshell or runuser above it.
+sandbox_pid() {
+	local p=$SANDBOX_PID i
+	for i in 1 2 3 4; do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = enkash-sandbox ] && break
+		p=$(pgrep -P "$p" | head -1)
+		[ -n "$p" ] || break
+	done
+	echo "${p:-$SANDBOX_PID}"
+}
+# Sums the CPU ticks of the enkash workers ("enkash ..." process titles).
+worker_ticks() {
+	local pm p sum=0 t
+	pm=$(postmaster_pid)
+	for p in $(pgrep -P "$pm"); do
+		case "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" in
+			*enkash*) t=$(proc_ticks "$p" | cut -d' ' -f1); sum=$((sum + ${t:-0})) ;;
+		esac
+	done
+	echo "$sum"
+}
+# Waits until the client backends have exited and the workers are idle.
+settle() {
+	local pm i w prev=-1
+	pm=$(postmaster_pid)
+	for i in $(seq 1 100); do
+		pgrep -P "$pm" -f 'postgres: [^ ]+ [^ ]+ \[local\]' >/dev/null || break
+		sleep 0.05
+	done
+	for i in $(seq 1 100); do
+		w=$(worker_ticks)
+		[ "$w" = "$prev" ] && break
+		prev=$w
+		sleep 0.3
+	done
+}
+# The CPU this shell's reaped children have used so far, in µs, in CHILD_US;
+# builtins only, so that measuring does not add processes of its own.
+child_cpu() {
+	local l1 l2 u sy
+	times >"$BENCH_DIR/times.txt"
+	{ read -r l1; read -r l2; } <"$BENCH_DIR/times.txt"
+	read -r u sy <<<"$l2"
+	_us "$u"
+	CHILD_US=$_US
+	_us "$sy"
+	CHILD_US=$((CHILD_US + _US))
+}
+_us() {   # 1m2.345s -> µs in _US
+	local m=${1%%m*} sec=${1#*m} whole frac
+	sec=${sec%s}
+	whole=${sec%.*}
+	frac=${sec#*.}000000
+	_US=$(( (10#$m * 60 + 10#$whole) * 1000000 + 10#${frac:0:6} ))
+}
+# Autovacuum's CPU so far (s), from its log lines.
+autovacuum_cpu() {
+	awk '/automatic (vacuum|analyze) of table/ { av = 1 }
+		av && /system usage: CPU: user: / {
+			match($0, /user: [0-9.]+ s, system: [0-9.]+ s/)
+			split(substr($0, RSTART, RLENGTH), f, " ")
+			sum += f[2] + f[5]; av = 0
+		}
+		END { printf "%.3f", sum + 0 }' "$WORK/postgres.log" 2>/dev/null || echo 0
+}
+# Sets the variable named $1 to "backends workers other sandbox autovacuum" (s).
+cpu_snapshot() {
+	local pm p backends workers=0 other=0 t title sandbox
+	pm=$(postmaster_pid)
+	backends=$(proc_ticks "$pm" | cut -d' ' -f2)
+	for p in $(pgrep -P "$pm"); do
+		t=$(proc_ticks "$p" | cut -d' ' -f1)
+		title=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)
+		case "$title" in
+			*enkash*) workers=$((workers + ${t:-0})) ;;
+			*) other=$((other + ${t:-0})) ;;
+		esac
+	done
+	sandbox=$(proc_ticks "$(sandbox_pid)" | cut -d' ' -f1)
+	printf -v "$1" '%s %s %s %s %s' \
+		"$(awk -v t="$backends" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
+		"$(awk -v t="$workers" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
+		"$(awk -v t="$other" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
+		"$(awk -v t="${sandbox:-0}" -v hz="$CLK_TCK" 'BEGIN { print t / hz }')" \
+		"$(autovacuum_cpu)"
+}
+# Records µs per call by process for op:sessions; sets CPU_LINE.  The
+# postmaster's reaped children include autovacuum workers: their logged CPU
+# is moved from the backends to its own column.
+declare -A CPU_CLIENT CPU_BACKEND CPU_WORKER CPU_AUTOVAC CPU_OTHER CPU_SANDBOX
+cpu_record() {   # key calls client_us "before" "after"
+	local k=$1 n=$2 line c be w o sb av
+	line=$(awk -v n="$n" -v cl="$3" -v a="$4" -v b="$5" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		for (i = 1; i <= 5; i++) d[i] = (n > 0 ? (y[i] - x[i]) * 1e6 / n : 0)
+		printf "%.1f %.1f %.1f %.1f %.1f %.1f", (n > 0 ? cl / n : 0), d[1] - d[5], d[2], d[3], d[4], d[5]
+	}')
+	read -r c be w o sb av <<<"$line"
+	CPU_CLIENT[$k]="${CPU_CLIENT[$k]:-} $c"
+	CPU_BACKEND[$k]="${CPU_BACKEND[$k]:-} $be"
+	CPU_WORKER[$k]="${CPU_WORKER[$k]:-} $w"
+	CPU_AUTOVAC[$k]="${CPU_AUTOVAC[$k]:-} $av"
+	CPU_OTHER[$k]="${CPU_OTHER[$k]:-} $o"
+	CPU_SANDBOX[$k]="${CPU_SANDBOX[$k]:-} $sb"
+	CPU_LINE="CPU us/call: client $c, backend $be, enkash workers $w, autovacuum $av, other postgres $o, sandbox $sb"
+}
+
 # --- statistics ----------------------------------------------------------------
 
 # median/min/max of numbers on the command line
@@ -195,7 +338,7 @@ percentile_of() {   # file p
 fmt() { awk -v x="$1" -v f="$2" 'BEGIN { if (x == "" || x == "nan") print "-"; else printf f, x }'; }
 
 # Results: per "op:sessions", space-separated values, one per run.
-declare -A TPS P50 P99 NOTE
+declare -A TPS P50 P99 NOTE AUDIT_CALLS AUDIT_MISSING ZERO_NOTE
 add_result() {   # op sessions calls_per_s p50_us p99_us
 	local k="$1:$2"
 	TPS[$k]="${TPS[$k]:-} $3"
@@ -207,11 +350,18 @@ add_result() {   # op sessions calls_per_s p50_us p99_us
 
 # The baseline: rawclient with CLIENTS clients for BENCH_SECONDS.
 run_raw() {   # sessions run
-	local s=$1 r=$2 out line calls warm
+	local s=$1 r=$2 out line calls warm c0 c1
 	sandbox_reset
+	settle
+	cpu_snapshot c0
+	child_cpu
+	local cl0=$CHILD_US
 	out=$(as_user "$RAWCLIENT" --base-url "$SANDBOX_URL/api/v0/partner/enKashCard" \
 		--token-url "$SANDBOX_URL$TOKEN_PATH" --clients "$s" --seconds "$BENCH_SECONDS" 2>&1)
 	local rc=$?
+	child_cpu
+	local cl=$((CHILD_US - cl0))
+	cpu_snapshot c1
 	line=$(grep '^rawclient clients=' <<<"$out")
 	[ "$rc" -eq 0 ] && [ -n "$line" ] || problem "rawclient ($s clients, run $r) failed: $out"
 	[ -n "$line" ] || return
@@ -221,8 +371,9 @@ run_raw() {   # sessions run
 	check_counts "rawclient, $s clients, run $r" "$READ_PATH" $((calls + warm)) 1
 	add_result raw "$s" "$(kv calls_per_s)" "$(kv p50_us)" "$(kv p99_us)"
 	RAW_CPU[$s]="${RAW_CPU[$s]:-} $(kv cpu_us_per_call)"
-	printf '    raw    %2s sessions run %s: %8.1f calls/s  p50 %6.0f us  p99 %6.0f us  (client CPU %s us/call, %s connections)\n' \
-		"$s" "$r" "$(kv calls_per_s)" "$(kv p50_us)" "$(kv p99_us)" "$(kv cpu_us_per_call)" "$(kv connections)" >&2
+	cpu_record "raw:$s" $((calls + warm)) "$cl" "$c0" "$c1"
+	printf '    raw    %2s sessions run %s: %8.1f calls/s  p50 %6.0f us  p99 %6.0f us  (%s calls, %s connections)\n        %s\n' \
+		"$s" "$r" "$(kv calls_per_s)" "$(kv p50_us)" "$(kv p99_us)" "$calls" "$(kv connections)" "$CPU_LINE" >&2
 }
 declare -A RAW_CPU
 
@@ -232,9 +383,13 @@ run_pgbench() {
 	local label=$1 dir=$2 s=$3 script=$4 rc failed
 	shift 4
 	as_user mkdir -p "$dir"
+	child_cpu
+	local cl0=$CHILD_US
 	(cd "$dir" && as_user "${PGBENCH[@]}" -f "$script" -c "$s" -j "$s" -l --log-prefix="$dir/log" \
 		$BENCH_PGBENCH_OPTS "$@" postgres) >"$dir/pgbench.out" 2>&1
 	rc=$?
+	child_cpu
+	PG_CLIENT_US=$((CHILD_US - cl0))
 	PG_PROCESSED=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$dir/pgbench.out")
 	PG_PROCESSED=${PG_PROCESSED:-0}
 	failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$dir/pgbench.out")
@@ -245,28 +400,46 @@ run_pgbench() {
 	cat "$dir"/log.* 2>/dev/null | awk '$3 ~ /^[0-9]+$/ { print $3 }' | sort -n >"$dir/latency.txt"
 	PG_P50=$(percentile_of "$dir/latency.txt" 50)
 	PG_P99=$(percentile_of "$dir/latency.txt" 99)
-	local logged
+	local logged zeros
 	logged=$(wc -l <"$dir/latency.txt")
+	zeros=$(awk '$1 == 0' "$dir/latency.txt" | wc -l)
+	PG_ZERO_NOTE=
+	if [ "$logged" -gt 0 ] && [ $((zeros * 100)) -gt "$logged" ]; then
+		PG_ZERO_NOTE="$((zeros * 100 / logged))% of pgbench's logged latencies are 0 (its clock is read lazily): p50/p99 unreliable"
+	fi
 	[ "$logged" -eq "$PG_PROCESSED" ] || problem "$label: pgbench reports $PG_PROCESSED transactions but logged $logged"
 }
 
 RUN_TAG=$(date +%s)
 run_sql_bench() {   # read|load sessions run
-	local op=$1 s=$2 r=$3 dir="$BENCH_DIR/$1-$2-$3" audit0 drops0 rows tag
+	local op=$1 s=$2 r=$3 dir="$BENCH_DIR/$1-$2-$3" audit0 drops0 rows tag c0 c1
 	sandbox_reset
 	audit0=$(audit_max_id)
 	drops0=$(audit_drops)
 	tag="$RUN_TAG$r$s"
+	settle
+	cpu_snapshot c0
 	if [ "$op" = read ]; then
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$s" "$WORK/tree/test/bench/read.sql" -T "$BENCH_SECONDS"
+	elif [ "$op" = select1 ]; then
+		run_pgbench "$op, $s sessions, run $r" "$dir" "$s" "$WORK/tree/test/bench/select1.sql" -T "$BENCH_SECONDS"
+	else
+		run_pgbench "$op, $s sessions, run $r" "$dir" "$s" "$WORK/tree/test/bench/load.sql" -T "$BENCH_SECONDS" -D "run=$tag"
+	fi
+	settle
+	cpu_snapshot c1
+	cpu_record "$op:$s" "$PG_PROCESSED" "$PG_CLIENT_US" "$c0" "$c1"
+	if [ "$op" = select1 ]; then
+		check_counts "SELECT 1, $s sessions, run $r" "$READ_PATH" 0 0
+	elif [ "$op" = read ]; then
 		check_counts "enkash_get_card_account, $s sessions, run $r" "$READ_PATH" "$PG_PROCESSED" 0
 		rows=$(audit_rows_after "$audit0")
+		AUDIT_CALLS["read:$s"]=$(( ${AUDIT_CALLS["read:$s"]:-0} + PG_PROCESSED ))
 		if [ "$rows" != "$PG_PROCESSED" ]; then
-			NOTE["read:$s"]="audit rows: $rows of $PG_PROCESSED calls (worker behind: $(( $(audit_drops) - drops0 )) not recorded)"
+			AUDIT_MISSING["read:$s"]=$(( ${AUDIT_MISSING["read:$s"]:-0} + PG_PROCESSED - rows ))
 			log "note: $PG_PROCESSED reads, $rows audit rows (the worker dropped $(( $(audit_drops) - drops0 )))"
 		fi
 	else
-		run_pgbench "$op, $s sessions, run $r" "$dir" "$s" "$WORK/tree/test/bench/load.sql" -T "$BENCH_SECONDS" -D "run=$tag"
 		check_counts "enkash_load_balance, $s sessions, run $r" "$LOAD_PATH" "$PG_PROCESSED" 0
 		# EnKash's side: one credit per call; ours: one succeeded key per call.
 		local credits keys
@@ -274,24 +447,26 @@ run_sql_bench() {   # read|load sessions run
 		keys=$(sql "SELECT count(*) FROM enkash.idempotency_keys WHERE endpoint = 'load_balance' AND key LIKE 'B-$tag-%' AND state = 'succeeded'")
 		[ "$credits" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in loads, $s sessions, run $r: $PG_PROCESSED calls, $credits credits in the sandbox"
 		[ "$keys" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in loads, $s sessions, run $r: $PG_PROCESSED calls, $keys succeeded idempotency keys"
-		# Let the worker finish the audit rows before the next run.
-		audit_rows_after "$audit0" >/dev/null
 	fi
 	add_result "$op" "$s" "$PG_TPS" "$PG_P50" "$PG_P99"
-	printf '    %-6s %2s sessions run %s: %8.1f calls/s  p50 %6.0f us  p99 %6.0f us  (%s calls)\n' \
-		"$op" "$s" "$r" "$PG_TPS" "$PG_P50" "$PG_P99" "$PG_PROCESSED" >&2
+	[ -n "$PG_ZERO_NOTE" ] && ZERO_NOTE["$op:$s"]="$PG_ZERO_NOTE"
+	printf '    %-6s %2s sessions run %s: %8.1f calls/s  p50 %6.0f us  p99 %6.0f us  (%s calls)\n        %s\n' \
+		"$op" "$s" "$r" "$PG_TPS" "$PG_P50" "$PG_P99" "$PG_PROCESSED" "$CPU_LINE" >&2
 }
 
 log "warm-up: one look-up and one load"
 sandbox_reset
 sql "SELECT enkash_get_card_account('$ACCOUNT') ->> 'cardAccountId'" >/dev/null || die "a look-up failed"
 sql "SELECT enkash_load_balance('$ACCOUNT', '$CARD', 1, 'B-warmup-$RUN_TAG')" >/dev/null || die "a load failed"
-check_counts "warm-up" "$READ_PATH" 1 -
+LAST_REQUESTS=$(sandbox_requests)
+[ "$(path_count "$LAST_REQUESTS" "$READ_PATH")" = 1 ] && [ "$(path_count "$LAST_REQUESTS" "$LOAD_PATH")" = 1 ] \
+	|| problem "COUNT MISMATCH in the warm-up: one look-up and one load made, the sandbox saw $(jq -c .paths <<<"$LAST_REQUESTS")"
 
 log "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s each; sessions: $BENCH_SESSIONS"
 for r in $(seq 1 "$BENCH_RUNS"); do
 	for s in $BENCH_SESSIONS; do
 		run_raw "$s" "$r"
+		[ "$r" = 1 ] && run_sql_bench select1 "$s" "$r"
 		run_sql_bench read "$s" "$r"
 		run_sql_bench load "$s" "$r"
 	done
@@ -305,8 +480,9 @@ per_session=$(( (BENCH_CONN_CALLS + BENCH_CONN_SESSIONS - 1) / BENCH_CONN_SESSIO
 run_pgbench "connections" "$BENCH_DIR/connections" "$BENCH_CONN_SESSIONS" \
 	"$WORK/tree/test/bench/read.sql" -t "$per_session"
 check_counts "connections run" "$READ_PATH" "$PG_PROCESSED" 0
-# The connection that asks /__sandbox/requests counts itself.
-CONN_API=$(( $(jq -r '.connections' <<<"$LAST_REQUESTS") - 1 ))
+# The connection that asks /__sandbox/requests counts itself, and so does
+# the one that sets the latency after a reset.
+CONN_API=$(( $(jq -r '.connections' <<<"$LAST_REQUESTS") - 1 - (BENCH_LATENCY_MS > 0 ? 1 : 0) ))
 CONN_CALLS=$PG_PROCESSED
 printf '    %s calls from %s sessions opened %s TCP connections\n' "$CONN_CALLS" "$BENCH_CONN_SESSIONS" "$CONN_API" >&2
 
@@ -316,7 +492,6 @@ PERF_OK=0
 if command -v perf >/dev/null && perf stat -e task-clock -x, -o /dev/null true >/dev/null 2>&1; then
 	PERF_OK=1
 fi
-CLK_TCK=$(getconf CLK_TCK)
 # Seconds of CPU (utime + stime) in a /proc/PID/stat file.
 proc_cpu() {
 	sed -E 's/^.*\) //' "$1" | awk -v hz="$CLK_TCK" '{ printf "%.6f", ($12 + $13) / hz }'
@@ -368,12 +543,14 @@ if [ "$PERF_OK" = 1 ] && [ "$BENCH_PROFILE_CALLS" -gt 0 ]; then
 	measure_session "$BENCH_DIR/profile" "$BENCH_PROFILE_CALLS" record unrecord
 	check_counts "profile run" "$READ_PATH" $((BENCH_PROFILE_CALLS + 500)) 0
 	if [ -s "$BENCH_DIR/profile/perf.data" ]; then
-		perf report -i "$BENCH_DIR/profile/perf.data" --no-children --sort dso,symbol --stdio \
-			--percent-limit 0.7 2>/dev/null | grep -vE '^#|^$' | grep -E '^ +[0-9]' | head -30 \
-			>"$BENCH_DIR/profile/self.txt"
-		perf report -i "$BENCH_DIR/profile/perf.data" --children --sort symbol --stdio \
-			--percent-limit 2 -g none 2>/dev/null | grep -vE '^#|^$' | grep -E '^ +[0-9]' | head -40 \
-			>"$BENCH_DIR/profile/children.txt"
+		# Symbols from this run's build even if another run replaced the
+		# installed file meanwhile; the cache lives in the work directory.
+		mkdir -p "$BENCH_DIR/profile/home"
+		HOME="$BENCH_DIR/profile/home" perf buildid-cache -a "$WORK/tree/enkash.so" >/dev/null 2>&1
+		prof() { HOME="$BENCH_DIR/profile/home" perf report -i "$BENCH_DIR/profile/perf.data" --stdio "$@" 2>/dev/null | grep -E '^ +[0-9]'; }
+		prof --no-children -g none --sort dso -F overhead,dso >"$BENCH_DIR/profile/dso.txt"
+		prof --no-children -g none -F overhead,dso,sym --percent-limit 0.8 | head -25 >"$BENCH_DIR/profile/self.txt"
+		prof --children -g none --sort sym -F overhead_children,overhead,sym --percent-limit 1 >"$BENCH_DIR/profile/children.txt"
 		PROFILE_TEXT=1
 	fi
 fi
@@ -416,12 +593,17 @@ MEM_ANON0=$(head -1 <<<"$mem_lines" | sed -nE 's/.*anon_kb=([0-9]+).*/\1/p')
 MEM_RSS1=$(tail -1 <<<"$mem_lines" | sed -nE 's/.*rss_kb=([0-9]+).*/\1/p')
 MEM_ANON1=$(tail -1 <<<"$mem_lines" | sed -nE 's/.*anon_kb=([0-9]+).*/\1/p')
 MEM_SECONDS=$(tail -1 <<<"$mem_lines" | sed -nE 's/.*seconds=([0-9.]+).*/\1/p')
+# Growth after the first fifth of the calls (libraries and caches warm by then).
+mem_mid=$(sed -n 3p <<<"$mem_lines")
+MEM_MID_CALLS=$(sed -nE 's/.*calls=([0-9]+).*/\1/p' <<<"$mem_mid")
+MEM_MID_RSS=$(sed -nE 's/.*rss_kb=([0-9]+).*/\1/p' <<<"$mem_mid")
 check_counts "memory run" "$READ_PATH" $(( ${MEM_CALLS:-0} + 100 )) 0
 printf '%s\n' "$mem_lines" | sed 's/^mem /    /' >&2
 
 # --- 100 sessions connecting at once after a restart -------------------------------------
 
 log "token: $BENCH_CONNECT_SESSIONS sessions connecting at once, each making one call, after a restart"
+check_installed_so "before the restart for the token test"
 pg_stop || die "PostgreSQL did not stop"
 pg_start
 sandbox_reset
@@ -439,6 +621,8 @@ printf '    %s sessions, %s calls: %s token calls at the sandbox (enkash_token_c
 # --- instructions per call under callgrind ---------------------------------------------------
 
 CG_IR=
+CG_IR_RAW=
+CG_IR_LOAD=
 if [ "$BENCH_CALLGRIND" = auto ]; then
 	command -v valgrind >/dev/null && BENCH_CALLGRIND=1 || BENCH_CALLGRIND=0
 fi
@@ -447,6 +631,19 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
 	log "callgrind: restarting the server under valgrind; instructions per look-up"
 	cg="$BENCH_DIR/callgrind"
 	as_user mkdir -p "$cg"
+	check_installed_so "before the restart under callgrind"
+	# The baseline first: the raw client in one process, 100 and 1100 calls.
+	sandbox_reset
+	for n in 100 1100; do
+		as_user valgrind --tool=callgrind --callgrind-out-file="$cg/raw.$n" "$RAWCLIENT" --no-fork --calls "$n" \
+			--base-url "$SANDBOX_URL/api/v0/partner/enKashCard" --token-url "$SANDBOX_URL$TOKEN_PATH" \
+			>"$cg/raw.$n.log" 2>&1 || problem "rawclient under callgrind failed: $(tail -3 "$cg/raw.$n.log")"
+	done
+	check_counts "rawclient under callgrind" "$READ_PATH" $((100 + 1100 + 20)) 2
+	raw_total() { callgrind_annotate --auto=no "$cg/raw.$1" 2>/dev/null | sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
+	a=$(raw_total 100)
+	b=$(raw_total 1100)
+	[ -n "$a" ] && [ -n "$b" ] && CG_IR_RAW=$(( (b - a) / 1000 ))
 	pg_stop || die "PostgreSQL did not stop"
 	as_user sh -c "exec valgrind --tool=callgrind --callgrind-out-file='$cg/callgrind.out.%p' \
 		--dump-instr=no --collect-jumps=no postgres -D '$PGDATA' >'$cg/postgres.log' 2>&1" &
@@ -455,40 +652,118 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
 		as_user pg_isready -q -h "$WORK" -p "$PGPORT" && break
 		sleep 0.5
 	done
-	# Two sessions, CG_FEW and CG_MANY calls: the difference is the calls'
-	# own cost, without connection start-up, the first call and exit.
+	# Pairs of sessions, few and many calls: the difference is the calls' own
+	# cost, without connection start-up, the first call and exit.  Three
+	# shapes: many calls in one statement (the extension alone), one call
+	# per statement (what pgbench does), and SELECT 1 per statement (the
+	# PostgreSQL floor).
 	CG_FEW=50
 	CG_MANY=1050
-	cg_session() {   # calls -> prints the backend pid
+	CG_STMT_FEW=20
+	CG_STMT_MANY=320
+	cg_loop() {   # calls -> prints the backend pid
 		as_user "${PSQL[@]}" -c "SELECT pg_backend_pid(), count(enkash_get_card_account('$ACCOUNT')) FROM generate_series(1, $1)" \
 			| cut -d'|' -f1
 	}
+	cg_statements() {   # statement count -> prints the backend pid
+		{
+			echo "SELECT pg_backend_pid();"
+			for i in $(seq 1 "$1"); do echo "$2"; done
+		} >"$cg/statements.sql"
+		chmod 644 "$cg/statements.sql"
+		as_user "${PSQL[@]}" -f "$cg/statements.sql" >"$cg/statements.out" 2>&1
+		head -1 "$cg/statements.out"
+	}
 	sandbox_reset
-	cg_pid_few=$(cg_session 1)   # the first call of the server (token, connection)
-	cg_pid_few=$(cg_session "$CG_FEW")
-	cg_pid_many=$(cg_session "$CG_MANY")
-	check_counts "callgrind run" "$READ_PATH" $((1 + CG_FEW + CG_MANY)) -
+	cg_loop 1 >/dev/null   # the first call of the server (token, connection)
+	cg_pid_few=$(cg_loop "$CG_FEW")
+	cg_pid_many=$(cg_loop "$CG_MANY")
+	cg_pid_stmt_few=$(cg_statements "$CG_STMT_FEW" "SELECT enkash_get_card_account('$ACCOUNT');")
+	cg_pid_stmt_many=$(cg_statements "$CG_STMT_MANY" "SELECT enkash_get_card_account('$ACCOUNT');")
+	cg_pid_null_few=$(cg_statements "$CG_STMT_FEW" "SELECT 1;")
+	cg_pid_null_many=$(cg_statements "$CG_STMT_MANY" "SELECT 1;")
+	check_counts "callgrind run" "$READ_PATH" $((1 + CG_FEW + CG_MANY + CG_STMT_FEW + CG_STMT_MANY)) -
+	# Loads, in one statement, each under a new key.
+	CG_LOAD_FEW=10
+	CG_LOAD_MANY=110
+	cg_loads() {   # count tag -> prints the backend pid
+		as_user "${PSQL[@]}" -c "SELECT pg_backend_pid(), count(enkash_load_balance('$ACCOUNT', '$CARD', 1, 'CG-$RUN_TAG-$2-' || i)) FROM generate_series(1, $1) i" \
+			| cut -d'|' -f1
+	}
+	cg_pid_load_few=$(cg_loads "$CG_LOAD_FEW" few)
+	cg_pid_load_many=$(cg_loads "$CG_LOAD_MANY" many)
+	LAST_REQUESTS=$(sandbox_requests)
+	[ "$(path_count "$LAST_REQUESTS" "$LOAD_PATH")" = $((CG_LOAD_FEW + CG_LOAD_MANY)) ] \
+		|| problem "COUNT MISMATCH in callgrind loads: $((CG_LOAD_FEW + CG_LOAD_MANY)) made, the sandbox saw $(path_count "$LAST_REQUESTS" "$LOAD_PATH")"
 	as_user pg_ctl -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
 	wait "$cg_postmaster"
 	cg_total() {   # pid
 		[ -s "$cg/callgrind.out.$1" ] || return
-		callgrind_annotate "$cg/callgrind.out.$1" 2>/dev/null | sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
+		callgrind_annotate --auto=no "$cg/callgrind.out.$1" 2>/dev/null \
+			| sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
 	}
-	ir_few=$(cg_total "$cg_pid_few")
-	ir_many=$(cg_total "$cg_pid_many")
-	if [ -n "$ir_few" ] && [ -n "$ir_many" ]; then
-		CG_IR=$(( (ir_many - ir_few) / (CG_MANY - CG_FEW) ))
-		printf '    %s instructions per look-up in the backend (callgrind)\n' "$CG_IR" >&2
-		callgrind_annotate --inclusive=yes "$cg/callgrind.out.$cg_pid_many" 2>/dev/null \
-			| grep -E '^ *[0-9,]+ ' | head -45 >"$cg/inclusive.txt"
-		callgrind_annotate --inclusive=no "$cg/callgrind.out.$cg_pid_many" 2>/dev/null \
-			| grep -E '^ *[0-9,]+ ' | head -30 >"$cg/self.txt"
+	cg_per_call() {   # pid_few pid_many calls_between -> instructions per call
+		local a b
+		a=$(cg_total "$1")
+		b=$(cg_total "$2")
+		[ -n "$a" ] && [ -n "$b" ] && echo $(( (b - a) / $3 ))
+	}
+	cg_functions() {   # file yes|no -> "Ir<TAB>function (object)"
+		callgrind_annotate --auto=no --threshold=100 --inclusive="$2" "$1" 2>/dev/null | awk '
+			/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ {
+				ir = $1; gsub(",", "", ir)
+				line = $0; sub(/^ *[0-9,]+ \([^)]*\) +/, "", line)
+				obj = ""
+				if (match(line, / \[[^]]*\]$/)) {
+					obj = substr(line, RSTART + 2, RLENGTH - 3); line = substr(line, 1, RSTART - 1)
+				}
+				if (obj == "") next
+				n = split(obj, parts, "/"); obj = parts[n]
+				fn = line; sub(/^.*:/, "", fn)
+				print ir "\t" fn " (" obj ")"
+			}'
+	}
+	cg_diff() {   # pid_few pid_many calls_between yes|no -> per call, by function
+		awk -F'\t' -v d="$3" '
+			NR == FNR { few[$2] += $1; next }
+			{ many[$2] += $1 }
+			END { for (k in many) { v = (many[k] - few[k]) / d; if (v >= 1) printf "%8.0f\t%s\n", v, k } }' \
+			<(cg_functions "$cg/callgrind.out.$1" "$4") \
+			<(cg_functions "$cg/callgrind.out.$2" "$4") | sort -rn
+	}
+	CG_IR=$(cg_per_call "$cg_pid_few" "$cg_pid_many" $((CG_MANY - CG_FEW)))
+	CG_IR_STMT=$(cg_per_call "$cg_pid_stmt_few" "$cg_pid_stmt_many" $((CG_STMT_MANY - CG_STMT_FEW)))
+	CG_IR_NULL=$(cg_per_call "$cg_pid_null_few" "$cg_pid_null_many" $((CG_STMT_MANY - CG_STMT_FEW)))
+	CG_IR_LOAD=$(cg_per_call "$cg_pid_load_few" "$cg_pid_load_many" $((CG_LOAD_MANY - CG_LOAD_FEW)))
+	if [ -n "$CG_IR" ] && [ -n "$CG_IR_STMT" ]; then
+		printf '    instructions per look-up in the backend: %s in one statement, %s as one statement each (SELECT 1: %s); raw client: %s\n' \
+			"$CG_IR" "$CG_IR_STMT" "${CG_IR_NULL:-?}" "${CG_IR_RAW:-?}" >&2
+		cg_diff "$cg_pid_few" "$cg_pid_many" $((CG_MANY - CG_FEW)) no >"$cg/self-per-call.txt"
+		cg_diff "$cg_pid_few" "$cg_pid_many" $((CG_MANY - CG_FEW)) yes >"$cg/inclusive-per-call.txt"
+		cg_diff "$cg_pid_stmt_few" "$cg_pid_stmt_many" $((CG_STMT_MANY - CG_STMT_FEW)) yes >"$cg/inclusive-per-statement.txt"
+		cg_diff "$cg_pid_stmt_few" "$cg_pid_stmt_many" $((CG_STMT_MANY - CG_STMT_FEW)) no >"$cg/self-per-statement.txt"
+		[ -n "$CG_IR_LOAD" ] && cg_diff "$cg_pid_load_few" "$cg_pid_load_many" $((CG_LOAD_MANY - CG_LOAD_FEW)) yes >"$cg/inclusive-per-load.txt"
+		# What a call costs more as its own statement, by function (self).
+		awk -F'\t' 'NR == FNR { loop[$2] = $1; next }
+			{ d = $1 - loop[$2]; if (d >= 200) printf "%8.0f\t%s\n", d, $2 }' \
+			"$cg/self-per-call.txt" "$cg/self-per-statement.txt" | sort -rn >"$cg/statement-extra.txt"
 	else
-		problem "callgrind produced no totals (pids $cg_pid_few, $cg_pid_many); see $cg"
+		CG_IR=
+		problem "callgrind produced no totals; see $cg"
 	fi
 fi
 
 # --- the table -------------------------------------------------------------------------
+
+# Notes per row: audit rows the worker did not record, pgbench's zero latencies.
+for k in "${!AUDIT_CALLS[@]}"; do
+	if [ "${AUDIT_MISSING[$k]:-0}" -gt 0 ]; then
+		NOTE[$k]="audit rows not recorded (worker behind): ${AUDIT_MISSING[$k]} of ${AUDIT_CALLS[$k]} calls over the runs"
+	fi
+done
+for k in "${!ZERO_NOTE[@]}"; do
+	NOTE[$k]="${NOTE[$k]:+${NOTE[$k]}; }${ZERO_NOTE[$k]} (last run)"
+done
 
 mkdir -p "$(dirname "$BENCH_CSV")"
 echo "operation,sessions,runs,calls_per_s_median,calls_per_s_min,calls_per_s_max,p50_us,p99_us,ratio,ratio_meaning,target,value,unit,note" >"$BENCH_CSV"
@@ -504,19 +779,25 @@ csv() {
 name_of() {
 	case "$1" in
 		raw) echo "raw client (baseline)" ;;
+		select1) echo "SELECT 1 (no call)" ;;
 		read) echo "enkash_get_card_account" ;;
 		load) echo "enkash_load_balance" ;;
 	esac
 }
 
 echo
-echo "enkash benchmark: $(nproc) cores, PostgreSQL $PG_MAJOR, sandbox on loopback with no added latency"
+if [ "$BENCH_LATENCY_MS" -gt 0 ]; then
+	echo "enkash benchmark: $(nproc) cores, PostgreSQL $PG_MAJOR, sandbox on loopback adding $BENCH_LATENCY_MS ms to every call"
+else
+	echo "enkash benchmark: $(nproc) cores, PostgreSQL $PG_MAJOR, sandbox on loopback with no added latency"
+fi
+echo "load average when the benchmark started: $LOAD_BEFORE (other work on the machine skews calls/s and CPU times; callgrind counts do not drift)"
 echo "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s per row; calls/s median (min-max); latency per call p50/p99 (median of runs)"
 echo
 printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' operation sessions "calls/s med (min-max)" "p50 us" "p99 us" ratio target
 printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' ------------------------ -------- -------------------------- --------- --------- ------------------------ ----------
 for s in $BENCH_SESSIONS; do
-	for op in raw read load; do
+	for op in raw select1 read load; do
 		k="$op:$s"
 		[ -n "${TPS[$k]:-}" ] || continue
 		med=$(stat_of median ${TPS[$k]})
@@ -527,6 +808,7 @@ for s in $BENCH_SESSIONS; do
 		ratio= meaning= target= shown=
 		case "$op" in
 			raw) ratio=1; meaning="baseline"; shown="1.00 (baseline)" ;;
+			select1) meaning="control: PostgreSQL and pgbench without a call"; shown="(control)" ;;
 			read)
 				rawmed=$(stat_of median ${TPS[raw:$s]:-})
 				ratio=$(awk -v a="$med" -v b="$rawmed" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
@@ -542,19 +824,58 @@ for s in $BENCH_SESSIONS; do
 				shown="${ratio}x a read"
 				;;
 		esac
+		runs=$(wc -w <<<"${TPS[$k]}")
+		verdict=$(awk -v r="$ratio" -v t="$target" 'BEGIN {
+			if (r == "" || t !~ /^(>=|<=) /) exit
+			split(t, f, " ")
+			ok = (f[1] == ">=") ? (r + 0 >= f[2] + 0) : (r + 0 <= f[2] + 0)
+			print ok ? "met" : "missed" }')
 		printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' "$(name_of "$op")" "$s" \
 			"$(fmt "$med" %.0f) ($(fmt "$min" %.0f)-$(fmt "$max" %.0f))" \
-			"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$shown" "$target"
-		csv "$(name_of "$op")" "$s" "$BENCH_RUNS" "$(fmt "$med" %.1f)" "$(fmt "$min" %.1f)" "$(fmt "$max" %.1f)" \
+			"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$shown" "$target${verdict:+ $verdict}"
+		csv "$(name_of "$op")" "$s" "$runs" "$(fmt "$med" %.1f)" "$(fmt "$min" %.1f)" "$(fmt "$max" %.1f)" \
 			"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$ratio" "$meaning" "$target" "" "" "${NOTE[$k]:-}"
 	done
 done
 
 echo
-printf '%-58s %14s  %s\n' measurement value target
-printf '%-58s %14s  %s\n' ---------------------------------------------------------- -------------- ----------
+echo "CPU per call by process, us (median of runs); 'ceiling' = $(nproc) cores / total: the calls/s that CPU alone allows"
+printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' operation sessions client backend workers autovac "other pg" sandbox total ceiling
+printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' ------------------------ -------- -------- -------- -------- -------- -------- -------- -------- ---------
+for s in $BENCH_SESSIONS; do
+	for op in raw select1 read load; do
+		k="$op:$s"
+		[ -n "${CPU_CLIENT[$k]:-}" ] || continue
+		c=$(stat_of median ${CPU_CLIENT[$k]})
+		be=$(stat_of median ${CPU_BACKEND[$k]})
+		w=$(stat_of median ${CPU_WORKER[$k]})
+		av=$(stat_of median ${CPU_AUTOVAC[$k]})
+		o=$(stat_of median ${CPU_OTHER[$k]})
+		sb=$(stat_of median ${CPU_SANDBOX[$k]})
+		tot=$(awk -v a="$c" -v b="$be" -v c2="$w" -v d="$o" -v e="$sb" -v f="$av" 'BEGIN { printf "%.1f", a + b + c2 + d + e + f }')
+		ceil=$(awk -v t="$tot" -v n="$(nproc)" 'BEGIN { if (t > 0) printf "%.0f", n * 1e6 / t }')
+		printf '%-24s %8s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n' "$(name_of "$op")" "$s" "$c" "$be" "$w" "$av" "$o" "$sb" "$tot" "$ceil"
+		csv "CPU per call: $(name_of "$op")" "$s" "$BENCH_RUNS" "" "" "" "" "" "" "" "" "$tot" "us" \
+			"client $c; backend $be; enkash workers $w; autovacuum $av; other postgres $o; sandbox $sb; ceiling $ceil calls/s"
+	done
+done
+
+echo
+printf '%-66s %14s  %s\n' measurement value target
+printf '%-66s %14s  %s\n' ------------------------------------------------------------------ -------------- ----------
 row() {   # label value unit target note
-	printf '%-58s %14s  %s\n' "$1" "$2 $3" "$4"
+	local verdict=
+	case "$4" in
+		"<= "* | ">= "* | [0-9]*)
+			verdict=$(awk -v v="$2" -v t="$4" 'BEGIN {
+				if (v !~ /^[0-9.]+$/) exit
+				n = split(t, f, " ")
+				if (n == 1) ok = (v + 0 == f[1] + 0)
+				else ok = (f[1] == ">=") ? (v + 0 >= f[2] + 0) : (v + 0 <= f[2] + 0)
+				print ok ? "met" : "missed" }') ;;
+	esac
+	printf '%-66s %14s  %s\n' "$1" "$2 $3" "$4${verdict:+ $verdict}"
+	[ -n "${5:-}" ] && printf '    %s\n' "$5"
 	csv "$1" "" "" "" "" "" "" "" "" "" "$4" "$2" "$3" "${5:-}"
 }
 row "token calls, $BENCH_CONNECT_SESSIONS sessions connecting at once after a restart" "$TOKEN_CALLS" calls "1" \
@@ -563,14 +884,20 @@ row "backend CPU per look-up ($CPU_METHOD)" "$CPU_US" "us" "<= 60" \
 	"$BENCH_CPU_CALLS calls in one statement at $CPU_RATE calls/s; /proc utime+stime: $CPU_PROC_US us"
 raw1cpu=$(stat_of median ${RAW_CPU[1]:-})
 [ "$raw1cpu" != nan ] && row "raw client CPU per call (for comparison; getrusage)" "$(fmt "$raw1cpu" %.1f)" "us" "" \
-	"libcurl + envelope + jansson + kernel; 1 client"
-[ -n "$CG_IR" ] && row "backend instructions per look-up (callgrind)" "$CG_IR" "instr" "" \
+	"libcurl + envelope + answer check + kernel; 1 client"
+[ -n "$CG_IR_RAW" ] && row "raw client instructions per call (callgrind)" "$CG_IR_RAW" "instr" "" \
+	"difference of 1100 and 100 calls, one process"
+[ -n "$CG_IR" ] && row "backend instructions per look-up, in one statement (callgrind)" "$CG_IR" "instr" "" \
 	"difference of $CG_MANY and $CG_FEW calls in one statement"
+[ -n "$CG_IR" ] && row "backend instructions per look-up, one per statement (callgrind)" "$CG_IR_STMT" "instr" "" \
+	"difference of $CG_STMT_MANY and $CG_STMT_FEW statements; SELECT 1 statements: ${CG_IR_NULL:-?} each"
+[ -n "$CG_IR_LOAD" ] && row "backend instructions per load, in one statement (callgrind)" "$CG_IR_LOAD" "instr" "" \
+	"difference of $CG_LOAD_MANY and $CG_LOAD_FEW loads; the worker's share is not included"
 row "TCP connections for $CONN_CALLS look-ups from $BENCH_CONN_SESSIONS sessions" "$CONN_API" "conns" "<= $BENCH_CONN_SESSIONS" \
-	"sandbox /__sandbox/requests connections minus the control call"
+	"sandbox /__sandbox/requests connections minus the control calls"
 row "backend RSS before $MEM_CALLS look-ups (after 100)" "${MEM_RSS0:-?}" "kB" "" "RssAnon ${MEM_ANON0:-?} kB"
 row "backend RSS after $MEM_CALLS look-ups" "${MEM_RSS1:-?}" "kB" "flat" \
-	"RssAnon ${MEM_ANON1:-?} kB; ${MEM_SECONDS:-?} s"
+	"RssAnon ${MEM_ANON1:-?} kB; ${MEM_SECONDS:-?} s; $(( ${MEM_RSS1:-0} - ${MEM_MID_RSS:-0} )) kB more than after ${MEM_MID_CALLS:-?} calls"
 [ "${MEM_CALLS:-0}" -lt "$BENCH_MEMORY_CALLS" ] && echo "   (the memory run stopped after $MEM_CALLS of $BENCH_MEMORY_CALLS calls: BENCH_MEMORY_MAX_SECONDS)"
 
 for k in "${!NOTE[@]}"; do
@@ -579,18 +906,35 @@ done
 
 if [ -n "$PROFILE_TEXT" ]; then
 	echo
-	echo "profile of the calling backend, $BENCH_PROFILE_CALLS look-ups (perf record -e cpu-clock; self time, top symbols):"
-	sed 's/^/  /' "$BENCH_DIR/profile/self.txt"
-	echo
-	echo "inclusive (children) time, enkash and libcurl functions:"
-	grep -E 'enkash|curl_|Curl_|envelope|jsonb|json|EVP|pg_parse|palloc' "$BENCH_DIR/profile/children.txt" | head -25 | sed 's/^/  /'
+	echo "perf profile of the calling backend, $BENCH_PROFILE_CALLS look-ups in one statement (cpu-clock samples):"
+	echo "  by object:"
+	sort -rn "$BENCH_DIR/profile/dso.txt" | sed 's/^ */    /'
+	echo "  by function (self):"
+	sed 's/^ */    /' "$BENCH_DIR/profile/self.txt"
+	echo "  inclusive (children, self), the extension's read path:"
+	grep -E '\] (enkash_|envelope_|current_cipher|post_with_token|run_transfer|curl_multi_p|curl_easy_setopt|jsonb_in$|pg_parse_json$|JsonbToCString|__send$|__recv|__poll$|__GI___fstatat64|GetUserNameFromId|slot_)' \
+		"$BENCH_DIR/profile/children.txt" | head -30 | sed 's/^ */    /'
 fi
-if [ -n "$CG_IR" ] && [ -s "$BENCH_DIR/callgrind/self.txt" ]; then
+if [ -n "$CG_IR" ]; then
+	cg_pattern='	(enkash_|envelope_|current_cipher|fingerprint|send_claimed|ConditionVariable|pg_cryptohash|post_with_token|run_transfer|curl_multi_perform|curl_multi_poll|curl_easy_setopt|jsonb_in|pg_parse_json|JsonbToCString|GetUserNameFromId|slot_|fmgr_info|SearchCatCache|SearchSysCache|SPI_|send|recv|poll|__fstatat64|stat64|__xstat|ExecInitExpr|pg_plan_queries|pg_analyze|exec_simple_query|jsonb_out|printtup)[^ ]* \('
 	echo
-	echo "callgrind, $CG_MANY look-ups in one backend (self instructions, top functions):"
-	head -20 "$BENCH_DIR/callgrind/self.txt" | sed 's/^/  /'
+	echo "callgrind: instructions per look-up by function ($CG_MANY minus $CG_FEW calls in one statement, per call):"
+	echo "  self:"
+	head -25 "$BENCH_DIR/callgrind/self-per-call.txt" | sed 's/^/    /'
+	echo "  inclusive, the extension's read path:"
+	grep -E "$cg_pattern" "$BENCH_DIR/callgrind/inclusive-per-call.txt" | head -30 | sed 's/^/    /'
+	echo
+	echo "callgrind: one call per statement ($CG_STMT_MANY minus $CG_STMT_FEW statements, per statement), inclusive:"
+	grep -E "$cg_pattern" "$BENCH_DIR/callgrind/inclusive-per-statement.txt" | head -30 | sed 's/^/    /'
+	echo "  self instructions a call costs more as its own statement than inside one statement:"
+	head -20 "$BENCH_DIR/callgrind/statement-extra.txt" | sed 's/^/    /'
+	if [ -s "$BENCH_DIR/callgrind/inclusive-per-load.txt" ]; then
+		echo
+		echo "callgrind: instructions per load in the calling backend ($CG_LOAD_MANY minus $CG_LOAD_FEW loads in one statement), inclusive:"
+		grep -E "$cg_pattern" "$BENCH_DIR/callgrind/inclusive-per-load.txt" | head -30 | sed 's/^/    /'
+	fi
 fi
-
+[ -n "$SO_WARNING" ] && { echo; echo "WARNING: $SO_WARNING"; }
 echo
 echo "CSV: $BENCH_CSV"
 echo "took $(( $(date +%s) - BENCH_STARTED )) s"

@@ -1,0 +1,2 @@
+-- pgbench script: the control row, PostgreSQL and pgbench alone (no EnKash call).
+SELECT 1;
