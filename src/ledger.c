@@ -671,8 +671,8 @@ prepare_plans(void)
 	Oid			t1[] = {INT8OID};
 	Oid			ta[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	FLOAT8OID, JSONBOID};
-	Oid			tl[] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-		TEXTOID, TEXTOID, FLOAT8OID, JSONBOID, JSONBOID};
+	Oid			tl[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, TEXTOID,
+		TEXTOID, TEXTOID, FLOAT8OID, JSONBOID};
 
 	if (plan_audit)
 		return;
@@ -704,8 +704,8 @@ prepare_plans(void)
 		"UPDATE enkash.audit_log SET outcome = $2, http_status = $3, enkash_code = $4, "
 		"  message = $5, sqlstate = $6, latency_ms = $7, response = $8 WHERE id = $1", 8, ta);
 	plan_audit = prepare(
-		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, outcome, http_status, "
-		"  enkash_code, message, sqlstate, latency_ms, request, response) "
+		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
+		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, tl);
 }
 
@@ -721,6 +721,25 @@ jsonb_arg(const char *s, char *nulls, int i)
 {
 	nulls[i] = s ? ' ' : 'n';
 	return s ? DirectFunctionCall1(jsonb_in, CStringGetDatum(s)) : (Datum) 0;
+}
+
+/*
+ * The seven outcome columns of an audit row, in the order both statements
+ * take them: outcome, http_status, enkash_code, message, sqlstate,
+ * latency_ms, response.
+ */
+static void
+put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
+{
+	v[0] = text_arg(slot_get(slot, F_OUTCOME), n, 0);
+	v[1] = Int32GetDatum(slot->http_status);
+	n[1] = slot->http_status ? ' ' : 'n';
+	v[2] = text_arg(slot_get(slot, F_CODE), n, 2);
+	v[3] = text_arg(slot_get(slot, F_MESSAGE), n, 3);
+	v[4] = text_arg(slot_get(slot, F_SQLSTATE), n, 4);
+	v[5] = Float8GetDatum(slot->latency_ms);
+	n[5] = ' ';
+	v[6] = jsonb_arg(slot_get(slot, F_RESPONSE), n, 6);
 }
 
 static int64
@@ -889,15 +908,7 @@ process_finish(LedgerSlot *slot)
 	{
 		v[0] = Int64GetDatum(slot->audit_id);
 		n[0] = ' ';
-		v[1] = text_arg(slot_get(slot, F_OUTCOME), n, 1);
-		v[2] = Int32GetDatum(slot->http_status);
-		n[2] = slot->http_status ? ' ' : 'n';
-		v[3] = text_arg(slot_get(slot, F_CODE), n, 3);
-		v[4] = text_arg(slot_get(slot, F_MESSAGE), n, 4);
-		v[5] = text_arg(slot_get(slot, F_SQLSTATE), n, 5);
-		v[6] = Float8GetDatum(slot->latency_ms);
-		n[6] = ' ';
-		v[7] = jsonb_arg(slot_get(slot, F_RESPONSE), n, 7);
+		put_exchange_args(slot, v + 1, n + 1);
 		if (SPI_execute_plan(plan_finish_audit, v, n, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the outcome in enkash.audit_log");
 	}
@@ -913,16 +924,8 @@ process_audit(LedgerSlot *slot)
 	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
 	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
 	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
-	v[3] = text_arg(slot_get(slot, F_OUTCOME), n, 3);
-	v[4] = Int32GetDatum(slot->http_status);
-	n[4] = slot->http_status ? ' ' : 'n';
-	v[5] = text_arg(slot_get(slot, F_CODE), n, 5);
-	v[6] = text_arg(slot_get(slot, F_MESSAGE), n, 6);
-	v[7] = text_arg(slot_get(slot, F_SQLSTATE), n, 7);
-	v[8] = Float8GetDatum(slot->latency_ms);
-	n[8] = ' ';
-	v[9] = jsonb_arg(slot_get(slot, F_REQUEST), n, 9);
-	v[10] = jsonb_arg(slot_get(slot, F_RESPONSE), n, 10);
+	v[3] = jsonb_arg(slot_get(slot, F_REQUEST), n, 3);
+	put_exchange_args(slot, v + 4, n + 4);
 	if (SPI_execute_plan(plan_audit, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write to enkash.audit_log");
 	slot->verdict = LEDGER_CLAIMED;
