@@ -57,14 +57,48 @@ prepare_work_copy() {
 	export WORK
 }
 
+# Builds the extension and the sandbox in the work copy and installs the
+# extension into a private mirror of the PostgreSQL installation: copies of
+# postgres, pg_ctl and initdb in $WORK/pginst/<bindir>, everything else a
+# symlink to the system's.  PostgreSQL finds its lib and share directories
+# relative to its binary, so servers started from the mirror's bindir (first
+# on PATH afterwards; PG_BINDIR names it) load the enkash built here, and
+# runs from other trees at the same time neither disturb this one nor are
+# disturbed by it.  ENKASH_INSTALL=system installs system-wide instead.
 build_and_install() {
+	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin" inst="$WORK/pginst" pkglib sharedir f
 	log "building the extension and the sandbox"
-	as_user make -s -C "$WORK/tree" PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" >/dev/null \
+	as_user make -s -C "$WORK/tree" PG_CONFIG="$sysbin/pg_config" >/dev/null \
 		|| die "build failed"
 	as_user make -s -C "$WORK/tree/test/sandbox" >/dev/null || die "sandbox build failed"
-	log "installing the extension into PostgreSQL $PG_MAJOR"
-	as_root make -s -C "$WORK/tree" install PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" >/dev/null \
-		|| die "make install failed"
+	PG_BINDIR=$sysbin
+	if [ "${ENKASH_INSTALL:-private}" = system ]; then
+		log "installing the extension into PostgreSQL $PG_MAJOR"
+		as_root make -s -C "$WORK/tree" install PG_CONFIG="$sysbin/pg_config" >/dev/null \
+			|| die "make install failed"
+		export PG_BINDIR
+		return 0
+	fi
+	log "installing the extension into a private mirror of PostgreSQL $PG_MAJOR"
+	pkglib=$("$sysbin/pg_config" --pkglibdir)
+	sharedir=$("$sysbin/pg_config" --sharedir)
+	as_user mkdir -p "$inst$sysbin" "$inst$pkglib" "$inst$sharedir/extension"
+	for f in "$sysbin"/*; do
+		case "${f##*/}" in
+		postgres | pg_ctl | initdb) as_user cp "$f" "$inst$sysbin/" ;;
+		*) as_user ln -s "$f" "$inst$sysbin/" ;;
+		esac
+	done
+	for f in "$pkglib"/* "$sharedir"/* "$sharedir"/extension/*; do
+		case "$f" in
+		"$sharedir/extension" | */enkash.* | */enkash--*) continue ;;
+		esac
+		as_user ln -s "$f" "$inst${f%/*}/"
+	done
+	as_user make -s -C "$WORK/tree" install DESTDIR="$inst" PG_CONFIG="$sysbin/pg_config" >/dev/null \
+		|| die "make install DESTDIR=$inst failed"
+	PG_BINDIR="$inst$sysbin"
+	export PG_BINDIR PATH="$PG_BINDIR:$PATH"
 }
 
 # Test credentials, matching the sandbox's defaults.  These are not secrets.

@@ -101,44 +101,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "memcheck: interrupted"; exit 130' INT TERM
 
-# A private installation: a copy of the postgres binary in a mirror of the
-# PostgreSQL tree, where everything but enkash is a symlink to the system's.
-# PostgreSQL finds its lib and share directories relative to its binary, so
-# the servers load the enkash built here whatever is installed system-wide.
-private_install() {
-	local inst="$WORK/pginst" pkglib sharedir f
-	pkglib=$("$PG_BIN/pg_config" --pkglibdir)
-	sharedir=$("$PG_BIN/pg_config" --sharedir)
-	log "building the extension and the sandbox"
-	as_user make -s -C "$WORK/tree" PG_CONFIG="$PG_BIN/pg_config" >/dev/null || die "build failed"
-	as_user make -s -C "$WORK/tree/test/sandbox" >/dev/null || die "sandbox build failed"
-	log "installing the extension into $inst (a private mirror of PostgreSQL $PG_MAJOR)"
-	as_user mkdir -p "$inst$PG_BIN" "$inst$pkglib" "$inst$sharedir/extension"
-	as_user cp "$PG_BIN/postgres" "$inst$PG_BIN/postgres"
-	for f in "$pkglib"/* "$sharedir"/* "$sharedir"/extension/*; do
-		case "$f" in
-		"$sharedir/extension" | */enkash.* | */enkash--*) continue ;;
-		esac
-		as_user ln -s "$f" "$inst${f%/*}/"
-	done
-	as_user make -s -C "$WORK/tree" install DESTDIR="$inst" PG_CONFIG="$PG_BIN/pg_config" >/dev/null \
-		|| die "make install DESTDIR=$inst failed"
-	SERVER_BIN="$inst$PG_BIN/postgres"
-	SERVER_PKGLIB="$inst$pkglib"
-	SERVER_SHARE="$inst$sharedir"
-}
-
 export COPT="${ENKASH_MEMCHECK_COPT--O0}"	# PGXS appends $(COPT) to CFLAGS
 case "${ENKASH_MEMCHECK_INSTALL:-private}" in
-system)
-	build_and_install
-	SERVER_BIN="$PG_BIN/postgres"
-	SERVER_PKGLIB=$("$PG_BIN/pg_config" --pkglibdir)
-	SERVER_SHARE=$("$PG_BIN/pg_config" --sharedir)
-	;;
-private) private_install ;;
+system | private) ENKASH_INSTALL=${ENKASH_MEMCHECK_INSTALL:-private} build_and_install ;;
 *) die "ENKASH_MEMCHECK_INSTALL must be system or private" ;;
 esac
+SERVER_BIN="$PG_BINDIR/postgres"
+inst_prefix=${PG_BINDIR%/usr/lib/postgresql/$PG_MAJOR/bin}	# empty when system-wide
+SERVER_PKGLIB="$inst_prefix$(pg_config --pkglibdir)"
+SERVER_SHARE="$inst_prefix$(pg_config --sharedir)"
 unset COPT
 start_sandbox
 

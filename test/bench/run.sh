@@ -87,9 +87,9 @@ stop_all() {
 }
 trap stop_all EXIT
 build_and_install
-# lib.sh installs system-wide: another run (test/run.sh) installing its own
+# With ENKASH_INSTALL=system, another run (test/run.sh) installing its own
 # build meanwhile would change what a restarted server loads.
-SO_INSTALLED="$(pg_config --pkglibdir)/enkash.so"
+SO_INSTALLED="$PG_BINDIR/../lib/enkash.so"
 SO_SUM=$(sha256sum <"$WORK/tree/enkash.so" | cut -d' ' -f1)
 check_installed_so() {   # when
 	local now
