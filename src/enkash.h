@@ -129,7 +129,7 @@ extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
 
 /* --- mask.c: secrets out of anything stored ------------------------------ */
 extern Jsonb *enkash_mask(Jsonb *json);
-extern char *enkash_mask_text(const char *json, size_t len);
+extern Jsonb *enkash_mask_text(const char *json, size_t len);
 extern char *enkash_mask_request(const char *json, size_t len);
 
 /* --- request.c / api.c / pages.c ---------------------------------------- */

@@ -89,7 +89,8 @@ typedef struct LedgerSlot
 	bool		undone;			/* ... and undone an abandoned claim */
 	int			used;			/* bytes of data[] in use */
 	int			off[NUM_FIELDS];	/* offset in data[], -1 for NULL */
-	char		data[LEDGER_DATA];
+	bool		binary[NUM_FIELDS]; /* a jsonb datum, not text */
+	char		data[LEDGER_DATA] pg_attribute_aligned(MAXIMUM_ALIGNOF);
 } LedgerSlot;
 
 typedef struct LedgerShared
@@ -148,7 +149,10 @@ slot_reset_fields(LedgerSlot *slot)
 {
 	slot->used = 0;
 	for (int i = 0; i < NUM_FIELDS; i++)
+	{
 		slot->off[i] = -1;
+		slot->binary[i] = false;
+	}
 }
 
 /*
@@ -192,6 +196,36 @@ slot_put(LedgerSlot *slot, SlotField field, const char *value, bool is_json)
 	slot->used += len + 1;
 }
 
+/*
+ * Stores a jsonb datum as it is, so that the worker need not parse it
+ * again; one that does not fit becomes the note of its size, as text.
+ */
+static void
+slot_put_jsonb(LedgerSlot *slot, SlotField field, const Jsonb *value)
+{
+	int			start = MAXALIGN(slot->used);
+	Size		size;
+
+	if (value == NULL)
+	{
+		slot->off[field] = -1;
+		return;
+	}
+	size = VARSIZE(value);
+	if (size > LEDGER_DATA / 2 || start + size > LEDGER_DATA)
+	{
+		char		note[64];
+
+		snprintf(note, sizeof(note), "{\"truncated\": true, \"bytes\": %zu}", size);
+		slot_put(slot, field, note, true);
+		return;
+	}
+	memcpy(slot->data + start, value, size);
+	slot->off[field] = start;
+	slot->binary[field] = true;
+	slot->used = start + size;
+}
+
 static const char *
 slot_get(LedgerSlot *slot, SlotField field)
 {
@@ -208,7 +242,7 @@ slot_put_exchange(LedgerSlot *slot, const LedgerExchange *x)
 	slot_put(slot, F_MESSAGE, x->message, false);
 	slot_put(slot, F_SQLSTATE, x->sqlstate, false);
 	slot_put(slot, F_REQUEST, x->request, true);
-	slot_put(slot, F_RESPONSE, x->response, true);
+	slot_put_jsonb(slot, F_RESPONSE, x->response);
 	slot->http_status = x->http_status;
 	slot->latency_ms = x->latency_ms;
 }
@@ -716,11 +750,23 @@ text_arg(const char *s, char *nulls, int i)
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
+/* A JSON field of the slot as a jsonb argument, parsed only if it is text. */
 static Datum
-jsonb_arg(const char *s, char *nulls, int i)
+jsonb_field_arg(LedgerSlot *slot, SlotField field, char *nulls, int i)
 {
-	nulls[i] = s ? ' ' : 'n';
-	return s ? DirectFunctionCall1(jsonb_in, CStringGetDatum(s)) : (Datum) 0;
+	const char *stored = slot_get(slot, field);
+
+	nulls[i] = stored ? ' ' : 'n';
+	if (stored == NULL)
+		return (Datum) 0;
+	if (slot->binary[field])
+	{
+		char	   *copy = palloc(VARSIZE(stored));
+
+		memcpy(copy, stored, VARSIZE(stored));
+		return PointerGetDatum(copy);
+	}
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(stored));
 }
 
 /*
@@ -739,11 +785,12 @@ put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
 	v[4] = text_arg(slot_get(slot, F_SQLSTATE), n, 4);
 	v[5] = Float8GetDatum(slot->latency_ms);
 	n[5] = ' ';
-	v[6] = jsonb_arg(slot_get(slot, F_RESPONSE), n, 6);
+	v[6] = jsonb_field_arg(slot, F_RESPONSE, n, 6);
 }
 
+/* The audit row of a send; request is the slot's request as jsonb. */
 static int64
-insert_sent_audit(LedgerSlot *slot, int64 key_id)
+insert_sent_audit(LedgerSlot *slot, int64 key_id, Datum request, char request_null)
 {
 	Datum		v[5];
 	char		n[5];
@@ -752,7 +799,8 @@ insert_sent_audit(LedgerSlot *slot, int64 key_id)
 	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
 	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
 	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
-	v[3] = jsonb_arg(slot_get(slot, F_REQUEST), n, 3);
+	v[3] = request;
+	n[3] = request_null;
 	v[4] = Int64GetDatum(key_id);
 	n[4] = ' ';
 	if (SPI_execute_plan(plan_audit_sent, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
@@ -782,7 +830,7 @@ process_claim(LedgerSlot *slot)
 	v[0] = text_arg(slot_get(slot, F_ENDPOINT), n, 0);
 	v[1] = text_arg(slot_get(slot, F_KEY), n, 1);
 	v[2] = text_arg(slot_get(slot, F_FINGERPRINT), n, 2);
-	v[3] = jsonb_arg(slot_get(slot, F_REQUEST), n, 3);
+	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
 	v[4] = text_arg(slot_get(slot, F_ROLE), n, 4);
 	v[5] = Int32GetDatum(slot->pid);
 	n[5] = ' ';
@@ -793,7 +841,7 @@ process_claim(LedgerSlot *slot)
 	{
 		slot->key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												   SPI_tuptable->tupdesc, 1, &isnull));
-		slot->audit_id = insert_sent_audit(slot, slot->key_id);
+		slot->audit_id = insert_sent_audit(slot, slot->key_id, v[3], n[3]);
 		slot->verdict = LEDGER_CLAIMED;
 		return;
 	}
@@ -868,7 +916,10 @@ process_claim(LedgerSlot *slot)
 static void
 process_sending(LedgerSlot *slot)
 {
-	slot->audit_id = insert_sent_audit(slot, slot->key_id);
+	char		request_null;
+	Datum		request = jsonb_field_arg(slot, F_REQUEST, &request_null, 0);
+
+	slot->audit_id = insert_sent_audit(slot, slot->key_id, request, request_null);
 	slot->verdict = LEDGER_CLAIMED;
 }
 
@@ -894,7 +945,7 @@ process_finish(LedgerSlot *slot)
 			v[0] = Int64GetDatum(slot->key_id);
 			n[0] = ' ';
 			v[1] = text_arg(state_names[slot->key_state], n, 1);
-			v[2] = jsonb_arg(slot_get(slot, F_PAYLOAD), n, 2);
+			v[2] = jsonb_field_arg(slot, F_PAYLOAD, n, 2);
 			v[3] = text_arg(slot_get(slot, F_ERR_SQLSTATE), n, 3);
 			v[4] = text_arg(slot_get(slot, F_ERR_MESSAGE), n, 4);
 			v[5] = text_arg(slot_get(slot, F_ERR_DETAIL), n, 5);
@@ -924,7 +975,7 @@ process_audit(LedgerSlot *slot)
 	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
 	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
 	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
-	v[3] = jsonb_arg(slot_get(slot, F_REQUEST), n, 3);
+	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
 	put_exchange_args(slot, v + 4, n + 4);
 	if (SPI_execute_plan(plan_audit, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write to enkash.audit_log");

@@ -15,6 +15,8 @@
 
 #include "postgres.h"
 
+#include "utils/jsonb.h"
+
 /* What the worker said about a claimed key. */
 typedef enum LedgerVerdict
 {
@@ -48,13 +50,13 @@ typedef enum LedgerState
 	LEDGER_RELEASED				/* nothing happened: the key is free again */
 } LedgerState;
 
-/* One HTTP exchange, for the audit log; all text already masked. */
+/* One HTTP exchange, for the audit log; all of it already masked. */
 typedef struct LedgerExchange
 {
 	const char *endpoint;
 	const char *key;			/* idempotency key, or NULL */
 	const char *request;		/* masked JSON, or NULL */
-	const char *response;		/* masked JSON, or NULL */
+	const Jsonb *response;		/* masked answer, or NULL */
 	const char *outcome;		/* ok, declined, failed, unknown, error */
 	int			http_status;	/* 0 when no response */
 	const char *enkash_code;

@@ -38,6 +38,14 @@ member_in(const char *name, int len, const char *const *list)
 	return false;
 }
 
+/* Whether a member of this name is removed or masked. */
+static bool
+names_masked_member(const char *name, int len)
+{
+	return member_in(name, len, removed_members) ||
+		member_in(name, len, card_number_members);
+}
+
 /* Writes a card number's digits as first 6, X's, last 4. */
 static void
 append_masked_digits(StringInfo out, const char *digits, int n)
@@ -49,10 +57,57 @@ append_masked_digits(StringInfo out, const char *digits, int n)
 }
 
 /*
- * Masks every card number inside a string: a run of 13 to 19 digits,
- * possibly split by spaces or dashes ("4111 1111 1111 1111"), wherever it
- * stands, so that one typed into a description is caught too.  With
- * whole, the string is a card number member: all of it is masked.
+ * The run of digits starting at s[i] (a digit), with single spaces or dashes
+ * between them ("4111 1111 1111 1111"): returns its end and counts its
+ * digits in *n, copying them to digits when given.
+ */
+static int
+digit_run(const char *s, int len, int i, char *digits, int *n)
+{
+	*n = 0;
+	while (i < len && ((s[i] >= '0' && s[i] <= '9') ||
+					   ((s[i] == ' ' || s[i] == '-') && i + 1 < len &&
+						s[i + 1] >= '0' && s[i + 1] <= '9')))
+	{
+		if (s[i] >= '0' && s[i] <= '9')
+		{
+			if (digits)
+				digits[*n] = s[i];
+			(*n)++;
+		}
+		i++;
+	}
+	return i;
+}
+
+#define IS_CARD_NUMBER_LENGTH(n) ((n) >= 13 && (n) <= 19)
+
+/* Whether a string holds something that looks like a card number. */
+static bool
+has_card_number(const char *s, int len)
+{
+	int			i = 0;
+
+	while (i < len)
+	{
+		int			n;
+
+		if (!(s[i] >= '0' && s[i] <= '9'))
+		{
+			i++;
+			continue;
+		}
+		i = digit_run(s, len, i, NULL, &n);
+		if (IS_CARD_NUMBER_LENGTH(n))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Masks every card number inside a string, wherever it stands, so that one
+ * typed into a description is caught too.  With whole, the string is a
+ * card number member: all of it is masked.
  */
 static bool
 mask_card_numbers(JsonbValue *v, bool whole)
@@ -68,31 +123,21 @@ mask_card_numbers(JsonbValue *v, bool whole)
 	while (i < len)
 	{
 		int			start = i;
-		int			end = i;
-		int			n = 0;
+		int			n;
 
 		if (!(s[i] >= '0' && s[i] <= '9'))
 		{
 			appendStringInfoChar(&out, s[i++]);
 			continue;
 		}
-		/* the run: digits, with single spaces or dashes between them */
-		while (end < len && ((s[end] >= '0' && s[end] <= '9') ||
-							 ((s[end] == ' ' || s[end] == '-') && end + 1 < len &&
-							  s[end + 1] >= '0' && s[end + 1] <= '9')))
-		{
-			if (s[end] >= '0' && s[end] <= '9')
-				digits[n++] = s[end];
-			end++;
-		}
-		if (n >= 13 && n <= 19)
+		i = digit_run(s, len, i, digits, &n);
+		if (IS_CARD_NUMBER_LENGTH(n))
 		{
 			append_masked_digits(&out, digits, n);
 			changed = true;
 		}
 		else
-			appendBinaryStringInfo(&out, s + start, end - start);
-		i = end;
+			appendBinaryStringInfo(&out, s + start, i - start);
 	}
 	if (whole && !changed)
 	{
@@ -116,17 +161,47 @@ set_removed(JsonbValue *v)
 	v->val.string.len = 9;
 }
 
-/* The masked copy of a JSON document. */
+/*
+ * Whether masking would change a document: a member named after a secret
+ * or a card number, or a string holding a card number.  A read-only walk,
+ * much cheaper than rebuilding the document, which most answers do not need.
+ */
+static bool
+needs_masking(Jsonb *json)
+{
+	JsonbIterator *it = JsonbIteratorInit(&json->root);
+	JsonbValue	v;
+	JsonbIteratorToken token;
+
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+		{
+			if (names_masked_member(v.val.string.val, v.val.string.len))
+				return true;
+		}
+		else if ((token == WJB_VALUE || token == WJB_ELEM) && v.type == jbvString &&
+				 has_card_number(v.val.string.val, v.val.string.len))
+			return true;
+	}
+	return false;
+}
+
+/* The masked copy of a JSON document (the document itself if nothing is masked). */
 Jsonb *
 enkash_mask(Jsonb *json)
 {
 	JsonbParseState *state = NULL;
-	JsonbIterator *it = JsonbIteratorInit(&json->root);
+	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken token;
 	JsonbValue *result = NULL;
 	bool		remove_next = false;
 	bool		card_next = false;
+
+	if (!needs_masking(json))
+		return json;
+	it = JsonbIteratorInit(&json->root);
 
 	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
@@ -180,23 +255,11 @@ enkash_mask(Jsonb *json)
 	return JsonbValueToJsonb(result);
 }
 
-/* Whether "name" (in quotes, any case) occurs in the text. */
-static bool
-mentions_member(const char *json, size_t len, const char *name)
-{
-	size_t		n = strlen(name);
-
-	for (const char *p = memchr(json, '"', len); p && p + n + 1 < json + len;
-		 p = memchr(p + 1, '"', json + len - p - 1))
-		if (pg_strncasecmp(p + 1, name, n) == 0 && p[n + 1] == '"')
-			return true;
-	return false;
-}
-
 /*
- * Whether masking could change the text: a secret member name, or 13 or
- * more digits in a run of digits, spaces and dashes.  Most requests have
- * neither, and are stored without being parsed again.
+ * Whether masking could change the text: a string naming a secret member
+ * (as a key or anywhere else), or 13 or more digits in a run of digits,
+ * spaces and dashes.  One pass over the text; most requests have neither,
+ * and are stored without being parsed again.
  */
 static bool
 may_hold_secrets(const char *json, size_t len)
@@ -205,33 +268,48 @@ may_hold_secrets(const char *json, size_t len)
 
 	for (size_t i = 0; i < len; i++)
 	{
-		if (json[i] >= '0' && json[i] <= '9')
+		char		c = json[i];
+
+		if (c >= '0' && c <= '9')
 		{
 			if (++digits >= 13)
 				return true;
+			continue;
 		}
-		else if (json[i] != ' ' && json[i] != '-')
+		if (c != ' ' && c != '-')
 			digits = 0;
+		if (c == '"')
+		{
+			size_t		start = ++i;
+
+			/* to the closing quote; digits inside strings count as well */
+			for (; i < len && json[i] != '"'; i++)
+			{
+				if (json[i] >= '0' && json[i] <= '9')
+				{
+					if (++digits >= 13)
+						return true;
+				}
+				else if (json[i] != ' ' && json[i] != '-')
+					digits = 0;
+				if (json[i] == '\\')
+					i++;
+			}
+			if (i - start <= 32 && names_masked_member(json + start, (int) (i - start)))
+				return true;
+			digits = 0;
+		}
 	}
-	for (const char *const *m = removed_members; *m; m++)
-		if (mentions_member(json, len, *m))
-			return true;
-	for (const char *const *m = card_number_members; *m; m++)
-		if (mentions_member(json, len, *m))
-			return true;
 	return false;
 }
 
-/* Masks JSON text; text that is not JSON is not stored at all. */
-char *
+/* Masks JSON text; text that is not JSON is not stored at all (NULL). */
+Jsonb *
 enkash_mask_text(const char *json, size_t len)
 {
 	Jsonb	   *parsed = enkash_parse_json_or_null(json, len);
 
-	if (parsed == NULL)
-		return NULL;
-	parsed = enkash_mask(parsed);
-	return JsonbToCString(NULL, &parsed->root, VARSIZE(parsed));
+	return parsed ? enkash_mask(parsed) : NULL;
 }
 
 /*
@@ -241,7 +319,10 @@ enkash_mask_text(const char *json, size_t len)
 char *
 enkash_mask_request(const char *json, size_t len)
 {
+	Jsonb	   *masked;
+
 	if (!may_hold_secrets(json, len))
 		return pnstrdup(json, len);
-	return enkash_mask_text(json, len);
+	masked = enkash_mask_text(json, len);
+	return masked ? JsonbToCString(NULL, &masked->root, VARSIZE(masked)) : NULL;
 }

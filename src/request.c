@@ -174,9 +174,7 @@ enkash_describe_exchange(LedgerExchange *x, const EnkashEndpoint *ep,
 	}
 	if (answer && answer->envelope)
 	{
-		Jsonb	   *masked = enkash_mask(answer->envelope);
-
-		x->response = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
+		x->response = enkash_mask(answer->envelope);
 		x->enkash_code = answer->code;
 		x->message = answer->message;
 	}

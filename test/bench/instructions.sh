@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# test/bench/instructions.sh: instructions per call in the calling backend,
+# under callgrind, in about two minutes: a look-up and a load, each as the
+# difference of two sessions (few and many calls in one statement), with the
+# top functions (inclusive) per call.  For iterating on the extension's CPU
+# cost; `make bench` gives the whole picture.  Instruction counts do not
+# drift with machine load, so runs are comparable on a busy machine.
+#   INSTR_CALLS=500   look-ups in the "many" session (the "few" one makes 50)
+#   INSTR_LOADS=100   loads in the "many" session (the "few" one makes 10)
+#   INSTR_TOP=25      functions listed per operation
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+INSTR_CALLS=${INSTR_CALLS:-500}
+INSTR_LOADS=${INSTR_LOADS:-100}
+INSTR_TOP=${INSTR_TOP:-25}
+ACCOUNT=CASANDBOX1
+CARD=EKCSANDBOX1
+
+ensure_packages valgrind
+prepare_work_copy
+PGDATA="$WORK/pgdata"
+cg="$WORK/callgrind"
+stop_all() {
+	as_user pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
+	cleanup_work
+}
+trap stop_all EXIT
+build_and_install
+start_sandbox
+
+PGPORT=$(free_port)
+as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null || die "initdb failed"
+write_credentials "$WORK/credentials.conf"
+{
+	enkash_settings "$WORK/credentials.conf"
+	echo "enkash.database = 'postgres'"
+	echo "listen_addresses = ''"
+	echo "unix_socket_directories = '$WORK'"
+	echo "port = $PGPORT"
+} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
+as_user mkdir -p "$cg"
+as_user sh -c "exec valgrind --tool=callgrind --callgrind-out-file='$cg/callgrind.out.%p' \
+	--dump-instr=no --collect-jumps=no '$PG_BINDIR/postgres' -D '$PGDATA' >'$cg/postgres.log' 2>&1" &
+postmaster=$!
+for i in $(seq 1 240); do
+	as_user pg_isready -q -h "$WORK" -p "$PGPORT" && break
+	sleep 0.5
+done
+PSQL=(psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGPORT" -U postgres -d postgres)
+as_user "${PSQL[@]}" -c "CREATE EXTENSION enkash" || die "CREATE EXTENSION failed"
+
+session() {   # SQL with :n for the count, n -> prints the backend pid
+	as_user "${PSQL[@]}" -c "SELECT pg_backend_pid(), count(${1//:n/$2}) FROM generate_series(1, $2) i" \
+		| cut -d'|' -f1
+}
+read_sql="enkash_get_card_account('$ACCOUNT')"
+load_sql="enkash_load_balance('$ACCOUNT', '$CARD', 1, 'I-' || :n || '-' || i)"
+# The enkash worker's instructions so far (callgrind_control asks the running
+# valgrind through vgdb), to charge it with what the calls made it do.
+worker=$(as_user "${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash worker'")
+worker_ir() {
+	sleep 2		# let the worker finish the batch
+	timeout 60 callgrind_control -e Ir "$worker" 2>/dev/null |
+		sed -nE 's/.*Ir: *([0-9,]+).*/\1/p' | tr -d , | head -1
+}
+session "$read_sql" 1 >/dev/null	# the server's first call: token, connection
+r_few=$(session "$read_sql" 50)
+w0=$(worker_ir)
+r_many=$(session "$read_sql" "$INSTR_CALLS")
+w1=$(worker_ir)
+l_few=$(session "$load_sql" 10)
+w2=$(worker_ir)
+l_many=$(session "$load_sql" "$INSTR_LOADS")
+w3=$(worker_ir)
+as_user pg_ctl -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
+wait "$postmaster"
+
+total() { callgrind_annotate --auto=no "$cg/callgrind.out.$1" 2>/dev/null |
+	sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
+functions() {   # pid -> "Ir<TAB>function", inclusive
+	callgrind_annotate --auto=no --threshold=100 --inclusive=yes "$cg/callgrind.out.$1" 2>/dev/null |
+		awk '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ {
+			ir = $1; gsub(",", "", ir); line = $0
+			sub(/^ *[0-9,]+ \([^)]*\) +/, "", line); sub(/ \[[^]]*\]$/, "", line)
+			sub(/^.*:/, "", line); print ir "\t" line }'
+}
+report() {   # label pid_few pid_many calls_between
+	local a b
+	a=$(total "$2")
+	b=$(total "$3")
+	[ -n "$a" ] && [ -n "$b" ] || { echo "$1: no callgrind totals (see $cg)"; return; }
+	echo "$1: $(( (b - a) / $4 )) instructions per call"
+	# Below the call itself: functions under 99.5% of it, unnamed ones left out.
+	awk -F'\t' -v d="$4" -v all=$(( (b - a) / $4 )) 'NR == FNR { few[$2] += $1; next } { many[$2] += $1 }
+		END { for (k in many) { v = (many[k] - few[k]) / d
+			if (v >= 500 && v < 0.995 * all && k !~ /^0x/) printf "%9.0f  %s\n", v, k } }' \
+		<(functions "$2") <(functions "$3") | sort -rn | head -"$INSTR_TOP"
+}
+report "look-up" "$r_few" "$r_many" $((INSTR_CALLS - 50))
+report "load" "$l_few" "$l_many" $((INSTR_LOADS - 10))
+if [ -n "$w0" ] && [ -n "$w1" ] && [ -n "$w2" ] && [ -n "$w3" ]; then
+	echo "enkash worker: $(( (w1 - w0) / INSTR_CALLS )) instructions per look-up," \
+		"$(( (w3 - w2) / INSTR_LOADS )) per load (with its idle wake-ups; 2 s after each session)"
+else
+	echo "enkash worker: not measured (callgrind_control could not reach it)"
+fi
