@@ -43,3 +43,15 @@ FROM (SELECT (sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/
 RESET enkash.page_size;
 SET enkash.paging_fields = 'page';
 RESET enkash.paging_fields;
+
+-- A function's plan (endpoint and argument positions) is cached for the
+-- backend's life and forgotten when pg_proc changes: renamed, the function
+-- is no endpoint any more.
+CREATE SCHEMA plan_cache;
+CREATE FUNCTION plan_cache.enkash_get_card_account(card_account_id text) RETURNS jsonb
+    AS 'enkash', 'enkash_endpoint_call' LANGUAGE C VOLATILE;
+SELECT plan_cache.enkash_get_card_account('CASANDBOX1')->>'cardAccountId' AS account;
+SELECT plan_cache.enkash_get_card_account('CASANDBOX1')->>'cardAccountId' AS account_again;
+ALTER FUNCTION plan_cache.enkash_get_card_account(text) RENAME TO enkash_renamed;
+SELECT plan_cache.enkash_renamed('CASANDBOX1');
+DROP SCHEMA plan_cache CASCADE;

@@ -21,6 +21,9 @@
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/date.h"
@@ -37,13 +40,30 @@
 /* EnKash is in India: times go on the wire in IST. */
 #define IST_OFFSET_SECS (5 * 3600 + 30 * 60)
 
-/* What a call needs to know about its SQL function, cached in fn_extra. */
+/*
+ * What a call needs to know about its SQL function: cached in fn_extra for
+ * the statement, and by function OID for the life of the backend (until
+ * pg_proc changes), so that a call per statement costs no catalog look-up.
+ */
 typedef struct CallPlan
 {
+	Oid			fn_oid;			/* hash key */
 	const EnkashEndpoint *endpoint;
 	int			nfields;
 	int		   *argno;			/* per field: argument position, or -1 */
 } CallPlan;
+
+static HTAB *call_plans = NULL;
+static MemoryContext call_plans_cxt = NULL;
+
+/* A function was created, replaced or dropped: forget every plan. */
+static void
+forget_call_plans(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (call_plans_cxt)
+		MemoryContextReset(call_plans_cxt);
+	call_plans = NULL;
+}
 
 static Oid
 field_type_oid(EnkashFieldType type)
@@ -71,11 +91,12 @@ field_type_oid(EnkashFieldType type)
 }
 
 /*
- * Matches the SQL function's arguments to the endpoint's fields once per
- * FmgrInfo.  A mismatch is a bug in the install script, hence elog.
+ * Matches the SQL function's arguments to the endpoint's fields, into plan
+ * (allocated in cxt).  A mismatch means a function bound to our C entry
+ * point that does not fit its endpoint.
  */
-static CallPlan *
-build_plan(FmgrInfo *flinfo)
+static void
+build_plan(FmgrInfo *flinfo, CallPlan *plan, MemoryContext cxt)
 {
 	HeapTuple	tuple;
 	Form_pg_proc proc;
@@ -83,7 +104,6 @@ build_plan(FmgrInfo *flinfo)
 	bool		isnull;
 	Datum	   *names = NULL;
 	int			nnames = 0;
-	CallPlan   *plan;
 	const EnkashEndpoint *ep;
 
 	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(flinfo->fn_oid));
@@ -93,8 +113,11 @@ build_plan(FmgrInfo *flinfo)
 
 	ep = enkash_endpoint_by_function(NameStr(proc->proname));
 	if (ep == NULL)
-		elog(ERROR, "function \"%s\" is not an EnKash endpoint",
-			 NameStr(proc->proname));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function \"%s\" is not an EnKash endpoint",
+						NameStr(proc->proname)),
+				 errhint("Functions bound to enkash_endpoint_call are named after an endpoint: see enkash_endpoints().")));
 
 	names_datum = SysCacheGetAttr(PROCOID, tuple, Anum_pg_proc_proargnames,
 								  &isnull);
@@ -102,12 +125,11 @@ build_plan(FmgrInfo *flinfo)
 		deconstruct_array(DatumGetArrayTypeP(names_datum), TEXTOID, -1, false,
 						  TYPALIGN_INT, &names, NULL, &nnames);
 
-	plan = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(CallPlan));
 	plan->endpoint = ep;
+	plan->nfields = 0;
 	while (ep->fields[plan->nfields].arg)
 		plan->nfields++;
-	plan->argno = MemoryContextAlloc(flinfo->fn_mcxt,
-									 sizeof(int) * plan->nfields);
+	plan->argno = MemoryContextAlloc(cxt, sizeof(int) * plan->nfields);
 
 	for (int f = 0; f < plan->nfields; f++)
 	{
@@ -119,8 +141,10 @@ build_plan(FmgrInfo *flinfo)
 			if (strcmp(TextDatumGetCString(names[a]), field->arg) != 0)
 				continue;
 			if (proc->proargtypes.values[a] != field_type_oid(field->type))
-				elog(ERROR, "argument \"%s\" of %s has the wrong type",
-					 field->arg, ep->function);
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+						 errmsg("argument \"%s\" of %s has the wrong type",
+								field->arg, ep->function)));
 			plan->argno[f] = a;
 		}
 	}
@@ -131,12 +155,63 @@ build_plan(FmgrInfo *flinfo)
 		for (int f = 0; f < plan->nfields; f++)
 			known |= (plan->argno[f] == a);
 		if (!known)
-			elog(ERROR, "argument %d of %s matches no field of the endpoint",
-				 a + 1, ep->function);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+					 errmsg("argument %d of %s matches no field of the endpoint",
+							a + 1, ep->function)));
 	}
 
 	ReleaseSysCache(tuple);
-	return plan;
+}
+
+/*
+ * The plan of a function, from the backend's cache or built now, copied
+ * into the FmgrInfo's context: an invalidation may empty the cache while
+ * the statement still runs.
+ */
+static CallPlan *
+call_plan(FmgrInfo *flinfo)
+{
+	CallPlan   *plan;
+	CallPlan   *copy;
+	bool		found;
+
+	if (call_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (call_plans_cxt == NULL)
+		{
+			call_plans_cxt = AllocSetContextCreate(TopMemoryContext,
+												   "enkash call plans",
+												   ALLOCSET_SMALL_SIZES);
+			CacheRegisterSyscacheCallback(PROCOID, forget_call_plans, (Datum) 0);
+		}
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CallPlan);
+		ctl.hcxt = call_plans_cxt;
+		call_plans = hash_create("enkash call plans", 32, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	plan = hash_search(call_plans, &flinfo->fn_oid, HASH_ENTER, &found);
+	if (!found)
+	{
+		PG_TRY();
+		{
+			build_plan(flinfo, plan, call_plans_cxt);
+		}
+		PG_CATCH();
+		{
+			hash_search(call_plans, &flinfo->fn_oid, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	copy = MemoryContextAlloc(flinfo->fn_mcxt, sizeof(CallPlan));
+	*copy = *plan;
+	copy->argno = MemoryContextAlloc(flinfo->fn_mcxt, sizeof(int) * plan->nfields);
+	memcpy(copy->argno, plan->argno, sizeof(int) * plan->nfields);
+	return copy;
 }
 
 pg_attribute_noreturn()
@@ -523,7 +598,7 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 	const EnkashEndpoint *ep;
 
 	if (plan == NULL)
-		fcinfo->flinfo->fn_extra = plan = build_plan(fcinfo->flinfo);
+		fcinfo->flinfo->fn_extra = plan = call_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
 	*key = NULL;
 

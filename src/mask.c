@@ -16,24 +16,33 @@
 
 #include "utils/jsonb.h"
 
+typedef struct MemberName
+{
+	const char *name;
+	int			len;
+} MemberName;
+
+#define MEMBER(s) {s, sizeof(s) - 1}
+
 /* Members whose values are never kept, compared case-insensitively. */
-static const char *const removed_members[] = {
-	"cvv", "cvv2", "pin", "pinBlock", "otp", "mfaCode", "password",
-	"client_secret", "clientSecret", "access_token", "refresh_token",
-	"accessToken", "refreshToken", "token", "expiry", "expiryDate",
-	"encryption_secret", NULL
+static const MemberName removed_members[] = {
+	MEMBER("cvv"), MEMBER("cvv2"), MEMBER("pin"), MEMBER("pinBlock"), MEMBER("otp"),
+	MEMBER("mfaCode"), MEMBER("password"), MEMBER("client_secret"),
+	MEMBER("clientSecret"), MEMBER("access_token"), MEMBER("refresh_token"),
+	MEMBER("accessToken"), MEMBER("refreshToken"), MEMBER("token"), MEMBER("expiry"),
+	MEMBER("expiryDate"), MEMBER("encryption_secret"), {NULL, 0}
 };
 
 /* Members holding a full card number, kept as first 6 / last 4. */
-static const char *const card_number_members[] = {
-	"cardNumber", "pan", "cardNo", NULL
+static const MemberName card_number_members[] = {
+	MEMBER("cardNumber"), MEMBER("pan"), MEMBER("cardNo"), {NULL, 0}
 };
 
 static bool
-member_in(const char *name, int len, const char *const *list)
+member_in(const char *name, int len, const MemberName *list)
 {
-	for (const char *const *m = list; *m; m++)
-		if ((int) strlen(*m) == len && pg_strncasecmp(name, *m, len) == 0)
+	for (const MemberName *m = list; m->name; m++)
+		if (m->len == len && pg_strncasecmp(name, m->name, len) == 0)
 			return true;
 	return false;
 }
