@@ -682,6 +682,14 @@ static SPIPlanPtr plan_finish_key;
 static SPIPlanPtr plan_release_key;
 static SPIPlanPtr plan_finish_audit;
 static SPIPlanPtr plan_audit;
+static SPIPlanPtr plan_audits;
+
+/* The columns of an audit row as plan_audit takes them, in order. */
+#define AUDIT_COLUMNS 11
+static const Oid audit_types[AUDIT_COLUMNS] = {
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, TEXTOID,
+	TEXTOID, TEXTOID, FLOAT8OID, JSONBOID
+};
 
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *types)
@@ -705,8 +713,10 @@ prepare_plans(void)
 	Oid			t1[] = {INT8OID};
 	Oid			ta[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	FLOAT8OID, JSONBOID};
-	Oid			tl[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, TEXTOID,
-		TEXTOID, TEXTOID, FLOAT8OID, JSONBOID};
+	Oid			tarrays[AUDIT_COLUMNS];
+
+	for (int c = 0; c < AUDIT_COLUMNS; c++)
+		tarrays[c] = get_array_type(audit_types[c]);
 
 	if (plan_audit)
 		return;
@@ -740,7 +750,13 @@ prepare_plans(void)
 	plan_audit = prepare(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, tl);
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", AUDIT_COLUMNS,
+		(Oid *) audit_types);
+	plan_audits = prepare(
+		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
+		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
+		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+		AUDIT_COLUMNS, tarrays);
 }
 
 static Datum
@@ -966,20 +982,114 @@ process_finish(LedgerSlot *slot)
 	slot->verdict = LEDGER_CLAIMED;
 }
 
+/* The audit row of an OP_AUDIT slot, as plan_audit takes it. */
 static void
-process_audit(LedgerSlot *slot)
+audit_args(LedgerSlot *slot, Datum *v, char *n)
 {
-	Datum		v[11];
-	char		n[11];
-
 	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
 	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
 	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
 	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
 	put_exchange_args(slot, v + 4, n + 4);
+}
+
+static void
+process_audit(LedgerSlot *slot)
+{
+	Datum		v[AUDIT_COLUMNS];
+	char		n[AUDIT_COLUMNS];
+
+	audit_args(slot, v, n);
 	if (SPI_execute_plan(plan_audit, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write to enkash.audit_log");
 	slot->verdict = LEDGER_CLAIMED;
+}
+
+/*
+ * The audit rows of many slots in one statement, one array per column:
+ * look-ups come in crowds, and one INSERT costs far less than one each.
+ */
+static void
+insert_audits(LedgerSlot **slots, int count)
+{
+	Datum		args[AUDIT_COLUMNS];
+	Datum	   *values[AUDIT_COLUMNS];
+	bool	   *nulls[AUDIT_COLUMNS];
+	int			dims[1] = {count};
+	int			lbs[1] = {1};
+
+	for (int c = 0; c < AUDIT_COLUMNS; c++)
+	{
+		values[c] = palloc(sizeof(Datum) * count);
+		nulls[c] = palloc(sizeof(bool) * count);
+	}
+	for (int i = 0; i < count; i++)
+	{
+		Datum		v[AUDIT_COLUMNS];
+		char		n[AUDIT_COLUMNS];
+
+		audit_args(slots[i], v, n);
+		for (int c = 0; c < AUDIT_COLUMNS; c++)
+		{
+			values[c][i] = v[c];
+			nulls[c][i] = (n[c] == 'n');
+		}
+	}
+	for (int c = 0; c < AUDIT_COLUMNS; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(audit_types[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(values[c], nulls[c], 1, dims, lbs,
+													 audit_types[c], typlen,
+													 typbyval, typalign));
+	}
+	if (SPI_execute_plan(plan_audits, args, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_processed != count)
+		elog(ERROR, "could not write to enkash.audit_log");
+	for (int i = 0; i < count; i++)
+	{
+		slots[i]->verdict = LEDGER_CLAIMED;
+		slots[i]->processed = true;
+	}
+}
+
+/*
+ * Writes the batch's audit rows together, in one subtransaction.  If that
+ * fails they are left to the one-by-one path, which isolates the culprit.
+ */
+static void
+process_audits_together(LedgerSlot **batch, int count, MemoryContext outer)
+{
+	LedgerSlot *audits[LEDGER_SLOTS];
+	int			naudits = 0;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	for (int i = 0; i < count; i++)
+		if (batch[i]->op == OP_AUDIT && !batch[i]->processed)
+			audits[naudits++] = batch[i];
+	if (naudits < 2)
+		return;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		insert_audits(audits, naudits);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(outer);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		for (int i = 0; i < naudits; i++)
+			audits[i]->processed = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(outer);
+	CurrentResourceOwner = owner;
 }
 
 /* A claim whose backend left before hearing the answer is undone. */
@@ -1124,6 +1234,9 @@ enkash_ledger_process(void)
 			LWLockRelease(ledger->lock);
 		}
 	}
+
+	if (installed)
+		process_audits_together(batch, count, outer);
 
 	for (int i = 0; i < count; i++)
 	{
