@@ -659,20 +659,17 @@ BEGIN
         END IF;
         reference := reference || '-' || (row_json->>TG_ARGV[i]);
     END LOOP;
-    -- Every argument, positionally and of its exact type: a named or
-    -- defaulted call could be captured (or made ambiguous) by an overload
-    -- that a role with CREATE on the extension's schema plants.
+    -- All ten arguments (card account, card id, amount, reference,
+    -- description, remarks, created_by, company_id, type, transaction_code),
+    -- positionally and of their exact types: a named or defaulted call could
+    -- be captured, or made ambiguous, by an overload that a role with CREATE
+    -- on the extension's schema plants.
     PERFORM @extschema@.enkash_load_balance_async(
-        (row_json->>TG_ARGV[0])::pg_catalog.text,           -- card_account_id
-        (row_json->>TG_ARGV[1])::pg_catalog.text,           -- enkash_card_id
-        (row_json->>TG_ARGV[2])::pg_catalog.numeric,        -- amount
-        reference,                                          -- unique_reference_number
-        ('Payroll ' || TG_TABLE_NAME)::pg_catalog.text,     -- description
-        NULL::pg_catalog.text,                              -- remarks
-        session_user::pg_catalog.text,                      -- created_by
-        NULL::pg_catalog.text,                              -- company_id
-        'ALLOCATE_FUND'::pg_catalog.text,                   -- type
-        'ALLOCATION'::pg_catalog.text);                     -- transaction_code
+        (row_json->>TG_ARGV[0])::pg_catalog.text, (row_json->>TG_ARGV[1])::pg_catalog.text,
+        (row_json->>TG_ARGV[2])::pg_catalog.numeric, reference,
+        ('Payroll ' || TG_TABLE_NAME)::pg_catalog.text, NULL::pg_catalog.text,
+        session_user::pg_catalog.text, NULL::pg_catalog.text,
+        'ALLOCATE_FUND'::pg_catalog.text, 'ALLOCATION'::pg_catalog.text);
     RETURN NULL;
 END $$;
 
