@@ -31,21 +31,13 @@ SELECT sandbox.api_requests() - :api_requests_before AS api_requests;
 SET enkash.credentials_file = '/nonexistent/enkash.conf';
 SELECT enkash_get_card_account('CASANDBOX1');
 SELECT current_setting('enkash_test.work_dir') AS work \gset
-\set f :work '/world-readable.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/group-readable.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/root-owned.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/incomplete.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/malformed.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
+SELECT f.name AS file, d.*
+FROM unnest(ARRAY['world-readable', 'group-readable', 'root-owned', 'incomplete', 'malformed'])
+     WITH ORDINALITY AS f(name, n),
+     sandbox.try_detail(format($$SELECT set_config('enkash.credentials_file', %L, true),
+                                        enkash_get_card_account('CASANDBOX1')$$,
+                               :'work' || '/' || f.name || '.conf')) d
+ORDER BY f.n;
 RESET enkash.credentials_file;
 
 -- None of this reached EnKash (the one call above with company_id did).
