@@ -659,13 +659,17 @@ BEGIN
         END IF;
         reference := reference || '-' || (row_json->>TG_ARGV[i]);
     END LOOP;
+    -- All ten arguments (card account, card id, amount, reference,
+    -- description, remarks, created_by, company_id, type, transaction_code),
+    -- positionally and of their exact types: a named or defaulted call could
+    -- be captured, or made ambiguous, by an overload that a role with CREATE
+    -- on the extension's schema plants.
     PERFORM @extschema@.enkash_load_balance_async(
-        card_account_id => row_json->>TG_ARGV[0],
-        enkash_card_id => row_json->>TG_ARGV[1],
-        amount => (row_json->>TG_ARGV[2])::numeric,
-        unique_reference_number => reference,
-        description => 'Payroll ' || TG_TABLE_NAME,
-        created_by => session_user::text);
+        (row_json->>TG_ARGV[0])::pg_catalog.text, (row_json->>TG_ARGV[1])::pg_catalog.text,
+        (row_json->>TG_ARGV[2])::pg_catalog.numeric, reference,
+        ('Payroll ' || TG_TABLE_NAME)::pg_catalog.text, NULL::pg_catalog.text,
+        session_user::pg_catalog.text, NULL::pg_catalog.text,
+        'ALLOCATE_FUND'::pg_catalog.text, 'ALLOCATION'::pg_catalog.text);
     RETURN NULL;
 END $$;
 
@@ -683,8 +687,12 @@ LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     WITH fetched AS (
-        SELECT * FROM @extschema@.enkash_transactions(card_account_id, txn_date_from => since,
-                                                 company_id => company_id)
+        -- Positional and exactly typed, so no planted overload can match better.
+        SELECT * FROM @extschema@.enkash_transactions(
+            card_account_id, NULL::pg_catalog.text, since, NULL::pg_catalog.timestamptz,
+            NULL::pg_catalog.text, NULL::pg_catalog.text, NULL::pg_catalog.numeric,
+            NULL::pg_catalog.numeric, NULL::pg_catalog.text[], NULL::pg_catalog.text[],
+            company_id)
         ORDER BY txn_date, transaction_id LIMIT max_rows),
     upserted AS (
         INSERT INTO enkash.transactions AS t

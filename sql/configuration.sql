@@ -26,19 +26,18 @@ SELECT enkash_get_card_account('CASANDBOX1', company_id => 'CEKSANDBOX1')->>'com
 RESET enkash.company_id;
 SELECT sandbox.api_requests() - :api_requests_before AS api_requests;
 
--- The credentials file: missing, readable by others, incomplete, malformed.
+-- The credentials file: missing, readable by others (mode 644 or 640), not
+-- owned by the server's OS user (root, mode 600), incomplete, malformed.
 SET enkash.credentials_file = '/nonexistent/enkash.conf';
 SELECT enkash_get_card_account('CASANDBOX1');
 SELECT current_setting('enkash_test.work_dir') AS work \gset
-\set f :work '/world-readable.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/incomplete.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
-\set f :work '/malformed.conf'
-SET enkash.credentials_file = :'f';
-SELECT * FROM sandbox.try_detail($$SELECT enkash_get_card_account('CASANDBOX1')$$);
+SELECT f.name AS file, d.*
+FROM unnest(ARRAY['world-readable', 'group-readable', 'root-owned', 'incomplete', 'malformed'])
+     WITH ORDINALITY AS f(name, n),
+     sandbox.try_detail(format($$SELECT set_config('enkash.credentials_file', %L, true),
+                                        enkash_get_card_account('CASANDBOX1')$$,
+                               :'work' || '/' || f.name || '.conf')) d
+ORDER BY f.n;
 RESET enkash.credentials_file;
 
 -- None of this reached EnKash (the one call above with company_id did).

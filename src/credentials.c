@@ -3,8 +3,9 @@
  * credentials.c
  *	  Reads the secrets file named by enkash.credentials_file.
  *
- * The file is checked the way PostgreSQL checks ssl_key_file: a regular file
- * owned by the server's OS user (or root) that others cannot read.  Values
+ * The file is checked the way PostgreSQL checks ssl_key_file, only stricter:
+ * a regular file owned by the server's OS user that no group or other user
+ * may read.  Values
  * live in malloc'd memory that is wiped when the file is re-read, and they
  * must never appear in an error message: errors name keys and line numbers,
  * never values.
@@ -143,11 +144,15 @@ check_file_security(const char *path, const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode))
 		file_error(path, 0, "It is not a regular file.");
-	if (st->st_uid != geteuid() && st->st_uid != 0)
-		file_error(path, 0, "It must be owned by the database server's operating system user or by root.");
-	/* Like ssl_key_file: root-owned files may be group-readable. */
-	if ((st->st_uid == geteuid() && (st->st_mode & (S_IRWXG | S_IRWXO))) ||
-		(st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
+	/*
+	 * Stricter than ssl_key_file, which also takes a root-owned file readable
+	 * by the server's group: these secrets move money, so the file is the
+	 * server user's alone (and a group or another owner is a mistake worth
+	 * a clear message rather than a later "permission denied").
+	 */
+	if (st->st_uid != geteuid())
+		file_error(path, 0, "It must be owned by the database server's operating system user.");
+	if (st->st_mode & (S_IRWXG | S_IRWXO))
 		file_error(path, 0, "Its permissions let other users read it; it must have permissions u=rw (0600) or less.");
 }
 

@@ -56,6 +56,13 @@ extern int	enkash_retry_max_ms;
 extern double enkash_token_refresh_fraction;
 extern double enkash_rate_limit;
 
+/*
+ * The search_path under which enkash runs its own SQL (SPI) with rights other
+ * than the caller's: nothing planted in another schema can be picked up, and
+ * pg_temp comes last (so a temporary object never shadows pg_catalog).
+ */
+#define ENKASH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
 extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);
 extern void enkash_require_preload(void);

@@ -20,6 +20,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "common/pg_prng.h"
 #include "endpoints.h"
 #include "executor/spi.h"
@@ -35,6 +36,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 PGDLLEXPORT void enkash_sender_main(Datum arg);
 
@@ -55,6 +57,19 @@ outbox_xact_callback(XactEvent event, void *arg)
 		enqueued_in_xact = false;
 }
 
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
 static int64
 enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 {
@@ -64,6 +79,10 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		id;
 	bool		isnull;
+	Oid			requests;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
 
 	enkash_require_preload();
 	if (ep->kind == ENKASH_SECRET_IN || ep->kind == ENKASH_SECRET_OUT)
@@ -75,7 +94,8 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a queued %s needs an idempotency key", ep->label)));
-	if (!OidIsValid(get_relname_relid("requests", get_namespace_oid("enkash", true))))
+	requests = get_relname_relid("requests", get_namespace_oid("enkash", true));
+	if (!OidIsValid(requests))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the enkash extension is not installed in this database")));
@@ -86,16 +106,35 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 	nulls[2] = key ? ' ' : 'n';
 	values[3] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 
+	/*
+	 * EXECUTE on the function is the whole grant: the row is written with the
+	 * rights of the table's owner (callers get no privilege on enkash.*,
+	 * which would let them queue any body), under a pinned search_path so
+	 * that nothing the caller planted can run with those rights.  An error
+	 * restores both, as it does for a SECURITY DEFINER function.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel_owner(requests),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
 	SPI_connect();
 	if (SPI_execute_with_args("INSERT INTO enkash.requests "
 							  "  (endpoint, body, idempotency_key, created_by, max_attempts) "
-							  "VALUES ($1, $2, $3, $4, current_setting('enkash.max_attempts')::int) "
+							  "VALUES ($1, $2, $3, $4, "
+							  "        pg_catalog.current_setting('enkash.max_attempts')::pg_catalog.int4) "
 							  "RETURNING id", 4, types, values, nulls, false, 1)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into enkash.requests");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									 1, &isnull));
 	SPI_finish();
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	if (!callback_registered)
 	{
@@ -376,6 +415,8 @@ enkash_sender_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	/* Its SQL runs as a superuser: ignore ALTER DATABASE/ROLE ... SET search_path. */
+	SetConfigOption("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 	call_cxt = AllocSetContextCreate(TopMemoryContext, "enkash sender call",
 									 ALLOCSET_DEFAULT_SIZES);
 

@@ -265,6 +265,8 @@ enkash_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	/* Its SQL runs as a superuser: ignore ALTER DATABASE/ROLE ... SET search_path. */
+	SetConfigOption("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
 	enkash_ledger_attach_worker();
 	ereport(LOG, (errmsg("enkash worker started in database \"%s\"", enkash_database)));

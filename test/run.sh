@@ -62,6 +62,10 @@ write_credentials "$WORK/wrong-secret.conf" "not-the-partner-secret"
 # Broken credentials files for the configuration test.
 as_user cp "$WORK/credentials.conf" "$WORK/world-readable.conf"
 as_user chmod 644 "$WORK/world-readable.conf"
+as_user cp "$WORK/credentials.conf" "$WORK/group-readable.conf"
+as_user chmod 640 "$WORK/group-readable.conf"
+# Owned by root (not the server's user), mode 600: refused for its owner.
+as_root install -o root -g root -m 600 "$WORK/credentials.conf" "$WORK/root-owned.conf"
 printf 'client_id = x\nclient_secret = y\nusername = z\n' | as_user sh -c "umask 077; cat > '$WORK/incomplete.conf'"
 printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malformed.conf'"
 {
