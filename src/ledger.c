@@ -90,6 +90,7 @@ typedef struct LedgerSlot
 	int			used;			/* bytes of data[] in use */
 	int			off[NUM_FIELDS];	/* offset in data[], -1 for NULL */
 	bool		binary[NUM_FIELDS]; /* a jsonb datum, not text */
+	bool		mask_response;	/* F_RESPONSE is to be masked by the worker */
 	char		data[LEDGER_DATA] pg_attribute_aligned(MAXIMUM_ALIGNOF);
 } LedgerSlot;
 
@@ -153,6 +154,7 @@ slot_reset_fields(LedgerSlot *slot)
 		slot->off[i] = -1;
 		slot->binary[i] = false;
 	}
+	slot->mask_response = false;
 }
 
 /*
@@ -243,6 +245,7 @@ slot_put_exchange(LedgerSlot *slot, const LedgerExchange *x)
 	slot_put(slot, F_SQLSTATE, x->sqlstate, false);
 	slot_put(slot, F_REQUEST, x->request, true);
 	slot_put_jsonb(slot, F_RESPONSE, x->response);
+	slot->mask_response = x->mask_response;
 	slot->http_status = x->http_status;
 	slot->latency_ms = x->latency_ms;
 }
@@ -802,6 +805,8 @@ put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
 	v[5] = Float8GetDatum(slot->latency_ms);
 	n[5] = ' ';
 	v[6] = jsonb_field_arg(slot, F_RESPONSE, n, 6);
+	if (slot->mask_response && n[6] != 'n')
+		v[6] = JsonbPGetDatum(enkash_mask(DatumGetJsonbP(v[6])));
 }
 
 /* The audit row of a send; request is the slot's request as jsonb. */

@@ -50,13 +50,17 @@ typedef enum LedgerState
 	LEDGER_RELEASED				/* nothing happened: the key is free again */
 } LedgerState;
 
-/* One HTTP exchange, for the audit log; all of it already masked. */
+/*
+ * One HTTP exchange, for the audit log; all of it already masked but a
+ * look-up's answer, which the worker masks (off the caller's clock).
+ */
 typedef struct LedgerExchange
 {
 	const char *endpoint;
 	const char *key;			/* idempotency key, or NULL */
 	const char *request;		/* masked JSON, or NULL */
 	const Jsonb *response;		/* masked answer, or NULL */
+	bool		mask_response;	/* ... not masked yet: the worker masks it */
 	const char *outcome;		/* ok, declined, failed, unknown, error */
 	int			http_status;	/* 0 when no response */
 	const char *enkash_code;
