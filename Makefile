@@ -36,7 +36,7 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check --temp-config=$(CURDIR)/test/
 # the database where the enkash worker and sender run (enkash.database).
 ISOLATION = outbox_claims one_key_two_sessions
 ISOLATION_OPTS = --temp-instance=$(CURDIR)/tmp_check_iso --temp-config=$(CURDIR)/test/tmp/regress.conf \
-	--inputdir=$(srcdir)/test/isolation --outputdir=$(CURDIR)/output_iso --dbname=contrib_regression
+	--inputdir=$(srcdir)/test/isolation --outputdir=$(CURDIR)/output_iso
 
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.
 override with_llvm = no
@@ -44,6 +44,9 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# (after PGXS, which sets its own default)
+ISOLATION_TESTDB = contrib_regression
 
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
 
