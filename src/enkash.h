@@ -147,6 +147,10 @@ extern char *enkash_mask_request(const char *json, size_t len);
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len, const char *key);
+#define ENKASH_API_HEADERS 5
+#define ENKASH_BEARER_MAX 2100
+extern uint64 enkash_api_headers(const char **headers, char *bearer,
+								 const char *partner_header);
 extern void enkash_exchange(const EnkashEndpoint *endpoint, const char *json,
 							size_t len, EnkashHttpResult *http,
 							volatile bool *request_left);

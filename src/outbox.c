@@ -234,6 +234,34 @@ prepare_plans(void)
 		"WHERE id = $1", 8, outcome_types);
 }
 
+/* A transaction with SPI and a snapshot, for the sender's own statements. */
+static void
+begin_work(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+commit_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* In PG_CATCH: logs the error and ends the transaction, back in cxt. */
+static void
+log_and_abort(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+}
+
 /* What an error means for a queued row. */
 static const char *
 state_after(int sqlerrcode, bool last_attempt)
@@ -318,14 +346,9 @@ static void
 record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 			   const EnkashHttpResult *http)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	begin_work();
 	write_outcome(call, response, error, http);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	commit_work();
 }
 
 /* Sends one claimed row through the ordinary path and records what happened. */
@@ -371,10 +394,7 @@ send_call(QueuedCall *call)
 static void
 release_orphans(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	begin_work();
 	if (outbox_installed() &&
 		SPI_execute("UPDATE enkash.requests SET state = 'unknown', sender_pid = NULL, "
 					"  next_attempt_at = now(), updated_at = now() "
@@ -384,9 +404,7 @@ release_orphans(void)
 		ereport(LOG,
 				(errmsg("enkash sender: %llu queued requests were being sent by a sender that stopped; they will be checked with EnKash before any resend",
 						(unsigned long long) SPI_processed)));
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	commit_work();
 }
 
 /* Calls claimed by the current transaction: for the multi handle, or not. */
@@ -513,22 +531,14 @@ record_alone(Finished *done)
 
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		begin_work();
 		record_sent(done->call, &done->http, GetUserNameFromId(GetUserId(), false));
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		commit_work();
 	}
 	PG_CATCH();
 	{
 		/* its row stays "sending": unknown once this sender is gone */
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		log_and_abort(cxt);
 	}
 	PG_END_TRY();
 }
@@ -548,25 +558,17 @@ record_and_claim(Finished *done, int ndone, int room)
 	{
 		char	   *role;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		begin_work();
 		role = GetUserNameFromId(GetUserId(), false);
 		for (int i = 0; i < ndone; i++)
 			record_sent(done[i].call, &done[i].http, role);
 		if (room > 0 && outbox_installed())
 			claim_rows(room, role);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		commit_work();
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		log_and_abort(cxt);
 		/* the claims were rolled back with it */
 		forget_calls(claimed_multi);
 		forget_calls(claimed_ordinary);
@@ -588,21 +590,14 @@ start_call(QueuedCall *call)
 	const char *partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
 	char	   *url = psprintf("%s%s", base_url, enkash_endpoint_path(call->ep));
 	char	   *partner_header = psprintf("partnerId: %s", partner_id);
-	char		bearer[2100];
-	const char *headers[5];
+	char		bearer[ENKASH_BEARER_MAX];
+	const char *headers[ENKASH_API_HEADERS];
 	size_t		len = strlen(call->body);
 	const char *body = call->body;
 
 	if (enkash_encrypt)
 		body = enkash_seal_body(call->body, len, &len);
-	strcpy(bearer, "authorization: Bearer ");
-	call->token_generation = enkash_token_get(bearer + strlen(bearer),
-											  sizeof(bearer) - strlen(bearer));
-	headers[0] = bearer;
-	headers[1] = partner_header;
-	headers[2] = "Content-Type: application/json";
-	headers[3] = "Accept: application/json";
-	headers[4] = "Expect:";		/* no 100-continue round trip */
+	call->token_generation = enkash_api_headers(headers, bearer, partner_header);
 	PG_TRY();
 	{
 		/* Only look-ups may be re-sent by libcurl after a dead connection. */
@@ -673,9 +668,7 @@ tidy(TimestampTz *last_orphan_check)
 	}
 	PG_CATCH();
 	{
-		EmitErrorReport();
-		AbortCurrentTransaction();
-		FlushErrorState();
+		log_and_abort(CurrentMemoryContext);
 	}
 	PG_END_TRY();
 }
@@ -691,9 +684,7 @@ send_ordinary(QueuedCall *call)
 	}
 	PG_CATCH();
 	{
-		EmitErrorReport();
-		AbortCurrentTransaction();
-		FlushErrorState();
+		log_and_abort(CurrentMemoryContext);
 	}
 	PG_END_TRY();
 }
