@@ -31,6 +31,13 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl) -lcrypto
 REGRESS = setup load_balance load_balance_bad_input load_balance_idempotency upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format card_lifecycle card_functions transactions_paging card_secrets outbox reconciliation endpoint_table secrets_at_rest
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check --temp-config=$(CURDIR)/test/tmp/regress.conf
 
+# Isolation specs (test/isolation/specs): races between sessions and the
+# sender.  Their own temporary instance, configured like the one above, in
+# the database where the enkash worker and sender run (enkash.database).
+ISOLATION = outbox_claims one_key_two_sessions
+ISOLATION_OPTS = --temp-instance=$(CURDIR)/tmp_check_iso --temp-config=$(CURDIR)/test/tmp/regress.conf \
+	--inputdir=$(srcdir)/test/isolation --outputdir=$(CURDIR)/output_iso
+
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.
 override with_llvm = no
 
@@ -38,6 +45,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp
+# (after PGXS, which sets its own default)
+ISOLATION_TESTDB = contrib_regression
+
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
 
 bench: ; bash test/bench/run.sh

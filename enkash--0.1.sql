@@ -81,10 +81,11 @@ SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log_id_seq', '');
 
 -- The outbox: requests queued in the caller's transaction and sent by the
--- enkash senders after it commits.  state: pending, sending, unknown (may
+-- enkash sender after it commits.  state: pending, sending, unknown (may
 -- have happened: checked with EnKash before a resend), succeeded, failed
 -- (EnKash declined, or the request is wrong: final), dead (gave up after
--- max_attempts; enkash_retry re-arms it).  errors holds every attempt's error.
+-- max_attempts; enkash_retry re-arms it).  errors holds every attempt's
+-- error; http_status and latency_ms are those of the last attempt.
 CREATE TABLE enkash.requests (
     id bigserial PRIMARY KEY,
     endpoint text NOT NULL,
@@ -97,6 +98,8 @@ CREATE TABLE enkash.requests (
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     sender_pid integer,
     response jsonb,
+    http_status integer,
+    latency_ms double precision,
     last_sqlstate text,
     last_error text,
     errors jsonb NOT NULL DEFAULT '[]',
@@ -108,9 +111,33 @@ CREATE TABLE enkash.requests (
 CREATE INDEX ON enkash.requests (next_attempt_at) WHERE state IN ('pending', 'unknown');
 CREATE INDEX ON enkash.requests (idempotency_key);
 COMMENT ON TABLE enkash.requests IS
-'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash senders.';
+'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash sender.';
 SELECT pg_catalog.pg_extension_config_dump('enkash.requests', '');
 SELECT pg_catalog.pg_extension_config_dump('enkash.requests_id_seq', '');
+
+-- How the sender takes due rows: a row is claimed by one caller only (SKIP
+-- LOCKED skips rows another transaction is claiming; a claimed row is no
+-- longer pending).  due_by lets a test claim rows the sender would not.
+CREATE FUNCTION enkash.claim_requests(max_rows integer, due_by timestamptz DEFAULT now())
+RETURNS SETOF enkash.requests
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- MATERIALIZED: the LIMIT must apply once, not per row of the UPDATE
+    WITH due AS MATERIALIZED (
+        SELECT id FROM enkash.requests
+        WHERE state IN ('pending', 'unknown') AND next_attempt_at <= due_by
+        ORDER BY next_attempt_at, id
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED)
+    UPDATE enkash.requests r
+    SET state = 'sending', attempts = r.attempts + 1, sender_pid = pg_backend_pid(),
+        updated_at = now()
+    FROM due WHERE r.id = due.id
+    RETURNING r.*
+$$;
+COMMENT ON FUNCTION enkash.claim_requests(integer, timestamptz) IS
+'The enkash sender''s claim: marks up to max_rows due queued requests "sending" for the calling process and returns them; rows being claimed by another transaction are skipped.';
 
 -- The queue at a glance.
 CREATE VIEW enkash.queue AS

@@ -216,9 +216,9 @@ define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("enkash.max_concurrency",
-							"Number of enkash senders sending queued requests at once.",
-							NULL, &enkash_max_concurrency, 2, 1, 64,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							"Queued requests the enkash sender has in flight at once.",
+							NULL, &enkash_max_concurrency, 2, 1, ENKASH_MAX_CONCURRENCY,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("enkash.max_attempts",
 							"Attempts after which a queued request is given up as dead.",
 							NULL, &enkash_max_attempts, 8, 1, 1000,

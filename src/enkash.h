@@ -104,6 +104,17 @@ extern void enkash_http_post(const char *url, const char *const *headers,
 							 int nheaders, const char *body, size_t body_len,
 							 bool may_resend, EnkashHttpResult *result);
 extern int	enkash_last_retry_after;
+
+/* The outbox sender's concurrent transfers (one multi handle, reused connections). */
+#define ENKASH_MAX_CONCURRENCY 256
+extern bool enkash_multi_start(int max, const char *url, const char *const *headers,
+							   int nheaders, const char *body, size_t body_len,
+							   bool may_resend, void *owner);
+extern int	enkash_multi_running(void);
+extern void enkash_multi_wait(long timeout_ms);
+extern bool enkash_multi_done(void **owner, EnkashHttpResult *result,
+							  int *retry_after);
+extern void enkash_multi_release(void);
 extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			pg_attribute_noreturn();
 
@@ -143,6 +154,10 @@ extern char *enkash_mask_request(const char *json, size_t len);
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len, const char *key);
+#define ENKASH_API_HEADERS 5
+#define ENKASH_BEARER_MAX 2100
+extern uint64 enkash_api_headers(const char **headers, char *bearer,
+								 const char *partner_header);
 extern void enkash_exchange(const EnkashEndpoint *endpoint, const char *json,
 							size_t len, EnkashHttpResult *http,
 							volatile bool *request_left);
@@ -159,6 +174,16 @@ extern ErrorData *enkash_current_error(MemoryContext cxt);
 extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
 								const char *json, size_t len,
 								const char *key);
+extern Jsonb *enkash_finish_sent(const EnkashEndpoint *endpoint, const char *json,
+								 size_t len, const char *key, int64 key_id,
+								 int64 audit_id, const EnkashHttpResult *http,
+								 uint64 token_generation, const char *role,
+								 ErrorData **error);
+extern void enkash_finish_unsent(const EnkashEndpoint *endpoint, const char *json,
+								 size_t len, const char *key, int64 key_id,
+								 int64 audit_id, ErrorData *edata, const char *role);
+extern char *enkash_request_fingerprint(const EnkashEndpoint *endpoint,
+										const char *json, size_t len);
 extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 							  const EnkashEndpoint **endpoint, char **key);
 extern const EnkashEndpoint *enkash_raw_call_args(FunctionCallInfo fcinfo,

@@ -1097,6 +1097,102 @@ process_audits_together(LedgerSlot **batch, int count, MemoryContext outer)
 	CurrentResourceOwner = owner;
 }
 
+/* ---------------------------------------------------------------------
+ * The outbox sender writes its own rows, many to a commit
+ * ---------------------------------------------------------------------
+ */
+
+/* A slot in local memory, for running the worker's statements here. */
+static LedgerSlot *
+local_slot(LedgerOp op)
+{
+	LedgerSlot *slot = palloc(sizeof(LedgerSlot));
+
+	slot->op = op;
+	slot->pid = MyProcPid;
+	slot->key_id = slot->audit_id = 0;
+	slot_reset_fields(slot);
+	prepare_plans();
+	return slot;
+}
+
+/*
+ * Claims a key that has never been used, with its "sent" audit row, in the
+ * caller's transaction (SPI connected).  False, with nothing written, if
+ * the key exists, or before the worker has marked a past life's in-flight
+ * keys unknown: such a call takes the ordinary path.
+ */
+bool
+enkash_ledger_claim_new(const char *endpoint, const char *key,
+						const char *fingerprint, const char *request,
+						const char *role, int64 *key_id, int64 *audit_id)
+{
+	LedgerSlot *slot;
+	Datum		v[6];
+	char		n[6];
+	bool		isnull;
+	bool		swept;
+
+	LWLockAcquire(ledger->lock, LW_SHARED);
+	swept = ledger->swept;
+	LWLockRelease(ledger->lock);
+	if (!swept)
+		return false;
+
+	slot = local_slot(OP_CLAIM);
+	slot_put(slot, F_ENDPOINT, endpoint, false);
+	slot_put(slot, F_KEY, key, false);
+	slot_put(slot, F_ROLE, role, false);
+	slot_put(slot, F_REQUEST, request, true);
+	v[0] = text_arg(endpoint, n, 0);
+	v[1] = text_arg(key, n, 1);
+	v[2] = text_arg(fingerprint, n, 2);
+	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
+	v[4] = text_arg(role, n, 4);
+	v[5] = Int32GetDatum(MyProcPid);
+	n[5] = ' ';
+	if (SPI_execute_plan(plan_claim_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not claim the key in enkash.idempotency_keys");
+	if (SPI_processed != 1)
+	{
+		pfree(slot);
+		return false;
+	}
+	*key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	*audit_id = insert_sent_audit(slot, *key_id, v[3], n[3]);
+	pfree(slot);
+	return true;
+}
+
+/*
+ * Records the outcome of a key and its send (key_id 0: an audit row of its
+ * own), in the caller's transaction: FINISH (or AUDIT) as the worker does it.
+ */
+void
+enkash_ledger_finish_here(int64 key_id, int64 audit_id, LedgerState state,
+						  const char *payload, const char *err_sqlstate,
+						  const char *err_message, const char *err_detail,
+						  const char *role, const LedgerExchange *exchange)
+{
+	LedgerSlot *slot = local_slot(key_id || audit_id ? OP_FINISH : OP_AUDIT);
+
+	slot->key_id = key_id;
+	slot->audit_id = audit_id;
+	slot->key_state = state;
+	slot_put(slot, F_ROLE, role, false);
+	slot_put_exchange(slot, exchange);
+	slot_put(slot, F_PAYLOAD, payload, true);
+	slot_put(slot, F_ERR_SQLSTATE, err_sqlstate, false);
+	slot_put(slot, F_ERR_MESSAGE, err_message, false);
+	slot_put(slot, F_ERR_DETAIL, err_detail, false);
+	if (slot->op == OP_FINISH)
+		process_finish(slot);
+	else
+		process_audit(slot);
+	pfree(slot);
+}
+
 /* A claim whose backend left before hearing the answer is undone. */
 static void
 undo_abandoned_claim(LedgerSlot *slot)

@@ -93,6 +93,15 @@ extern void enkash_ledger_note_drop(Oid dboid);
 extern Oid	enkash_ledger_dropping(void);
 extern void enkash_ledger_attach_launcher(void);
 
+/* The outbox sender, in its own transaction */
+extern bool enkash_ledger_claim_new(const char *endpoint, const char *key,
+									const char *fingerprint, const char *request,
+									const char *role, int64 *key_id, int64 *audit_id);
+extern void enkash_ledger_finish_here(int64 key_id, int64 audit_id, LedgerState state,
+									  const char *payload, const char *err_sqlstate,
+									  const char *err_message, const char *err_detail,
+									  const char *role, const LedgerExchange *exchange);
+
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);
 extern bool enkash_ledger_process(void);

@@ -97,6 +97,55 @@ audit_outcome(LedgerState state)
 }
 
 /*
+ * Records the outcome of a claimed call's exchange: through the worker
+ * (role NULL: committed before we return), or, for the outbox sender, in
+ * the caller's own transaction.  An exchange with no key (not money) gets
+ * its audit row only.
+ */
+static Jsonb *
+record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
+				const char *key, int64 key_id, int64 audit_id,
+				const EnkashHttpResult *http, const EnkashAnswer *answer,
+				Jsonb *payload, ErrorData *edata, bool request_left,
+				const char *role)
+{
+	LedgerExchange x;
+	LedgerState state = LEDGER_SUCCEEDED;
+	Jsonb	   *masked = NULL;
+	char	   *stored = NULL;
+
+	enkash_describe_exchange(&x, ep, key, json, len,
+							 http && http->outcome == ENKASH_HTTP_OK ? http : NULL,
+							 edata ? NULL : answer);
+	if (edata)
+	{
+		state = state_after_error(edata->sqlerrcode, request_left, http);
+		x.outcome = key_id ? audit_outcome(state) : "error";
+		x.sqlstate = unpack_sql_state(edata->sqlerrcode);
+		x.message = edata->message;
+	}
+	else
+	{
+		masked = enkash_mask(payload);
+		x.outcome = "ok";
+		stored = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
+	}
+	if (role == NULL)
+		enkash_ledger_finish(key_id, audit_id, state, stored,
+							 state == LEDGER_FAILED ? x.sqlstate : NULL,
+							 state == LEDGER_FAILED ? edata->message : NULL,
+							 state == LEDGER_FAILED ? edata->detail : NULL,
+							 &x, true);
+	else
+		enkash_ledger_finish_here(key_id, audit_id, state, stored,
+								  state == LEDGER_FAILED ? x.sqlstate : NULL,
+								  state == LEDGER_FAILED ? edata->message : NULL,
+								  state == LEDGER_FAILED ? edata->detail : NULL,
+								  role, &x);
+	return masked;
+}
+
+/*
  * Sends a claimed money call and records its outcome, committed before we
  * return or the error goes on: a retry right after sees the final state.
  */
@@ -109,8 +158,6 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	EnkashAnswer answer = {0};
 	volatile bool request_left = false;
 	Jsonb	   *payload;
-	Jsonb	   *stored;
-	LedgerExchange x;
 
 	PG_TRY();
 	{
@@ -120,29 +167,74 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	PG_CATCH();
 	{
 		ErrorData  *edata = enkash_current_error(cxt);
-		LedgerState state = state_after_error(edata->sqlerrcode, request_left, &http);
 
-		enkash_describe_exchange(&x, ep, key, json, len,
-								 http.outcome == ENKASH_HTTP_OK ? &http : NULL, NULL);
-		x.outcome = audit_outcome(state);
-		x.sqlstate = unpack_sql_state(edata->sqlerrcode);
-		x.message = edata->message;
-		enkash_ledger_finish(key_id, audit_id, state, NULL,
-							 state == LEDGER_FAILED ? x.sqlstate : NULL,
-							 state == LEDGER_FAILED ? edata->message : NULL,
-							 state == LEDGER_FAILED ? edata->detail : NULL,
-							 &x, true);
+		(void) record_exchange(ep, json, len, key, key_id, audit_id, &http, NULL,
+							   NULL, edata, request_left, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	enkash_describe_exchange(&x, ep, key, json, len, &http, &answer);
-	x.outcome = "ok";
-	stored = enkash_mask(payload);
-	enkash_ledger_finish(key_id, audit_id, LEDGER_SUCCEEDED,
-						 JsonbToCString(NULL, &stored->root, VARSIZE(stored)),
-						 NULL, NULL, NULL, &x, true);
+	(void) record_exchange(ep, json, len, key, key_id, audit_id, &http, &answer,
+						   payload, NULL, true, NULL);
 	return payload;
+}
+
+/*
+ * The outbox sender's half of send_claimed: the request went out on the
+ * sender's multi handle (key claimed by enkash_ledger_claim_new, or no key
+ * for a call that is not money) and this is what came back.  The outcome
+ * is written in the caller's transaction.  Returns the payload as stored
+ * (masked), or NULL with *error set to what a synchronous call would have
+ * raised.
+ */
+Jsonb *
+enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
+				   const char *key, int64 key_id, int64 audit_id,
+				   const EnkashHttpResult *http, uint64 token_generation,
+				   const char *role, ErrorData **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	EnkashAnswer answer = {0};
+	Jsonb	   *volatile payload = NULL;
+	ErrorData  *volatile edata = NULL;
+
+	/* Parsing touches nothing that needs a subtransaction to undo. */
+	PG_TRY();
+	{
+		if (http->outcome != ENKASH_HTTP_OK)
+			enkash_http_raise(ep->label, http);
+		/* a token EnKash no longer honours: the next attempt gets a new one */
+		if (http->status == 401)
+			enkash_token_invalidate(token_generation);
+		payload = enkash_parse_response(ep->label, http, &answer);
+	}
+	PG_CATCH();
+	{
+		edata = enkash_current_error(cxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+
+	*error = edata;
+	return record_exchange(ep, json, len, key, key_id, audit_id, http, &answer,
+						   payload, edata, true, role);
+}
+
+/* The same for a call that failed before its request could leave. */
+void
+enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
+					 const char *key, int64 key_id, int64 audit_id,
+					 ErrorData *edata, const char *role)
+{
+	(void) record_exchange(ep, json, len, key, key_id, audit_id, NULL, NULL, NULL,
+						   edata, false, role);
+}
+
+/* sha256(endpoint name, NUL, body) in hex, for the outbox's key claims. */
+char *
+enkash_request_fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
+{
+	return fingerprint(ep, json, len);
 }
 
 /* A string member of the request body, for the reconciliation look-up. */

@@ -5,14 +5,25 @@
  *	  after COMMIT from the enkash senders, exactly once, with retries.
  *
  * A row of enkash.requests commits with the caller's transaction or not at
- * all, so a rolled-back payroll row never sends anything.  The senders are
- * background workers; each claims one due row at a time with FOR UPDATE
- * SKIP LOCKED (no two senders hold a row), sends it through the same money
- * path as a synchronous call (idempotency key claimed first, unknown
- * outcomes reconciled with EnKash before any resend), and commits the
- * outcome.  Transient failures are retried with capped exponential backoff
- * and jitter; rows that exhaust enkash.max_attempts end "dead" with their
- * error history.
+ * all, so a rolled-back payroll row never sends anything.
+ *
+ * The enkash sender, one background worker, sends them concurrently: it
+ * claims due rows with enkash.claim_requests (FOR UPDATE SKIP LOCKED, so
+ * no two claimers hold a row) and, in the same transaction, the
+ * idempotency key of each new money call with its "sent" audit row; only
+ * after that commits does anything leave, on one curl multi handle with at
+ * most enkash.max_concurrency transfers in flight and connections reused.
+ * Outcomes are written as transfers finish, many to a commit, together
+ * with the next claims.  A row whose key was used before (a replay, a
+ * mismatch, an unknown outcome to reconcile with EnKash) takes the
+ * ordinary synchronous money path instead, one at a time.  Transient
+ * failures are retried with capped exponential backoff and jitter; rows
+ * that exhaust enkash.max_attempts end "dead" with their error history.
+ *
+ * Never blindly resent: a transfer that fails after its request may have
+ * left makes the key and the row unknown, and libcurl may not re-send a
+ * money body on its own (transport.c).  A sender that dies leaves rows
+ * "sending" and keys in flight; they count as unknown afterwards.
  *
  *-------------------------------------------------------------------------
  */
@@ -188,10 +199,16 @@ enkash_enqueue(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
- * Sending (in an enkash sender)
+ * Sending (in the enkash sender)
  * ---------------------------------------------------------------------
  */
 
+/* How often the sender looks for due rows while transfers are in flight. */
+#define CLAIM_POLL_MS 100
+/* How often rows left "sending" by a sender that died are looked for. */
+#define ORPHAN_CHECK_MS 5000
+
+/* A claimed row, from its claim to its recorded outcome. */
 typedef struct QueuedCall
 {
 	int64		id;
@@ -201,7 +218,20 @@ typedef struct QueuedCall
 	int			attempts;
 	int			max_attempts;
 	int			retry_after;	/* seconds EnKash asked us to wait, if any */
+
+	/* sent on the multi handle (else: the ordinary path, one at a time) */
+	const EnkashEndpoint *ep;
+	int64		key_id;			/* enkash.idempotency_keys.id, 0 if no key */
+	int64		audit_id;
+	uint64		token_generation;
+	ErrorData  *start_error;	/* failed before the request could leave */
+	MemoryContext cxt;			/* this call's memory */
+	struct QueuedCall *next;
 } QueuedCall;
+
+static MemoryContext sender_cxt = NULL;
+static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_outcome = NULL;
 
 static bool
 outbox_installed(void)
@@ -209,51 +239,66 @@ outbox_installed(void)
 	return OidIsValid(get_relname_relid("requests", get_namespace_oid("enkash", true)));
 }
 
-/* Claims the next due row for this sender; false if there is none. */
-static bool
-claim_next(QueuedCall *call, MemoryContext keep)
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
 {
-	bool		found = false;
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "enkash sender could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			claim_types[1] = {INT4OID};
+	Oid			outcome_types[8] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
+	FLOAT8OID, INT4OID, FLOAT8OID};
+
+	if (plan_outcome)
+		return;
+	plan_claim = keep_plan(
+		"SELECT id, endpoint, body::text, idempotency_key, attempts, max_attempts "
+		"FROM enkash.claim_requests($1)", 1, claim_types);
+	plan_outcome = keep_plan(
+		"UPDATE enkash.requests SET state = $2, response = coalesce($3, response), "
+		"  last_sqlstate = $4, last_error = $5, sender_pid = NULL, updated_at = now(), "
+		"  next_attempt_at = now() + make_interval(secs => $6), "
+		"  http_status = $7, latency_ms = $8, "
+		"  finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'dead') THEN now() END, "
+		"  errors = CASE WHEN $4 IS NULL THEN errors ELSE errors || jsonb_build_array("
+		"    jsonb_build_object('attempt', attempts, 'at', now(), 'sqlstate', $4, 'error', $5)) END "
+		"WHERE id = $1", 8, outcome_types);
+}
+
+/* A transaction with SPI and a snapshot, for the sender's own statements. */
+static void
+begin_work(void)
+{
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (outbox_installed())
-	{
-		Oid			types[1] = {INT4OID};
-		Datum		values[1] = {Int32GetDatum(MyProcPid)};
+}
 
-		if (SPI_execute_with_args(
-				"UPDATE enkash.requests SET state = 'sending', attempts = attempts + 1, "
-				"  sender_pid = $1, updated_at = now() "
-				"WHERE id = (SELECT id FROM enkash.requests "
-				"            WHERE state IN ('pending', 'unknown') AND next_attempt_at <= now() "
-				"            ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-				"RETURNING id, endpoint, body::text, idempotency_key, attempts, max_attempts",
-				1, types, values, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not claim a row of enkash.requests");
-		if (SPI_processed == 1)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			MemoryContext old = MemoryContextSwitchTo(keep);
-			bool		isnull;
-
-			call->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-			call->endpoint = SPI_getvalue(tuple, desc, 2);
-			call->body = SPI_getvalue(tuple, desc, 3);
-			call->key = SPI_getvalue(tuple, desc, 4);
-			call->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
-			call->max_attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
-			MemoryContextSwitchTo(old);
-			found = true;
-		}
-	}
+static void
+commit_work(void)
+{
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return found;
+}
+
+/* In PG_CATCH: logs the error and ends the transaction, back in cxt. */
+static void
+log_and_abort(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
 }
 
 /* What an error means for a queued row. */
@@ -293,57 +338,65 @@ backoff_seconds(int attempts)
 	return step * (0.5 + 0.5 * pg_prng_double(&pg_global_prng_state));
 }
 
+/*
+ * Writes a row's outcome in the current transaction (SPI connected).
+ * error NULL: succeeded with response; else the state follows from it.
+ */
 static void
-record_outcome(const QueuedCall *call, const char *state, const char *response,
-			   const char *sqlstate, const char *message)
+write_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
+			  const EnkashHttpResult *http)
 {
-	Oid			types[6] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, FLOAT8OID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	const char *state = error ? state_after(error->sqlerrcode,
+											call->attempts >= call->max_attempts)
+		: "succeeded";
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	double		wait;
 
-	values[0] = Int64GetDatum(call->id);
-	values[1] = CStringGetTextDatum(state);
-	values[2] = response ? DirectFunctionCall1(jsonb_in, CStringGetDatum(response)) : (Datum) 0;
-	nulls[2] = response ? ' ' : 'n';
-	values[3] = sqlstate ? CStringGetTextDatum(sqlstate) : (Datum) 0;
-	nulls[3] = sqlstate ? ' ' : 'n';
-	values[4] = message ? CStringGetTextDatum(message) : (Datum) 0;
-	nulls[4] = message ? ' ' : 'n';
+	prepare_plans();
 	/*
 	 * "unknown" waits for EnKash to finish, as a synchronous retry would;
 	 * and EnKash's Retry-After (429, 503) is honoured.
 	 */
-	values[5] = Float8GetDatum(Max(strcmp(state, "unknown") == 0 ?
-								   Max(backoff_seconds(call->attempts),
-									   enkash_unknown_grace_ms / 1000.0) :
-								   backoff_seconds(call->attempts),
-								   (double) call->retry_after));
+	wait = backoff_seconds(call->attempts);
+	if (strcmp(state, "unknown") == 0)
+		wait = Max(wait, enkash_unknown_grace_ms / 1000.0);
+	wait = Max(wait, (double) call->retry_after);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args(
-			"UPDATE enkash.requests SET state = $2, response = coalesce($3, response), "
-			"  last_sqlstate = $4, last_error = $5, sender_pid = NULL, updated_at = now(), "
-			"  next_attempt_at = now() + make_interval(secs => $6), "
-			"  finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'dead') THEN now() END, "
-			"  errors = CASE WHEN $4 IS NULL THEN errors ELSE errors || jsonb_build_array("
-			"    jsonb_build_object('attempt', attempts, 'at', now(), 'sqlstate', $4, 'error', $5)) END "
-			"WHERE id = $1", 6, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+	values[0] = Int64GetDatum(call->id);
+	values[1] = CStringGetTextDatum(state);
+	values[2] = response ? JsonbPGetDatum(response) : (Datum) 0;
+	nulls[2] = response ? ' ' : 'n';
+	values[3] = error ? CStringGetTextDatum(unpack_sql_state(error->sqlerrcode)) : (Datum) 0;
+	nulls[3] = error ? ' ' : 'n';
+	values[4] = error && error->message ? CStringGetTextDatum(error->message) : (Datum) 0;
+	nulls[4] = error && error->message ? ' ' : 'n';
+	values[5] = Float8GetDatum(wait);
+	values[6] = Int32GetDatum(http && http->outcome == ENKASH_HTTP_OK ? (int32) http->status : 0);
+	nulls[6] = http && http->outcome == ENKASH_HTTP_OK ? ' ' : 'n';
+	values[7] = Float8GetDatum(http ? http->seconds * 1000.0 : 0);
+	nulls[7] = http ? ' ' : 'n';
+	if (SPI_execute_plan(plan_outcome, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the outcome in enkash.requests");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
-/* Sends one claimed row through the normal path and records what happened. */
+/* The same in a transaction of its own (the ordinary path, fallbacks). */
+static void
+record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
+			   const EnkashHttpResult *http)
+{
+	begin_work();
+	write_outcome(call, response, error, http);
+	commit_work();
+}
+
+/* Sends one claimed row through the ordinary path and records what happened. */
 static void
 send_call(QueuedCall *call)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	const EnkashEndpoint *ep = enkash_endpoint_by_name(call->endpoint);
-	char	   *volatile response = NULL;
+	Jsonb	   *volatile response = NULL;
 	ErrorData  *volatile edata = NULL;
 
 	SetCurrentStatementStartTimestamp();
@@ -358,8 +411,8 @@ send_call(QueuedCall *call)
 					 errmsg("unknown EnKash endpoint \"%s\"", call->endpoint)));
 		payload = enkash_send(ep, call->body, strlen(call->body), call->key);
 		payload = enkash_mask(payload);
-		response = MemoryContextStrdup(cxt, JsonbToCString(NULL, &payload->root,
-														   VARSIZE(payload)));
+		response = (Jsonb *) MemoryContextAlloc(cxt, VARSIZE(payload));
+		memcpy(response, payload, VARSIZE(payload));
 		CommitTransactionCommand();
 	}
 	PG_CATCH();
@@ -373,22 +426,14 @@ send_call(QueuedCall *call)
 	MemoryContextSwitchTo(cxt);
 
 	call->retry_after = enkash_last_retry_after;
-	if (edata == NULL)
-		record_outcome(call, "succeeded", response, NULL, NULL);
-	else
-		record_outcome(call, state_after(edata->sqlerrcode,
-										 call->attempts >= call->max_attempts),
-					   NULL, unpack_sql_state(edata->sqlerrcode), edata->message);
+	record_outcome(call, response, edata, NULL);
 }
 
 /* Rows left "sending" by a sender that is gone may have been sent. */
 static void
 release_orphans(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	begin_work();
 	if (outbox_installed() &&
 		SPI_execute("UPDATE enkash.requests SET state = 'unknown', sender_pid = NULL, "
 					"  next_attempt_at = now(), updated_at = now() "
@@ -398,32 +443,321 @@ release_orphans(void)
 		ereport(LOG,
 				(errmsg("enkash sender: %llu queued requests were being sent by a sender that stopped; they will be checked with EnKash before any resend",
 						(unsigned long long) SPI_processed)));
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	commit_work();
+}
+
+/* Calls claimed by the current transaction: for the multi handle, or not. */
+static QueuedCall *claimed_multi = NULL;
+static QueuedCall *claimed_ordinary = NULL;
+
+/*
+ * Claims up to room due rows, and for each new money call its key, in the
+ * current transaction, onto claimed_multi and claimed_ordinary.
+ */
+static void
+claim_rows(int room, const char *role)
+{
+	Datum		arg = Int32GetDatum(room);
+	SPITupleTable *rows;
+	uint64		nrows;
+
+	prepare_plans();
+	if (SPI_execute_plan(plan_claim, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim rows of enkash.requests");
+	/* the key claims below run statements of their own */
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		HeapTuple	tuple = rows->vals[r];
+		TupleDesc	desc = rows->tupdesc;
+		MemoryContext cxt = AllocSetContextCreate(sender_cxt, "enkash queued call",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		QueuedCall *call = palloc0(sizeof(QueuedCall));
+		bool		isnull;
+		bool		on_multi;
+
+		call->cxt = cxt;
+		call->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		call->endpoint = SPI_getvalue(tuple, desc, 2);
+		call->body = SPI_getvalue(tuple, desc, 3);
+		call->key = SPI_getvalue(tuple, desc, 4);
+		call->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
+		call->max_attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
+		call->ep = enkash_endpoint_by_name(call->endpoint);
+		MemoryContextSwitchTo(old);
+
+		/*
+		 * A money call whose key has never been used goes out at once; any
+		 * other state of its key needs the ordinary path's decisions.
+		 */
+		if (call->ep == NULL)
+			on_multi = false;
+		else if (call->ep->kind != ENKASH_MONEY)
+			on_multi = true;
+		else
+		{
+			size_t		len = strlen(call->body);
+
+			on_multi = call->key != NULL &&
+				enkash_ledger_claim_new(call->ep->name, call->key,
+										enkash_request_fingerprint(call->ep, call->body, len),
+										enkash_mask_request(call->body, len),
+										role, &call->key_id, &call->audit_id);
+		}
+		if (on_multi)
+		{
+			call->next = claimed_multi;
+			claimed_multi = call;
+		}
+		else
+		{
+			call->next = claimed_ordinary;
+			claimed_ordinary = call;
+		}
+	}
+}
+
+static void
+forget_call(QueuedCall *call)
+{
+	MemoryContextDelete(call->cxt);
+}
+
+static void
+forget_calls(QueuedCall *calls)
+{
+	while (calls)
+	{
+		QueuedCall *next = calls->next;
+
+		forget_call(calls);
+		calls = next;
+	}
+}
+
+/* Writes the outcome of a finished (or failed to start) transfer. */
+static void
+record_sent(QueuedCall *call, const EnkashHttpResult *http, const char *role)
+{
+	ErrorData  *error = call->start_error;
+	Jsonb	   *response = NULL;
+	size_t		len = strlen(call->body);
+
+	if (error)
+		enkash_finish_unsent(call->ep, call->body, len, call->key, call->key_id,
+							 call->audit_id, error, role);
+	else
+		response = enkash_finish_sent(call->ep, call->body, len, call->key,
+									  call->key_id, call->audit_id, http,
+									  call->token_generation, role, &error);
+	write_outcome(call, response, error, call->start_error ? NULL : http);
+}
+
+/* A finished transfer, between enkash_multi_done and its recorded outcome. */
+typedef struct Finished
+{
+	QueuedCall *call;
+	EnkashHttpResult http;
+} Finished;
+
+/* Records one outcome in a transaction of its own, after a failed batch. */
+static void
+record_alone(Finished *done)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		begin_work();
+		record_sent(done->call, &done->http, GetUserNameFromId(GetUserId(), false));
+		commit_work();
+	}
+	PG_CATCH();
+	{
+		/* its row stays "sending": unknown once this sender is gone */
+		log_and_abort(cxt);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Records the outcomes of finished transfers and claims up to room new
+ * rows, in one transaction; the claimed calls are left in claimed_multi
+ * (to start) and claimed_ordinary.  If that transaction fails, the
+ * outcomes are written one per transaction, and nothing is claimed.
+ */
+static void
+record_and_claim(Finished *done, int ndone, int room)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		char	   *role;
+
+		begin_work();
+		role = GetUserNameFromId(GetUserId(), false);
+		for (int i = 0; i < ndone; i++)
+			record_sent(done[i].call, &done[i].http, role);
+		if (room > 0 && outbox_installed())
+			claim_rows(room, role);
+		commit_work();
+	}
+	PG_CATCH();
+	{
+		log_and_abort(cxt);
+		/* the claims were rolled back with it */
+		forget_calls(claimed_multi);
+		forget_calls(claimed_ordinary);
+		claimed_multi = claimed_ordinary = NULL;
+		for (int i = 0; i < ndone; i++)
+			record_alone(&done[i]);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	for (int i = 0; i < ndone; i++)
+		forget_call(done[i].call);
+}
+
+/* Puts a claimed call on the wire (the key, if any, is committed). */
+static void
+start_call(QueuedCall *call)
+{
+	const char *base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
+	const char *partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
+	char	   *url = psprintf("%s%s", base_url, enkash_endpoint_path(call->ep));
+	char	   *partner_header = psprintf("partnerId: %s", partner_id);
+	char		bearer[ENKASH_BEARER_MAX];
+	const char *headers[ENKASH_API_HEADERS];
+	size_t		len = strlen(call->body);
+	const char *body = call->body;
+
+	if (enkash_encrypt)
+		body = enkash_seal_body(call->body, len, &len);
+	call->token_generation = enkash_api_headers(headers, bearer, partner_header);
+	PG_TRY();
+	{
+		/* Only look-ups may be re-sent by libcurl after a dead connection. */
+		if (!enkash_multi_start(ENKASH_MAX_CONCURRENCY, url, headers, lengthof(headers),
+								body, len, call->ep->kind == ENKASH_READ, call))
+			elog(ERROR, "no free transfer for a queued request");
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(bearer, sizeof(bearer));
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Starts the calls, in a transaction (a token may have to be fetched).  A
+ * call that cannot start is kept in *failed with its error, to be recorded
+ * with the next outcomes.
+ */
+static void
+start_calls(QueuedCall *calls, QueuedCall **failed)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	QueuedCall *volatile next = calls;
+
+	while (next)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PG_TRY();
+		{
+			for (; next; next = next->next)
+				start_call(next);
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			QueuedCall *call = next;
+
+			MemoryContextSwitchTo(call->cxt);
+			call->start_error = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			next = call->next;
+			call->next = *failed;
+			*failed = call;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+	}
+}
+
+/* The sender keeps the token fresh and tidies after crashes. */
+static void
+tidy(TimestampTz *last_orphan_check)
+{
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		enkash_token_refresh_if_due();
+		CommitTransactionCommand();
+		if (TimestampDifferenceExceeds(*last_orphan_check, GetCurrentTimestamp(),
+									   ORPHAN_CHECK_MS))
+		{
+			release_orphans();
+			*last_orphan_check = GetCurrentTimestamp();
+		}
+	}
+	PG_CATCH();
+	{
+		log_and_abort(CurrentMemoryContext);
+	}
+	PG_END_TRY();
+}
+
+/* A call that needs the ordinary path's decisions (replay, reconcile, ...). */
+static void
+send_ordinary(QueuedCall *call)
+{
+	pgstat_report_activity(STATE_RUNNING, "enkash: sending a queued request");
+	PG_TRY();
+	{
+		send_call(call);
+	}
+	PG_CATCH();
+	{
+		log_and_abort(CurrentMemoryContext);
+	}
+	PG_END_TRY();
 }
 
 void
 enkash_sender_main(Datum arg)
 {
-	int			role;
-	MemoryContext call_cxt;
-	static TimestampTz last_orphan_check = 0;
+	TimestampTz last_orphan_check = 0;
+	TimestampTz last_claim = 0;
+	QueuedCall *failed = NULL;
+	Finished   *done;
+	bool		slept = true;
 
-	memcpy(&role, MyBgworkerEntry->bgw_extra, sizeof(role));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 	/* Its SQL runs as a superuser: ignore ALTER DATABASE/ROLE ... SET search_path. */
 	SetConfigOption("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
-	call_cxt = AllocSetContextCreate(TopMemoryContext, "enkash sender call",
-									 ALLOCSET_DEFAULT_SIZES);
+	sender_cxt = AllocSetContextCreate(TopMemoryContext, "enkash sender",
+									   ALLOCSET_DEFAULT_SIZES);
+	done = MemoryContextAlloc(sender_cxt, sizeof(Finished) * ENKASH_MAX_CONCURRENCY);
 
 	for (;;)
 	{
-		QueuedCall	call;
-		volatile bool sent = false;
+		QueuedCall *ordinary = NULL;
+		QueuedCall *multi = NULL;
+		bool		busy = false;
+		int			ndone = 0;
+		int			nfinished;
+		int			room;
+		void	   *owner;
+		int			retry_after;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -431,39 +765,61 @@ enkash_sender_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		now = GetCurrentTimestamp();
 
-		PG_TRY();
-		{
-			/* One sender keeps the token fresh and tidies after crashes. */
-			if (role == 1)
-			{
-				StartTransactionCommand();
-				enkash_token_refresh_if_due();
-				CommitTransactionCommand();
-				if (TimestampDifferenceExceeds(last_orphan_check, GetCurrentTimestamp(), 5000))
-				{
-					release_orphans();
-					last_orphan_check = GetCurrentTimestamp();
-				}
-			}
-			if (claim_next(&call, call_cxt))
-			{
-				pgstat_report_activity(STATE_RUNNING, "enkash: sending a queued request");
-				send_call(&call);
-				pgstat_report_activity(STATE_IDLE, NULL);
-				sent = true;
-			}
-		}
-		PG_CATCH();
-		{
-			EmitErrorReport();
-			AbortCurrentTransaction();
-			FlushErrorState();
-		}
-		PG_END_TRY();
-		MemoryContextReset(call_cxt);
+		tidy(&last_orphan_check);
 
-		if (!sent)
+		/* What finished, and what could not even start. */
+		while (enkash_multi_done(&owner, &done[ndone].http, &retry_after))
+		{
+			done[ndone].call = owner;
+			done[ndone].call->retry_after = retry_after;
+			ndone++;
+		}
+		nfinished = ndone;
+		while (failed && ndone < ENKASH_MAX_CONCURRENCY)
+		{
+			done[ndone].call = failed;
+			memset(&done[ndone].http, 0, sizeof(EnkashHttpResult));
+			failed = failed->next;
+			ndone++;
+		}
+
+		room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
+		if (ndone > 0 || slept ||
+			(room > 0 && TimestampDifferenceExceeds(last_claim, now, CLAIM_POLL_MS)))
+		{
+			record_and_claim(done, ndone, Max(room, 0));
+			enkash_multi_release();
+			last_claim = now;
+			multi = claimed_multi;
+			ordinary = claimed_ordinary;
+			claimed_multi = claimed_ordinary = NULL;
+			busy = multi != NULL || ordinary != NULL;
+			start_calls(multi, &failed);
+		}
+		slept = false;
+
+		/* Calls that need the ordinary path's decisions, one at a time. */
+		while (ordinary)
+		{
+			QueuedCall *call = ordinary;
+
+			send_ordinary(call);
+			ordinary = call->next;
+			forget_call(call);
+		}
+
+		if (enkash_multi_running() > 0)
+		{
+			pgstat_report_activity(STATE_RUNNING, "enkash: sending queued requests");
+			enkash_multi_wait(CLAIM_POLL_MS);
+		}
+		else if (!busy && failed == NULL)
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
 			enkash_outbox_sleep(1000);
+			slept = true;
+		}
 	}
 }

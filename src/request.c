@@ -16,8 +16,6 @@
 #include "envelope.h"
 #include "ledger.h"
 
-#define BEARER_MAX 2100
-
 /* The cipher for the current credentials, kept to avoid per-call setup. */
 static EnvelopeCipher cipher;
 static uint64 cipher_version = 0;
@@ -79,24 +77,38 @@ enkash_open_body(const char *b64, size_t len, size_t *out_len, const char **why)
 	return out;
 }
 
+/*
+ * The headers of an authenticated API call, the bearer header written into
+ * the caller's buffer (ENKASH_BEARER_MAX bytes, to be wiped after the call).
+ * Returns the token's generation, for enkash_token_invalidate.
+ */
+uint64
+enkash_api_headers(const char **headers, char *bearer, const char *partner_header)
+{
+	uint64		generation;
+
+	strcpy(bearer, "authorization: Bearer ");
+	generation = enkash_token_get(bearer + strlen(bearer),
+								  ENKASH_BEARER_MAX - strlen(bearer));
+	headers[0] = bearer;
+	headers[1] = partner_header;
+	headers[2] = "Content-Type: application/json";
+	headers[3] = "Accept: application/json";
+	headers[4] = "Expect:";		/* no 100-continue round trip */
+	return generation;
+}
+
 /* One POST with the current token; returns the token's generation. */
 static uint64
 post_with_token(const char *url, const char *partner_header, const char *body,
 				size_t body_len, bool may_resend, EnkashHttpResult *http,
 				volatile bool *request_left)
 {
-	char		bearer[BEARER_MAX];
+	char		bearer[ENKASH_BEARER_MAX];
 	uint64		generation;
-	const char *headers[5];
+	const char *headers[ENKASH_API_HEADERS];
 
-	strcpy(bearer, "authorization: Bearer ");
-	generation = enkash_token_get(bearer + strlen(bearer),
-								  sizeof(bearer) - strlen(bearer));
-	headers[0] = bearer;
-	headers[1] = partner_header;
-	headers[2] = "Content-Type: application/json";
-	headers[3] = "Accept: application/json";
-	headers[4] = "Expect:";		/* no 100-continue round trip */
+	generation = enkash_api_headers(headers, bearer, partner_header);
 
 	PG_TRY();
 	{

@@ -1,14 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * transport.c
- *	  HTTP POST over libcurl, one connection cache per backend.
+ *	  HTTP POST over libcurl: one call at a time for SQL, many at once for
+ *	  the outbox sender.
  *
- * One easy handle and one multi handle live for the whole backend so that
- * TCP and TLS connections are reused between calls.  The transfer is driven
- * by our own loop rather than curl_easy_perform() so that cancellation,
- * statement_timeout and termination are noticed within a tenth of a second
- * and handled outside libcurl: never ereport from inside a curl callback
- * (a longjmp through libcurl corrupts it), and never palloc there either.
+ * A backend has one easy handle on one multi handle for its whole life, so
+ * that TCP and TLS connections are reused between calls.  The transfer is
+ * driven by our own loop rather than curl_easy_perform() so that
+ * cancellation, statement_timeout and termination are noticed within a
+ * tenth of a second and handled outside libcurl.  The outbox sender adds a
+ * second multi handle with up to enkash.max_concurrency easy handles in
+ * flight at once, sharing one connection cache.
+ *
+ * Never ereport from inside a curl callback (a longjmp through libcurl
+ * corrupts it), and never palloc there either: the buffers callbacks touch
+ * are malloc'd.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,35 +32,61 @@
 /* Retry-After (seconds) of the last answer, for the outbox's backoff. */
 int			enkash_last_retry_after = 0;
 
-static CURLM *multi = NULL;
-static CURL *easy = NULL;
-static char curl_error[CURL_ERROR_SIZE];	/* libcurl's own words on a failure */
-
-/* The response body, reused across calls; grown with realloc, not palloc. */
-static char *body_buf = NULL;
-static size_t body_cap = 0;
-static size_t body_len = 0;
-static size_t body_limit = 0;
-static bool body_overflow = false;
-
 /*
- * The request body when it must never be re-sent: handed to libcurl through
- * a read callback that cannot seek.  libcurl silently re-sends a request
- * whose reused connection died before any answer (the server may well have
- * acted on it); rewinding is the step it needs for that, so refusing to
- * rewind turns that blind re-send into an error we can report as unknown.
+ * One easy handle and what its callbacks fill.  Everything a callback
+ * touches lives here, in malloc'd memory.
  */
-static const char *upload_data = NULL;
-static size_t upload_len = 0;
-static size_t upload_pos = 0;
+typedef struct Transfer
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char		error[CURL_ERROR_SIZE]; /* libcurl's own words on a failure */
+
+	/*
+	 * The request body, copied.  When it must never be re-sent it is handed
+	 * to libcurl through a read callback that cannot seek: libcurl silently
+	 * re-sends a request whose reused connection died before any answer
+	 * (the server may well have acted on it); rewinding is the step it needs
+	 * for that, so refusing to rewind turns that blind re-send into an error
+	 * we can report as unknown.
+	 */
+	char	   *upload;
+	size_t		upload_cap;
+	size_t		upload_len;
+	size_t		upload_pos;
+
+	/* The response body, grown with realloc, reused across calls. */
+	char	   *body;
+	size_t		body_cap;
+	size_t		body_len;
+	size_t		body_limit;
+	bool		body_overflow;
+
+	/* outbox transfers */
+	bool		running;
+	bool		done;
+	CURLcode	code;
+	void	   *owner;
+} Transfer;
+
+/* The synchronous path of this backend. */
+static CURLM *multi = NULL;
+static Transfer sync_xfer;
+
+/* The outbox sender's transfers, all on one multi handle. */
+static CURLM *out_multi = NULL;
+static Transfer *out_xfers = NULL;
+static int	out_count = 0;
+static int	out_running = 0;
 
 static size_t
 supply_body(char *buffer, size_t size, size_t nitems, void *userdata)
 {
-	size_t		n = Min(size * nitems, upload_len - upload_pos);
+	Transfer   *t = userdata;
+	size_t		n = Min(size * nitems, t->upload_len - t->upload_pos);
 
-	memcpy(buffer, upload_data + upload_pos, n);
-	upload_pos += n;
+	memcpy(buffer, t->upload + t->upload_pos, n);
+	t->upload_pos += n;
 	return n;
 }
 
@@ -67,62 +99,129 @@ refuse_rewind(void *userdata, curl_off_t offset, int origin)
 static size_t
 collect_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
+	Transfer   *t = userdata;
 	size_t		n = size * nmemb;
 
-	if (body_len + n > body_limit)
+	if (t->body_len + n > t->body_limit)
 	{
-		body_overflow = true;
+		t->body_overflow = true;
 		return 0;				/* makes libcurl stop with CURLE_WRITE_ERROR */
 	}
-	if (body_len + n + 1 > body_cap)
+	if (t->body_len + n + 1 > t->body_cap)
 	{
-		size_t		cap = Max(body_cap * 2, body_len + n + 1);
-		char	   *grown = realloc(body_buf, cap);
+		size_t		cap = Max(t->body_cap * 2, t->body_len + n + 1);
+		char	   *grown = realloc(t->body, cap);
 
 		if (grown == NULL)
 			return 0;
-		body_buf = grown;
-		body_cap = cap;
+		t->body = grown;
+		t->body_cap = cap;
 	}
-	memcpy(body_buf + body_len, data, n);
-	body_len += n;
+	memcpy(t->body + t->body_len, data, n);
+	t->body_len += n;
 	return n;
 }
 
+pg_attribute_noreturn()
 static void
-setup_handles(void)
+out_of_memory(void)
 {
-	if (easy != NULL)
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("out of memory")));
+}
+
+/* Creates the easy handle of a transfer, with the settings that never change. */
+static void
+transfer_init(Transfer *t)
+{
+	if (t->easy != NULL)
 		return;
-	multi = curl_multi_init();
-	easy = curl_easy_init();
-	if (multi == NULL || easy == NULL)
-	{
-		if (easy)
-			curl_easy_cleanup(easy);
-		if (multi)
-			curl_multi_cleanup(multi);
-		easy = NULL;
-		multi = NULL;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create an HTTP client for EnKash")));
-	}
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, collect_body);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, supply_body);
+	curl_easy_setopt(t->easy, CURLOPT_READDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
+	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "enkash-postgresql/0.1");
+}
 
-	/* Settings that never change for this backend. */
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_error);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect_body);
-	curl_easy_setopt(easy, CURLOPT_READFUNCTION, supply_body);
-	curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "enkash-postgresql/0.1");
+/*
+ * Sets up one POST on a transfer: headers, a copy of the body, timeouts.
+ * Unless may_resend, libcurl is kept from re-sending the body on its own.
+ */
+static void
+transfer_prepare(Transfer *t, const char *url, const char *const *headers,
+				 int nheaders, const char *body, size_t len, bool may_resend)
+{
+	struct curl_slist *list = NULL;
+
+	for (int i = 0; i < nheaders; i++)
+	{
+		struct curl_slist *grown = curl_slist_append(list, headers[i]);
+
+		if (grown == NULL)
+		{
+			curl_slist_free_all(list);
+			out_of_memory();
+		}
+		list = grown;
+	}
+	if (len + 1 > t->upload_cap)
+	{
+		char	   *grown = realloc(t->upload, len + 1);
+
+		if (grown == NULL)
+		{
+			curl_slist_free_all(list);
+			out_of_memory();
+		}
+		t->upload = grown;
+		t->upload_cap = len + 1;
+	}
+	memcpy(t->upload, body, len);
+	t->upload[len] = '\0';
+	t->upload_len = len;
+	t->upload_pos = 0;
+	t->headers = list;
+	t->error[0] = '\0';
+	t->body_len = 0;
+	t->body_overflow = false;
+	t->body_limit = (size_t) enkash_max_response_kb * 1024;
+
+	curl_easy_setopt(t->easy, CURLOPT_URL, url);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, may_resend ? t->upload : NULL);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) enkash_timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long) enkash_connect_timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CAINFO,
+					 (enkash_ca_file && enkash_ca_file[0]) ? enkash_ca_file : NULL);
+}
+
+/* Drops the headers of a finished or abandoned transfer. */
+static void
+transfer_release_headers(Transfer *t)
+{
+	/* libcurl keeps a pointer to the list until it is told otherwise */
+	if (t->easy)
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(t->headers);
+	t->headers = NULL;
 }
 
 /*
@@ -154,7 +253,7 @@ failed_before_sending(CURLcode code)
 
 /* A finance person's words for why a transfer failed. */
 static void
-describe_failure(CURLcode code, EnkashHttpResult *result)
+describe_failure(CURLcode code, const char *curl_error, EnkashHttpResult *result)
 {
 	const char *why;
 
@@ -185,10 +284,76 @@ describe_failure(CURLcode code, EnkashHttpResult *result)
 	strlcpy(result->error, why, sizeof(result->error));
 }
 
+/*
+ * What a finished transfer amounts to: a response, or a failure that says
+ * whether EnKash may have seen the request.  *retry_after gets the
+ * answer's Retry-After in seconds (0 if none).
+ */
+static void
+transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
+				int *retry_after)
+{
+	double		seconds = 0;
+
+	memset(result, 0, sizeof(*result));
+	*retry_after = 0;
+	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &seconds);
+	result->seconds = seconds;
+
+	if (code == CURLE_OK)
+	{
+		curl_off_t	after = 0;
+
+		result->outcome = ENKASH_HTTP_OK;
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &result->status);
+		curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &after);
+		*retry_after = (int) Min(after, 86400);
+		if (t->body == NULL && (t->body = malloc(1)) != NULL)
+			t->body_cap = 1;
+		if (t->body == NULL)
+			out_of_memory();
+		t->body[t->body_len] = '\0';
+		result->body = t->body;
+		result->body_len = t->body_len;
+		return;
+	}
+
+	if (t->body_overflow)
+		result->outcome = ENKASH_HTTP_TOO_LARGE;
+	else if (failed_before_sending(code))
+		result->outcome = ENKASH_HTTP_NOT_SENT;
+	else
+	{
+		long		header_bytes = 0;
+
+		/* Neither headers nor body left: e.g. a connect timeout. */
+		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &header_bytes);
+		result->outcome = (header_bytes > 0 || t->upload_pos > 0) ?
+			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
+	}
+	describe_failure(code, t->error, result);
+}
+
+/* ---------------------------------------------------------------------
+ * One call at a time (SQL functions, token fetches)
+ * ---------------------------------------------------------------------
+ */
+
+static void
+setup_sync(void)
+{
+	if (multi == NULL && (multi = curl_multi_init()) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create an HTTP client for EnKash")));
+	transfer_init(&sync_xfer);
+}
+
 /* Drives the transfer; returns the libcurl result of the easy handle. */
 static CURLcode
 run_transfer(void)
 {
+	CURL	   *easy = sync_xfer.easy;
 	volatile CURLcode result = CURLE_OK;
 	volatile bool done = false;
 
@@ -245,46 +410,12 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 				 const char *body, size_t len, bool may_resend,
 				 EnkashHttpResult *result)
 {
-	struct curl_slist *volatile header_list = NULL;
 	volatile CURLcode code;
-	double		seconds = 0;
 
 	enkash_rate_limit_wait();
-	setup_handles();
-	curl_error[0] = '\0';
-	memset(result, 0, sizeof(*result));
+	setup_sync();
 	enkash_last_retry_after = 0;
-
-	for (int i = 0; i < nheaders; i++)
-	{
-		struct curl_slist *grown = curl_slist_append(header_list, headers[i]);
-
-		if (grown == NULL)
-		{
-			curl_slist_free_all(header_list);
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-		}
-		header_list = grown;
-	}
-
-	body_len = 0;
-	body_overflow = false;
-	body_limit = (size_t) enkash_max_response_kb * 1024;
-
-	curl_easy_setopt(easy, CURLOPT_URL, url);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, header_list);
-	upload_data = body;
-	upload_len = len;
-	upload_pos = 0;
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, may_resend ? body : NULL);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) enkash_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-					 (long) enkash_connect_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_CAINFO,
-					 (enkash_ca_file && enkash_ca_file[0]) ? enkash_ca_file : NULL);
+	transfer_prepare(&sync_xfer, url, headers, nheaders, body, len, may_resend);
 
 	PG_TRY();
 	{
@@ -292,54 +423,163 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 	}
 	PG_FINALLY();
 	{
-		/* libcurl keeps pointers to both until the next call. */
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(header_list);
-		upload_data = NULL;
+		transfer_release_headers(&sync_xfer);
 	}
 	PG_END_TRY();
 
-	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &seconds);
-	result->seconds = seconds;
-
-	if (code == CURLE_OK)
-	{
-		result->outcome = ENKASH_HTTP_OK;
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &result->status);
-		{
-			curl_off_t	retry_after = 0;
-
-			curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_after);
-			enkash_last_retry_after = (int) Min(retry_after, 86400);
-		}
-		if (body_buf == NULL && (body_buf = malloc(1)) != NULL)
-			body_cap = 1;
-		if (body_buf == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-		body_buf[body_len] = '\0';
-		result->body = body_buf;
-		result->body_len = body_len;
-		return;
-	}
-
-	if (body_overflow)
-		result->outcome = ENKASH_HTTP_TOO_LARGE;
-	else if (failed_before_sending(code))
-		result->outcome = ENKASH_HTTP_NOT_SENT;
-	else
-	{
-		long		header_bytes = 0;
-
-		/* Neither headers nor body left: e.g. a connect timeout. */
-		curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &header_bytes);
-		result->outcome = (header_bytes > 0 || upload_pos > 0) ?
-			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
-	}
-	describe_failure(code, result);
+	transfer_result(&sync_xfer, code, result, &enkash_last_retry_after);
 }
 
+/* ---------------------------------------------------------------------
+ * Many at once (the outbox sender)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Starts a POST that runs alongside the others; owner comes back with its
+ * result from enkash_multi_done.  Returns false if max transfers are
+ * already running.
+ */
+bool
+enkash_multi_start(int max, const char *url, const char *const *headers,
+				   int nheaders, const char *body, size_t len, bool may_resend,
+				   void *owner)
+{
+	Transfer   *t = NULL;
+
+	if (out_multi == NULL)
+	{
+		if ((out_multi = curl_multi_init()) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create an HTTP client for EnKash")));
+		out_xfers = calloc(ENKASH_MAX_CONCURRENCY, sizeof(Transfer));
+		if (out_xfers == NULL)
+			out_of_memory();
+	}
+	max = Min(max, ENKASH_MAX_CONCURRENCY);
+	/* connections kept for reuse: one per transfer that may run at once */
+	curl_multi_setopt(out_multi, CURLMOPT_MAXCONNECTS, (long) max);
+
+	for (int i = 0; i < max; i++)
+		if (!out_xfers[i].running && !out_xfers[i].done)
+		{
+			t = &out_xfers[i];
+			out_count = Max(out_count, i + 1);
+			break;
+		}
+	if (t == NULL)
+		return false;
+
+	enkash_rate_limit_wait();
+	transfer_init(t);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (char *) t);
+	transfer_prepare(t, url, headers, nheaders, body, len, may_resend);
+	if (curl_multi_add_handle(out_multi, t->easy) != CURLM_OK)
+	{
+		transfer_release_headers(t);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libcurl could not start a call to EnKash")));
+	}
+	t->owner = owner;
+	t->running = true;
+	out_running++;
+	return true;
+}
+
+/* Transfers started and not yet handed back by enkash_multi_done. */
+int
+enkash_multi_running(void)
+{
+	return out_running;
+}
+
+/* Marks the transfers libcurl says are finished. */
+static void
+collect_finished(void)
+{
+	CURLMsg    *msg;
+	int			queued;
+
+	while ((msg = curl_multi_info_read(out_multi, &queued)) != NULL)
+	{
+		Transfer   *t = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		t->code = msg->data.result;
+		/* the connection stays in the multi handle's cache for reuse */
+		curl_multi_remove_handle(out_multi, t->easy);
+		transfer_release_headers(t);
+		t->running = false;
+		t->done = true;
+	}
+}
+
+/*
+ * Moves the transfers along, waiting up to timeout_ms for one to finish.
+ * Interrupts are the caller's to check.
+ */
+void
+enkash_multi_wait(long timeout_ms)
+{
+	int			still;
+
+	if (out_multi == NULL)
+		return;
+	if (curl_multi_perform(out_multi, &still) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libcurl failed while calling EnKash")));
+	collect_finished();
+	for (int i = 0; i < out_count; i++)
+		if (out_xfers[i].done)
+			return;				/* something to hand back already */
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	curl_multi_poll(out_multi, NULL, 0, (int) timeout_ms, NULL);
+	pgstat_report_wait_end();
+	if (curl_multi_perform(out_multi, &still) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libcurl failed while calling EnKash")));
+	collect_finished();
+}
+
+/*
+ * Hands back one finished transfer: its owner and result (the body stays
+ * valid until enkash_multi_release).  False when none has finished.
+ */
+bool
+enkash_multi_done(void **owner, EnkashHttpResult *result, int *retry_after)
+{
+	for (int i = 0; i < out_count; i++)
+	{
+		Transfer   *t = &out_xfers[i];
+
+		if (!t->done || t->owner == NULL)
+			continue;
+		transfer_result(t, t->code, result, retry_after);
+		*owner = t->owner;
+		t->owner = NULL;		/* handed back; the slot is freed by release */
+		return true;
+	}
+	return false;
+}
+
+/* Frees the slots of the transfers handed back, for new ones. */
+void
+enkash_multi_release(void)
+{
+	for (int i = 0; i < out_count; i++)
+		if (out_xfers[i].done && out_xfers[i].owner == NULL)
+		{
+			out_xfers[i].done = false;
+			out_running--;
+		}
+}
 /* Raises the error for a transfer that produced no usable response. */
 void
 enkash_http_raise(const char *what, const EnkashHttpResult *result)

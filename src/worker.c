@@ -7,7 +7,9 @@
  * enkash.database to exist, starts "enkash worker" in it, and starts it
  * again if it stops; so a missing or dropped database is a log line, not a
  * crash loop.  The worker records calls (ledger.c) and keeps the tables
- * tidy.  Both stop promptly on SIGTERM and reread settings on SIGHUP.
+ * tidy; the sender (outbox.c) sends queued requests, many at once on one
+ * curl multi handle.  All stop promptly on SIGTERM and reread settings on
+ * SIGHUP.
  *
  *-------------------------------------------------------------------------
  */
@@ -76,17 +78,14 @@ enkash_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Starts "enkash worker" (role 0) or "enkash sender" N (role N) in dboid. */
+/* Starts "enkash worker" (role 0) or "enkash sender" (role 1) in dboid. */
 static bool
 start_worker(Oid dboid, int role, BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker = {0};
 	const char *type = role == 0 ? "enkash worker" : "enkash sender";
 
-	if (role == 0)
-		snprintf(worker.bgw_name, BGW_MAXLEN, "%s", type);
-	else
-		snprintf(worker.bgw_name, BGW_MAXLEN, "%s %d", type, role);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", type);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s",
@@ -133,8 +132,8 @@ database_oid(void)
 	return dboid;
 }
 
-/* The worker and the senders, as the launcher keeps them running. */
-#define MAX_CHILDREN 65
+/* The worker and the sender, as the launcher keeps them running. */
+#define MAX_CHILDREN 2
 
 void
 enkash_launcher_main(Datum arg)
@@ -150,7 +149,7 @@ enkash_launcher_main(Datum arg)
 
 	for (;;)
 	{
-		int			wanted = 1 + Min(enkash_max_concurrency, MAX_CHILDREN - 1);
+		int			wanted = MAX_CHILDREN;
 		Oid			dboid = InvalidOid;
 		bool		looked = false;
 
@@ -216,7 +215,7 @@ enkash_launcher_main(Datum arg)
 			{
 				ereport(WARNING,
 						(errmsg("enkash launcher: could not start %s",
-								role == 0 ? "the enkash worker" : "an enkash sender"),
+								role == 0 ? "the enkash worker" : "the enkash sender"),
 						 errhint("Raise max_worker_processes.")));
 				break;
 			}

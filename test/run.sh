@@ -6,6 +6,7 @@
 # For a quicker look at a few tests (what CI runs is always everything):
 #   ENKASH_UNIT=0                skips the unit tests, sandbox checks and fuzzing
 #   ENKASH_REGRESS="setup outbox" runs these pg_regress tests only ("" none)
+#   ENKASH_ISOLATION="outbox_claims" runs these isolation specs only ("" none)
 #   ENKASH_TAP="test/t/013*.pl"  runs these TAP files only ("" none)
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -82,10 +83,13 @@ log_min_messages = warning
 EOF2
 } | as_user sh -c "cat > '$conf'"
 
+# pg_regress, then the isolation specs (pg_isolation_regress): both print
+# "test NAME ... ok", counted together.
 regress_only=()
-[ -n "${ENKASH_REGRESS+set}" ] && regress_only=(REGRESS="$ENKASH_REGRESS")
-if [ -n "${ENKASH_REGRESS-all}" ]; then
-log "pg_regress"
+[ -n "${ENKASH_REGRESS+set}" ] && regress_only+=(REGRESS="$ENKASH_REGRESS")
+[ -n "${ENKASH_ISOLATION+set}" ] && regress_only+=(ISOLATION="$ENKASH_ISOLATION")
+if [ -n "${ENKASH_REGRESS-all}${ENKASH_ISOLATION-all}" ]; then
+log "pg_regress and isolation specs"
 as_user make -C "$WORK/tree" installcheck PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" \
 	EXTRA_REGRESS_OPTS="--bindir=$PG_BINDIR" "${regress_only[@]}" >"$WORK/regress.log" 2>&1
 regress_rc=$?
@@ -96,9 +100,11 @@ if [ "$regress_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
 	bad=1
 	tail -20 "$WORK/regress.log" >&2
 fi
-if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
-	head -200 "$WORK/tree/regression.diffs" >&2
-fi
+for diffs in "$WORK/tree/regression.diffs" "$WORK/tree/output_iso/regression.diffs"; do
+	if [ "$bad" -gt 0 ] && [ -f "$diffs" ]; then
+		head -200 "$diffs" >&2
+	fi
+done
 count "$ok" "$bad"
 fi
 

@@ -51,6 +51,10 @@ BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-240}
 BENCH_CALLGRIND=${BENCH_CALLGRIND:-auto}
 BENCH_PGBENCH_OPTS=${BENCH_PGBENCH_OPTS:-}
 BENCH_LATENCY_MS=${BENCH_LATENCY_MS:-0}
+BENCH_OUTBOX_LOADS=${BENCH_OUTBOX_LOADS:-10000}
+BENCH_OUTBOX_LATENCY_MS=${BENCH_OUTBOX_LATENCY_MS:-20}
+BENCH_OUTBOX_CONCURRENCY=${BENCH_OUTBOX_CONCURRENCY:-64}
+BENCH_OUTBOX_MEMORY_LOADS=${BENCH_OUTBOX_MEMORY_LOADS:-100000}
 BENCH_CSV=${BENCH_CSV:-$ENKASH_ROOT/test/bench/results/bench-$(date +%Y%m%d-%H%M%S).csv}
 
 READ_PATH=/api/v0/partner/enKashCard/cardAccount/get
@@ -618,6 +622,76 @@ CONNECT_P99=$PG_P99
 printf '    %s sessions, %s calls: %s token calls at the sandbox (enkash_token_calls() = %s)\n' \
 	"$BENCH_CONNECT_SESSIONS" "$PG_PROCESSED" "$TOKEN_CALLS" "$TOKEN_CALLS_PG" >&2
 
+# --- the outbox: queued loads sent by the enkash sender ---------------------------------------
+
+# One run: queue N loads in one transaction, time from its COMMIT until every
+# row is final, sampling the sender's memory meanwhile.  Sets OB_SECONDS,
+# OB_RSS_PEAK, OB_ANON_FIRST (RssAnon after the first tenth), OB_ANON_LAST.
+outbox_run() {   # tag loads latency_ms
+	local tag=$1 n=$2 latency=$3 pid t0 t1 left anon rss status
+	curl -sSf -X POST "$SANDBOX_URL/__sandbox/reset" >/dev/null || die "sandbox reset failed"
+	curl -sSf -X POST -H 'Content-Type: application/json' -d "{\"latency_ms\": $latency}" \
+		"$SANDBOX_URL/__sandbox/faults" >/dev/null || die "could not set the sandbox's latency"
+	pid=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash sender'")
+	[ -n "$pid" ] || { problem "no enkash sender running"; return; }
+	sql "SELECT count(enkash_load_balance_async('$ACCOUNT', '$CARD', 1, 'OB-$RUN_TAG-$tag-' || g))
+	     FROM generate_series(1, $n) g" >/dev/null
+	t0=$(date +%s.%N)
+	OB_RSS_PEAK=0 OB_ANON_FIRST= OB_ANON_LAST=0
+	while :; do
+		# (the benchmark's rows are the only ones in the queue)
+		left=$(sql "SELECT count(*) FROM enkash.requests WHERE state IN ('pending', 'sending', 'unknown')")
+		status=$(cat "/proc/$pid/status" 2>/dev/null)
+		rss=$(awk '/^VmRSS:/ { print $2 }' <<<"$status")
+		anon=$(awk '/^RssAnon:/ { print $2 }' <<<"$status")
+		[ "${rss:-0}" -gt "$OB_RSS_PEAK" ] && OB_RSS_PEAK=$rss
+		[ -z "$OB_ANON_FIRST" ] && [ "$left" -le $((n * 9 / 10)) ] && OB_ANON_FIRST=$anon
+		OB_ANON_LAST=${anon:-$OB_ANON_LAST}
+		[ "$left" = 0 ] && break
+		sleep 0.25
+	done
+	t1=$(date +%s.%N)
+	OB_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+	# EnKash's side: one credit per reference, and one request per load.
+	local ledger once requests
+	ledger=$(curl -sSf "$SANDBOX_URL/__sandbox/ledger") || die "sandbox ledger failed"
+	once=$(jq --arg p "OB-$RUN_TAG-$tag-" '[.credits[] | select(.reference | startswith($p)) | select(.count == 1)] | length' <<<"$ledger")
+	requests=$(sandbox_requests)
+	[ "$once" = "$n" ] || problem "outbox $tag: $once of $n references credited exactly once"
+	[ "$(path_count "$requests" "$LOAD_PATH")" = "$n" ] \
+		|| problem "outbox $tag: $n loads queued, the sandbox saw $(path_count "$requests" "$LOAD_PATH") load requests"
+	[ "$(sql "SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE 'OB-$RUN_TAG-$tag-%' AND state = 'succeeded'")" = "$n" ] \
+		|| problem "outbox $tag: not every queued load succeeded"
+	OB_MAX_IN_FLIGHT=$(jq -r '.max_in_flight' <<<"$requests")
+	OB_CONNECTIONS=$(jq -r '.connections' <<<"$requests")
+	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT"
+}
+
+log "outbox: $BENCH_OUTBOX_LOADS queued loads, $BENCH_OUTBOX_LATENCY_MS ms latency, enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY"
+sql "ALTER SYSTEM SET enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+sql "SELECT enkash_get_card_account('$ACCOUNT')" >/dev/null   # a token first
+outbox_run latency "$BENCH_OUTBOX_LOADS" "$BENCH_OUTBOX_LATENCY_MS"
+OB_LAT_SECONDS=$OB_SECONDS
+OB_LAT_RSS=$OB_RSS_PEAK
+OB_LAT_INFLIGHT=$OB_MAX_IN_FLIGHT
+OB_IDEAL=$(awk -v n="$BENCH_OUTBOX_LOADS" -v l="$BENCH_OUTBOX_LATENCY_MS" -v c="$BENCH_OUTBOX_CONCURRENCY" \
+	'BEGIN { printf "%.2f", n * l / 1000 / c }')
+log "outbox: $BENCH_OUTBOX_LOADS queued loads, no latency"
+outbox_run fast "$BENCH_OUTBOX_LOADS" 0
+OB_FAST_SECONDS=$OB_SECONDS
+if [ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ]; then
+	log "outbox: $BENCH_OUTBOX_MEMORY_LOADS queued loads, no latency, for the sender's memory"
+	outbox_run memory "$BENCH_OUTBOX_MEMORY_LOADS" 0
+	OB_MEM_SECONDS=$OB_SECONDS
+	OB_MEM_ANON_FIRST=$OB_ANON_FIRST
+	OB_MEM_ANON_LAST=$OB_ANON_LAST
+	OB_MEM_RSS=$OB_RSS_PEAK
+fi
+sql "ALTER SYSTEM RESET enkash.max_concurrency" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+
 # --- instructions per call under callgrind ---------------------------------------------------
 
 CG_IR=
@@ -899,6 +973,16 @@ row "backend RSS before $MEM_CALLS look-ups (after 100)" "${MEM_RSS0:-?}" "kB" "
 row "backend RSS after $MEM_CALLS look-ups" "${MEM_RSS1:-?}" "kB" "flat" \
 	"RssAnon ${MEM_ANON1:-?} kB; ${MEM_SECONDS:-?} s; $(( ${MEM_RSS1:-0} - ${MEM_MID_RSS:-0} )) kB more than after ${MEM_MID_CALLS:-?} calls"
 [ "${MEM_CALLS:-0}" -lt "$BENCH_MEMORY_CALLS" ] && echo "   (the memory run stopped after $MEM_CALLS of $BENCH_MEMORY_CALLS calls: BENCH_MEMORY_MAX_SECONDS)"
+
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s }'; }
+row "outbox: $BENCH_OUTBOX_LOADS queued loads at ${BENCH_OUTBOX_LATENCY_MS} ms, concurrency $BENCH_OUTBOX_CONCURRENCY: wall time" \
+	"$OB_LAT_SECONDS" "s" "" \
+	"ideal $OB_IDEAL s ($(awk -v a="$OB_LAT_SECONDS" -v b="$OB_IDEAL" 'BEGIN { if (b > 0) printf "%.2f", a / b }')x; target <= 1.5x); $(rate "$BENCH_OUTBOX_LOADS" "$OB_LAT_SECONDS") loads/s; sandbox max in flight $OB_LAT_INFLIGHT; sender VmRSS peak $OB_LAT_RSS kB"
+row "outbox: queued loads per second, no latency" "$(rate "$BENCH_OUTBOX_LOADS" "$OB_FAST_SECONDS")" "loads/s" ">= 2000" \
+	"$BENCH_OUTBOX_LOADS loads in $OB_FAST_SECONDS s"
+[ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ] && row "outbox: sender RssAnon over $BENCH_OUTBOX_MEMORY_LOADS loads (after the first tenth -> end)" \
+	"${OB_MEM_ANON_FIRST:-?}->${OB_MEM_ANON_LAST:-?}" "kB" "flat" \
+	"$(rate "$BENCH_OUTBOX_MEMORY_LOADS" "$OB_MEM_SECONDS") loads/s over $OB_MEM_SECONDS s; VmRSS peak $OB_MEM_RSS kB"
 
 for k in "${!NOTE[@]}"; do
 	echo "note ($k): ${NOTE[$k]}"

@@ -35,6 +35,8 @@ typedef struct LastRequest
 
 static long total_requests;
 static long connections;
+static long in_flight;			/* requests being handled right now */
+static long max_in_flight;		/* the most at once since the reset */
 static long grants_password;
 static long grants_refresh;
 static PathCount *paths;
@@ -72,6 +74,26 @@ control_reset_counters(void)
 	lasts = NULL;
 	npaths = paths_cap = nlasts = lasts_cap = 0;
 	total_requests = connections = grants_password = grants_refresh = 0;
+	max_in_flight = in_flight;
+}
+
+/* Brackets the handling of a non-control request, for max_in_flight. */
+void
+control_request_begin(void)
+{
+	pthread_mutex_lock(&sandbox_lock);
+	in_flight++;
+	if (in_flight > max_in_flight)
+		max_in_flight = in_flight;
+	pthread_mutex_unlock(&sandbox_lock);
+}
+
+void
+control_request_end(void)
+{
+	pthread_mutex_lock(&sandbox_lock);
+	in_flight--;
+	pthread_mutex_unlock(&sandbox_lock);
 }
 
 void
@@ -310,9 +332,11 @@ requests_json(void)
 
 	for (i = 0; i < npaths; i++)
 		json_object_set_new(p, paths[i].path, json_integer(paths[i].count));
-	return json_pack("{s:I, s:I, s:o, s:{s:I, s:I}}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I}}",
 					 "total", (json_int_t) total_requests,
 					 "connections", (json_int_t) connections,
+					 "in_flight", (json_int_t) in_flight,
+					 "max_in_flight", (json_int_t) max_in_flight,
 					 "paths", p,
 					 "grants", "password", (json_int_t) grants_password,
 					 "refresh_token", (json_int_t) grants_refresh);

@@ -222,6 +222,8 @@ send_reply(SandboxRequest *req, SandboxReply *rep)
 	return ret;
 }
 
+static void route_api(SandboxRequest *req, SandboxReply *rep);
+
 static void
 route(SandboxRequest *req, SandboxReply *rep)
 {
@@ -232,6 +234,15 @@ route(SandboxRequest *req, SandboxReply *rep)
 	}
 
 	control_note_request(req);
+	control_request_begin();
+	route_api(req, rep);
+	control_request_end();
+}
+
+/* token and API requests: everything but the control API */
+static void
+route_api(SandboxRequest *req, SandboxReply *rep)
+{
 	if (req->body_too_big)
 	{
 		reply_error(rep, 413, "Request body too large");

@@ -176,6 +176,8 @@ extern Faults faults;
 extern void control_handle(SandboxRequest *req, SandboxReply *rep);
 extern void control_note_request(SandboxRequest *req);
 extern void control_note_connection(void);
+extern void control_request_begin(void);
+extern void control_request_end(void);
 extern void control_note_grant(const char *grant_type);
 extern void control_reset_counters(void);
 extern void faults_clear(void);

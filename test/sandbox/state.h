@@ -106,6 +106,8 @@ typedef struct State
 	LedgerEntry *ledger;
 	int			nledger;
 	int			ledger_cap;
+	int		   *ledger_slots;	/* hash of reference -> ledger index + 1; 0 = empty */
+	int			nslots;			/* a power of two, at least twice nledger */
 	Otp		   *otps;
 	int			notps;
 	int			otps_cap;
