@@ -120,21 +120,26 @@ SELECT pg_catalog.pg_extension_config_dump('enkash.requests_id_seq', '');
 -- longer pending).  due_by lets a test claim rows the sender would not.
 CREATE FUNCTION enkash.claim_requests(max_rows integer, due_by timestamptz DEFAULT now())
 RETURNS SETOF enkash.requests
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    -- MATERIALIZED: the LIMIT must apply once, not per row of the UPDATE
+BEGIN
+    -- PL/pgSQL keeps the plan for the session: the sender claims many times
+    -- a second.  MATERIALIZED: the LIMIT must apply once, not per row of
+    -- the UPDATE.
+    RETURN QUERY
     WITH due AS MATERIALIZED (
-        SELECT id FROM enkash.requests
-        WHERE state IN ('pending', 'unknown') AND next_attempt_at <= due_by
-        ORDER BY next_attempt_at, id
+        SELECT q.id FROM enkash.requests q
+        WHERE q.state IN ('pending', 'unknown') AND q.next_attempt_at <= due_by
+        ORDER BY q.next_attempt_at, q.id
         LIMIT max_rows
         FOR UPDATE SKIP LOCKED)
     UPDATE enkash.requests r
     SET state = 'sending', attempts = r.attempts + 1, sender_pid = pg_backend_pid(),
         updated_at = now()
     FROM due WHERE r.id = due.id
-    RETURNING r.*
+    RETURNING r.*;
+END
 $$;
 COMMENT ON FUNCTION enkash.claim_requests(integer, timestamptz) IS
 'The enkash sender''s claim: marks up to max_rows due queued requests "sending" for the calling process and returns them; rows being claimed by another transaction are skipped.';

@@ -99,6 +99,8 @@ ok_call('enkash_get_transaction', q{SELECT enkash_get_transaction('CASANDBOX1', 
 ok_call('enkash_transactions', q{SELECT count(*) FROM enkash_transactions('CASANDBOX1')}, qr/^[1-9]/);
 ok_call('enkash.transaction_pages', q{SELECT count(*) FROM enkash.transaction_pages('CASANDBOX1', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)}, qr/^[1-9]/);
 ok_call('enkash_sync_transactions', q{SELECT enkash_sync_transactions('CASANDBOX1')}, qr/^[1-9]/);
+# The sender's claim; zero rows, so that nothing is taken from the sender.
+ok_call('enkash.claim_requests', q{SELECT count(*) FROM enkash.claim_requests(0)}, qr/^0$/);
 my $id = ok_call('enkash_load_balance_async', q{SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 5, 'LOG-2')}, qr/^\d+$/);
 ok_call('enkash_wait', qq{SELECT enkash_wait($id) ->> 'state'}, qr/^succeeded$/);
 $id = ok_call('enkash_enqueue', q{SELECT enkash_enqueue('get_card_account', '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1"}')}, qr/^\d+$/);
@@ -194,6 +196,7 @@ push @errors, err_call('enkash_get_transaction', q{SELECT enkash_get_transaction
 push @errors, err_call('enkash_transactions', q{SELECT * FROM enkash_transactions('CASANDBOX1', amount_from => 10, amount_to => 1)}, qr/^22023$/);
 push @errors, err_call('enkash.transaction_pages', q{SELECT * FROM enkash.transaction_pages(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)}, qr/^22004$/);
 push @errors, err_call('enkash_sync_transactions', q{SELECT enkash_sync_transactions('CA"X')}, qr/^22023$/);
+push @errors, err_call('enkash.claim_requests', q{SELECT count(*) FROM enkash.claim_requests(-1)}, qr/^2201W$/);
 push @errors, err_call('enkash_call', q{SELECT enkash_call('no_such_endpoint', '{}')}, qr/^42704$/);
 push @errors, err_call('enkash_wait', q{SELECT enkash_wait(-1)}, qr/^P0002$/);
 push @errors, err_call('enkash_load_balance_trigger', q{SELECT enkash_load_balance_trigger()}, qr/^0A000$/);
