@@ -53,25 +53,25 @@ sub ledger_count
 sub api_requests { return sandbox_json('GET', '/__sandbox/requests', 'total'); }
 
 # --- 1. hostile answers -------------------------------------------------------
-my %expect_state = (    # what each mode must give (see the report in SECURITY.md)
-	malformed   => 'EK005',
-	truncated   => 'EK005',
-	wrong_key   => 'EK005',
-	bad_base64  => 'EK005',
-	bad_padding => 'EK005',
-	deep_json   => 'EK005',
-	no_code     => 'EK005',
-	huge        => 'EK005',
-	drip        => 'EK006',
-	redirect    => 'EK005',);
+my %expect_state = (    # each mode its own SQLSTATE (see SECURITY.md, section 5)
+	malformed   => 'EK005',    # not JSON
+	truncated   => 'EK051',    # ends early
+	wrong_key   => 'EK053',    # does not decrypt
+	bad_base64  => 'EK052',    # not Base64
+	bad_padding => 'EK053',    # does not decrypt (a wrong key looks the same)
+	deep_json   => 'EK054',    # nested too deeply
+	no_code     => 'EK055',    # no status code
+	huge        => 'EK056',    # larger than enkash.max_response_kb
+	drip        => 'EK006',    # no answer in time
+	redirect    => 'EK005',);  # an answer that cannot be used
 my %message_re = (
-	malformed   => qr/could not be read.*\| The body is not JSON/,
-	truncated   => qr/could not be read.*\| The body is not JSON/,
+	malformed   => qr/could not be read.*\| The body is not JSON \(HTTP status 200\)/,
+	truncated   => qr/is incomplete.*\| The body ends inside the encrypted wrapper/,
 	wrong_key   => qr/could not be decrypted.*\| The body does not decrypt/,
-	bad_base64  => qr/could not be decrypted.*\| The body is not valid Base64/,
-	bad_padding => qr/could not be decrypted/,
-	deep_json   => qr/could not be read/,
-	no_code     => qr/could not be read.*\| The answer has no status code/,
+	bad_base64  => qr/could not be decrypted.*\| The encrypted body is not valid Base64/,
+	bad_padding => qr/could not be decrypted.*\| The body does not decrypt/,
+	deep_json   => qr/could not be read.*\| The body nests arrays or objects more than 64 levels deep/,
+	no_code     => qr/has no status code.*\| The answer has neither "code" nor "response_code"/,
 	huge        => qr/larger than enkash\.max_response_kb/,
 	drip        => qr/no answer from EnKash.*may have been processed.*\| No answer within enkash\.timeout_ms/,
 	redirect    => qr/HTTP status 302/,);
@@ -141,7 +141,7 @@ is($node->safe_psql('postgres',
 # Lowered, an ordinary answer is too large; and an ordinary role cannot change it.
 like($node->safe_psql('postgres',
 	q{SET enkash.max_response_kb = 1; SELECT try_sql($q$SELECT enkash_transactions('CASANDBOX1')$q$)}),
-	qr/^(ok|EK005 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
+	qr/^(ok|EK056 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
 $node->safe_psql('postgres', 'CREATE ROLE hostile_nobody LOGIN');
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
 	"SET ROLE hostile_nobody; SET enkash.max_response_kb = 1048576;");
