@@ -10,6 +10,8 @@
 #    JSON-looking text, huge strings, non-UTF-8 bytes): refused, or sent
 #    escaped exactly, checked by decrypting the body the sandbox received with
 #    the openssl command; never a changed amount or an extra field.
+# 3. Answers in plain JSON (enkash.encrypt = off, a sandbox with
+#    --no-encrypt): the same reading path and SQLSTATEs without the wrapper.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -341,4 +343,31 @@ is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
 	'the server never restarted');
 
 $node->stop;
+
+# --- 3. answers in plain JSON (enkash.encrypt = off) --------------------------
+# The same reading path without the wrapper: a sandbox answering plain JSON.
+my $plain_url = start_private_sandbox('--no-encrypt');
+my $plain = enkash_node('plain', sandbox_url => $plain_url, conf => "enkash.encrypt = off\n");
+install_try_sql($plain);
+is($plain->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
+	'CASANDBOX1', 'encryption off: a look-up works');
+is($plain->safe_psql('postgres',
+	q{SELECT try_sql($q$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 3, 'PLAIN-1')$q$)}),
+	'ok', 'encryption off: a load works');
+is(sandbox_json($plain_url, 'GET', '/__sandbox/ledger?reference=PLAIN-1', 'count'), 1,
+	'encryption off: ... credited once');
+like($plain->safe_psql('postgres',
+	q{SELECT try_sql($q$SELECT enkash_get_card_account('CANOSUCHACCOUNT')$q$)}),
+	qr/^EK001 \| EnKash declined/, 'encryption off: a decline is EK001');
+for my $case ([ malformed => 'EK005' ], [ truncated => 'EK051' ], [ deep_json => 'EK054' ],
+	[ no_code => 'EK055' ])
+{
+	my ($mode, $want) = @$case;
+	sandbox($plain_url, 'POST', '/__sandbox/faults', qq({"response": {"mode": "$mode", "count": 1}}));
+	my $err = $plain->safe_psql('postgres',
+		q{SELECT try_sql($q$SELECT enkash_get_card_account('CASANDBOX1')$q$)});
+	note("encryption off, $mode: $err");
+	like($err, qr/^\Q$want\E \| /, "encryption off, $mode: $want");
+}
+$plain->stop;
 done_testing();
