@@ -51,6 +51,9 @@ typedef enum AnswerFault
 	ANSWER_TOO_LARGE
 } AnswerFault;
 
+/* The detail for text that is not JSON (the decrypted text says so). */
+static const char body_not_json[] = "The body is not JSON";
+
 /* What went wrong, for the error: the fault and a sentence of detail. */
 typedef struct AnswerProblem
 {
@@ -274,7 +277,7 @@ parse_json(const char *text, size_t len, int max_depth, AnswerProblem *problem)
 	{
 		problem->fault = ends_early(error, lex) ? ANSWER_TRUNCATED : ANSWER_NOT_JSON;
 		problem->why = problem->fault == ANSWER_TRUNCATED ?
-			"The body ends before its JSON is complete" : "The body is not JSON";
+			"The body ends before its JSON is complete" : body_not_json;
 		return NULL;
 	}
 	if (build.problem.fault != ANSWER_OK)
@@ -491,7 +494,7 @@ open_wrapped(const char *b64, size_t b64_len, AnswerProblem *problem)
 		problem->fault = ANSWER_UNDECRYPTABLE;
 		problem->why = "The body does not decrypt to text with the configured encryption secret";
 	}
-	else if (problem->fault == ANSWER_NOT_JSON)
+	else if (problem->why == body_not_json)
 		problem->why = "The decrypted body is not JSON";
 	return envelope;
 }

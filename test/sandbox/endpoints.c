@@ -1291,6 +1291,18 @@ reply_broken(SandboxReply *rep, ResponseMode mode, json_t *envelope)
 			rep->kind = REPLY_DRIP;
 			rep->body = seal_json(envelope, cfg.key, &rep->len);
 			break;
+		case RESP_HUGE_NUMBER:
+			{
+				/* valid JSON that numeric cannot hold; jansson cannot write it */
+				static const char text[] =
+					"{\"code\":0,\"message\":\"Success\",\"payload\":{\"n\":1e999999}}";
+
+				rep->body = cfg.no_encrypt ? sb_strdup(text) :
+					envelope_seal(cfg.key, text, strlen(text), &rep->len);
+				if (cfg.no_encrypt)
+					rep->len = strlen(text);
+				break;
+			}
 		case RESP_REDIRECT:
 			rep->kind = REPLY_REDIRECT;
 			rep->status = 302;

@@ -155,7 +155,8 @@ typedef enum ResponseMode
 	RESP_NO_CODE,
 	RESP_HUGE,
 	RESP_DRIP,
-	RESP_REDIRECT
+	RESP_REDIRECT,
+	RESP_HUGE_NUMBER
 } ResponseMode;
 
 typedef struct Faults

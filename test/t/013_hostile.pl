@@ -65,7 +65,8 @@ my %expect_state = (    # each mode its own SQLSTATE (see SECURITY.md, section 5
 	no_code     => 'EK055',    # no status code
 	huge        => 'EK056',    # larger than enkash.max_response_kb
 	drip        => 'EK006',    # no answer in time
-	redirect    => 'EK005',);  # an answer that cannot be used
+	redirect    => 'EK005',    # an answer that cannot be used
+	huge_number => 'EK005',);  # valid JSON, but a number numeric cannot hold
 my %message_re = (
 	malformed   => qr/could not be read.*\| The body is not JSON \(HTTP status 200\)/,
 	truncated   => qr/is incomplete.*\| The body ends inside the encrypted wrapper/,
@@ -76,11 +77,13 @@ my %message_re = (
 	no_code     => qr/has no status code.*\| The answer has neither "code" nor "response_code"/,
 	huge        => qr/larger than enkash\.max_response_kb/,
 	drip        => qr/no answer from EnKash.*may have been processed.*\| No answer within enkash\.timeout_ms/,
-	redirect    => qr/HTTP status 302/,);
+	redirect    => qr/HTTP status 302/,
+	huge_number => qr/could not be read.*\| The body holds a number too large to store/,);
 my $run = $$ . '-' . time();
 my %seen;
 
-for my $mode (qw(malformed truncated wrong_key bad_base64 bad_padding deep_json no_code huge drip redirect))
+for my $mode (qw(malformed truncated wrong_key bad_base64 bad_padding deep_json no_code huge drip redirect
+	huge_number))
 {
 	my $set = $mode eq 'drip' ? 'SET enkash.timeout_ms = 1000;' : '';
 
@@ -360,7 +363,7 @@ like($plain->safe_psql('postgres',
 	q{SELECT try_sql($q$SELECT enkash_get_card_account('CANOSUCHACCOUNT')$q$)}),
 	qr/^EK001 \| EnKash declined/, 'encryption off: a decline is EK001');
 for my $case ([ malformed => 'EK005' ], [ truncated => 'EK051' ], [ deep_json => 'EK054' ],
-	[ no_code => 'EK055' ])
+	[ no_code => 'EK055' ], [ huge_number => 'EK005' ])
 {
 	my ($mode, $want) = @$case;
 	sandbox($plain_url, 'POST', '/__sandbox/faults', qq({"response": {"mode": "$mode", "count": 1}}));
