@@ -20,7 +20,7 @@
 #
 # Environment: FUZZ_OUT=DIR (default a new /tmp/enkash-fuzz.XXXXXX, kept),
 # FUZZ_JOBS=N parallel fuzzing processes (default 1), CC (default clang),
-# FUZZ_CFLAGS extra flags (e.g. -DCHECK_CANONICAL).
+# FUZZ_CFLAGS extra flags.
 # Needs clang, libclang-rt-14-dev and postgresql-server-dev-15 (Debian 12);
 # installs them when missing.
 set -uo pipefail
