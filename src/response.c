@@ -26,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 
 /* EnKash's messages are quoted in errmsg up to this many bytes. */
 #define MAX_MESSAGE_BYTES 300
@@ -156,6 +157,39 @@ number_fits(const char *token)
 	return strlen(e) <= MAX_NUMBER_EXPONENT_DIGITS;
 }
 
+/*
+ * A plain decimal number (no exponent, at most 18 digits, as nearly all of
+ * EnKash's are) made without numeric_in's text parsing, which costs about
+ * 1,000 instructions a number; the same value and scale.  NULL for others.
+ */
+static Numeric
+plain_decimal(const char *token)
+{
+	const char *p = token + (*token == '-');
+	int64		value = 0;
+	int			digits = 0;
+	int			scale = -1;
+
+	for (; *p; p++)
+	{
+		if (*p >= '0' && *p <= '9')
+		{
+			if (++digits > 18)
+				return NULL;
+			value = value * 10 + (*p - '0');
+			if (scale >= 0)
+				scale++;
+		}
+		else if (*p == '.' && scale < 0)
+			scale = 0;
+		else
+			return NULL;
+	}
+	if (digits == 0)
+		return NULL;
+	return int64_div_fast_to_numeric(*token == '-' ? -value : value, Max(scale, 0));
+}
+
 static void
 build_scalar(void *state, char *token, JsonTokenType type)
 {
@@ -174,10 +208,12 @@ build_scalar(void *state, char *token, JsonTokenType type)
 				token = "0";
 			}
 			v.type = jbvNumeric;
-			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																CStringGetDatum(token),
-																ObjectIdGetDatum(InvalidOid),
-																Int32GetDatum(-1)));
+			v.val.numeric = plain_decimal(token);
+			if (v.val.numeric == NULL)
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	CStringGetDatum(token),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
 			break;
 		case JSON_TOKEN_TRUE:
 		case JSON_TOKEN_FALSE:
