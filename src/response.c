@@ -267,6 +267,7 @@ parse_json(const char *text, size_t len, int max_depth, AnswerProblem *problem)
 	JsonParseErrorType error;
 
 	problem->fault = ANSWER_OK;
+	problem->why = NULL;
 	if (len == 0)
 	{
 		problem->fault = ANSWER_TRUNCATED;
@@ -524,6 +525,8 @@ open_wrapped(const char *b64, size_t b64_len, AnswerProblem *problem)
 	if (plain == NULL)
 		return NULL;
 	envelope = parse_json(plain, plain_len, ENVELOPE_MAX_JSON_DEPTH, problem);
+	if (envelope != NULL)
+		return envelope;
 	if (problem->fault == ANSWER_NOT_TEXT)
 	{
 		/* random bytes: a wrong key whose padding happened to check out */
@@ -532,7 +535,7 @@ open_wrapped(const char *b64, size_t b64_len, AnswerProblem *problem)
 	}
 	else if (problem->why == body_not_json)
 		problem->why = "The decrypted body is not JSON";
-	return envelope;
+	return NULL;
 }
 
 /*
