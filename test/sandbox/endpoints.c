@@ -1303,6 +1303,24 @@ reply_broken(SandboxReply *rep, ResponseMode mode, json_t *envelope)
 					rep->len = strlen(text);
 				break;
 			}
+		case RESP_ESCAPED_SLASH:
+			{
+				/* the valid answer, each '/' written '\/' (valid JSON, as some encoders do) */
+				char	   *sealed = seal_json(envelope, cfg.key, &len);
+				size_t		o = 0;
+
+				rep->body = sb_malloc(2 * len + 1);
+				for (size_t i = 0; i < len; i++)
+				{
+					if (sealed[i] == '/')
+						rep->body[o++] = '\\';
+					rep->body[o++] = sealed[i];
+				}
+				rep->body[o] = '\0';
+				rep->len = o;
+				free(sealed);
+				break;
+			}
 		case RESP_REDIRECT:
 			rep->kind = REPLY_REDIRECT;
 			rep->status = 302;

@@ -156,7 +156,8 @@ typedef enum ResponseMode
 	RESP_HUGE,
 	RESP_DRIP,
 	RESP_REDIRECT,
-	RESP_HUGE_NUMBER
+	RESP_HUGE_NUMBER,
+	RESP_ESCAPED_SLASH
 } ResponseMode;
 
 typedef struct Faults

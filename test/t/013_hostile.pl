@@ -138,6 +138,13 @@ SQL
 }
 note(join(', ', map { "$_ => $seen{$_}" } sort keys %seen));
 
+# Not broken: the wrapper with every '/' of its Base64 written '\/' (valid JSON,
+# as some encoders write it) is not the plain byte-scanned form, and is read
+# through the JSON parser.
+arm('escaped_slash');
+is($node->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
+	'CASANDBOX1', 'an encrypted answer whose Base64 is spelled with \/ escapes is read');
+
 # The maximum is a setting: raised, the 20 MiB answer is accepted.
 arm('huge');
 is($node->safe_psql('postgres',
