@@ -37,8 +37,8 @@
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
 #
 # Runtime on 2 cores: about 1 minute for 9 tests, 3-4 minutes for 15 (the
-# suite takes ~20x longer than without valgrind); 013_hostile.pl about N
-# minutes.  Needs root (or sudo) like
+# suite takes ~20x longer than without valgrind): the whole pg_regress suite
+# about 5 minutes, 013_hostile.pl about 7.  Needs root (or sudo) like
 # run.sh, for the packages (and the system-wide install).
 #
 # What it cannot see: Debian's PostgreSQL is not built with USE_VALGRIND, so
