@@ -31,7 +31,10 @@
 /* EnKash's messages are quoted in errmsg up to this many bytes. */
 #define MAX_MESSAGE_BYTES 300
 
-/* Nesting allowed in JSON that enkash itself produced or stored. */
+/*
+ * Nesting enkash_parse_json_or_null allows (request bodies, stored payloads,
+ * token answers): more than any of them needs, little enough for the stack.
+ */
 #define TRUSTED_JSON_MAX_DEPTH 1000
 
 /* The longest number accepted in an answer, and its largest exponent. */
