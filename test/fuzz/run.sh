@@ -18,7 +18,8 @@
 # is saved as $FUZZ_OUT/<harness>-crash-<sha1> (copy it into the corpus once
 # the bug is fixed), and fuzzing goes on with the rest of the time.
 #
-# Environment: FUZZ_OUT=DIR (default a new /tmp/enkash-fuzz.XXXXXX, kept),
+# Environment: FUZZ_OUT=DIR (kept; default a new /tmp/enkash-fuzz.XXXXXX,
+# removed at the end unless something failed),
 # FUZZ_JOBS=N parallel fuzzing processes (default 1), CC (default clang),
 # FUZZ_CFLAGS extra flags.
 # Needs clang, libclang-rt-14-dev and postgresql-server-dev-15 (Debian 12);
@@ -42,6 +43,7 @@ if ! command -v "$CC" >/dev/null ||
 fi
 
 out=${FUZZ_OUT:-$(mktemp -d /tmp/enkash-fuzz.XXXXXX)}
+scratch=${FUZZ_OUT:+kept}	# a directory of our own goes when nothing crashed
 mkdir -p "$out" || exit 2
 harnesses=${FUZZ_HARNESSES:-envelope response}
 n_harnesses=$(echo $harnesses | wc -w)
@@ -133,7 +135,11 @@ for h in $harnesses; do
 	if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 
-echo "fuzz: logs and new corpus entries in $out" >&2
+if [ -z "$scratch" ] && [ "$failed" -eq 0 ]; then
+	rm -rf "$out"
+else
+	echo "fuzz: logs and new corpus entries in $out" >&2
+fi
 echo "fuzz: $total_execs executions, $total_crashes crashes"
 # The form test/run.sh's run_counted reads.
 echo "fuzz: $passed passed, $failed failed"
