@@ -51,3 +51,9 @@ ISOLATION_TESTDB = contrib_regression
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
 
 bench: ; bash test/bench/run.sh
+
+# Memory errors: the pg_regress suite, or TAP tests (TAP='test/t/013*.pl';
+# default all), with every server process under valgrind (test/memcheck.sh).
+memcheck: ; bash test/memcheck.sh
+memcheck-tap: ; bash test/memcheck.sh --tap $(TAP)
+.PHONY: bench memcheck memcheck-tap

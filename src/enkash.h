@@ -30,6 +30,18 @@
 #define ERRCODE_ENKASH_BAD_RESPONSE		MAKE_SQLSTATE('E','K','0','0','5')	/* unreadable */
 #define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('E','K','0','0','6')	/* sent, no answer */
 
+/*
+ * An answer came but cannot be used, one code per way it is broken (EK005
+ * covers "not JSON" and answers of the wrong shape).  For a money call every
+ * one of them means the request reached EnKash: the outcome is unknown.
+ */
+#define ERRCODE_ENKASH_ANSWER_TRUNCATED	MAKE_SQLSTATE('E','K','0','5','1')	/* ends early */
+#define ERRCODE_ENKASH_ANSWER_NOT_BASE64	MAKE_SQLSTATE('E','K','0','5','2')
+#define ERRCODE_ENKASH_ANSWER_UNDECRYPTABLE	MAKE_SQLSTATE('E','K','0','5','3')	/* wrong key, padding */
+#define ERRCODE_ENKASH_ANSWER_TOO_DEEP	MAKE_SQLSTATE('E','K','0','5','4')	/* JSON nesting */
+#define ERRCODE_ENKASH_ANSWER_NO_CODE	MAKE_SQLSTATE('E','K','0','5','5')	/* no status code */
+#define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('E','K','0','5','6')	/* enkash.max_response_kb */
+
 /* --- enkash.c: settings ------------------------------------------------ */
 extern char *enkash_base_url;
 extern char *enkash_token_url;
@@ -127,9 +139,9 @@ extern void enkash_token_refresh_if_due(void);
 extern void enkash_rate_limit_wait(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */
+struct EnvelopeCipher;
+extern struct EnvelopeCipher *enkash_cipher(void);
 extern char *enkash_seal_body(const char *json, size_t len, size_t *out_len);
-extern char *enkash_open_body(const char *b64, size_t len, size_t *out_len,
-							  const char **why);
 
 /* --- response.c: EnKash's envelope to jsonb or an error ------------------ */
 /* What EnKash said, besides the payload: for the audit log. */
@@ -144,6 +156,7 @@ extern Jsonb *enkash_parse_response(const char *endpoint_name,
 									const EnkashHttpResult *http,
 									EnkashAnswer *answer);
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
+extern bool enkash_answer_unreadable(int sqlerrcode);
 
 /* --- mask.c: secrets out of anything stored ------------------------------ */
 extern Jsonb *enkash_mask(Jsonb *json);

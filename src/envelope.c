@@ -22,22 +22,27 @@
 static const char b64_alphabet[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Value of a Base64 digit, or -1. */
-static inline int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
+/* Value of each byte as a Base64 digit; X (bit 7 set) when it is not one. */
+#define X 0x80
+static const unsigned char b64_value[256] = {
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, 62, X, X, X, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, X, X, X, X, X, X,
+	X, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, X, X, X, X, X,
+	X, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+};
+#undef X
 
 size_t
 envelope_base64_encode(const unsigned char *in, size_t len, char *out)
@@ -71,41 +76,55 @@ envelope_base64_encode(const unsigned char *in, size_t len, char *out)
 
 /*
  * Strict decoding: a length that is a multiple of four, padding only at the
- * end.  Anything looser would let a corrupted body reach the cipher.
+ * end, and the unused low bits of a padded last group zero, so that a body
+ * opens only from the one canonical spelling of its ciphertext.  Anything
+ * looser would let a corrupted body reach the cipher.  Reads each group
+ * before writing its bytes, so out may be in.
  */
 static bool
 base64_decode(const char *in, size_t len, unsigned char *out, size_t *out_len)
 {
+	const unsigned char *s = (const unsigned char *) in;
 	size_t		o = 0;
 	size_t		pad = 0;
+	size_t		full;
+	unsigned int bad = 0;
 
 	if (len == 0 || len % 4 != 0)
 		return false;
 	if (in[len - 1] == '=')
-		pad++;
-	if (in[len - 2] == '=')
-		pad++;
+		pad = (in[len - 2] == '=') ? 2 : 1;
+	full = pad ? len - 4 : len;
 
-	for (size_t i = 0; i < len; i += 4)
+	for (size_t i = 0; i < full; i += 4)
 	{
-		int			d[4];
-		bool		last = (i + 4 == len);
+		unsigned int a = b64_value[s[i]];
+		unsigned int b = b64_value[s[i + 1]];
+		unsigned int c = b64_value[s[i + 2]];
+		unsigned int d = b64_value[s[i + 3]];
+		unsigned int v = (a << 18) | (b << 12) | (c << 6) | d;
 
-		for (int k = 0; k < 4; k++)
-		{
-			if (last && k >= 4 - (int) pad)
-				d[k] = 0;
-			else if ((d[k] = b64_value((unsigned char) in[i + k])) < 0)
-				return false;
-		}
-		/* the unused low bits of a padded last group must be zero */
-		if (last && ((pad == 2 && (d[1] & 15)) || (pad == 1 && (d[2] & 3))))
+		bad |= a | b | c | d;
+		out[o++] = (unsigned char) (v >> 16);
+		out[o++] = (unsigned char) (v >> 8);
+		out[o++] = (unsigned char) v;
+	}
+	if (bad & 0x80)
+		return false;
+
+	if (pad)
+	{
+		unsigned int a = b64_value[s[full]];
+		unsigned int b = b64_value[s[full + 1]];
+		unsigned int c = (pad == 1) ? b64_value[s[full + 2]] : 0;
+
+		if ((a | b | c) & 0x80)
 			return false;
-		out[o++] = (unsigned char) ((d[0] << 2) | (d[1] >> 4));
-		if (!last || pad < 2)
-			out[o++] = (unsigned char) ((d[1] << 4) | (d[2] >> 2));
-		if (!last || pad < 1)
-			out[o++] = (unsigned char) ((d[2] << 6) | d[3]);
+		if ((pad == 2 && (b & 15)) || (pad == 1 && (c & 3)))
+			return false;
+		out[o++] = (unsigned char) ((a << 2) | (b >> 4));
+		if (pad == 1)
+			out[o++] = (unsigned char) ((b << 4) | (c >> 2));
 	}
 	*out_len = o;
 	return true;
@@ -224,6 +243,135 @@ envelope_status_text(EnvelopeStatus status)
 			return "The body does not decrypt with the configured encryption secret";
 		case ENVELOPE_CRYPTO_FAILED:
 			return "OpenSSL could not run the cipher";
+		case ENVELOPE_NOT_WRAPPED:
+			return "The body is not an encrypted wrapper";
+		case ENVELOPE_TRUNCATED:
+			return "The body ends inside the encrypted wrapper";
 	}
 	return "unknown envelope error";
+}
+
+static inline const char *
+skip_json_space(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/*
+ * Matches the literal lit at *p; false when the body differs.  When the body
+ * ends first, sets *ended and moves *p to the end.
+ */
+static bool
+match_literal(const char **p, const char *end, const char *lit, size_t n,
+			  bool *ended)
+{
+	size_t		have = (size_t) (end - *p);
+
+	if (memcmp(*p, lit, have < n ? have : n) != 0)
+		return false;
+	if (have < n)
+	{
+		*ended = true;
+		*p = end;
+		return false;
+	}
+	*p += n;
+	return true;
+}
+
+EnvelopeStatus
+envelope_unwrap(const char *body, size_t len, const char **b64, size_t *b64_len)
+{
+	static const char key[] = "\"request\"";
+	const char *end = body + len;
+	const char *p = skip_json_space(body, end);
+	const char *text;
+	bool		ended = false;
+
+	if (p == end)
+		return ENVELOPE_NOT_WRAPPED;	/* empty: for the JSON parser to judge */
+	if (!match_literal(&p, end, "{", 1, &ended))
+		return ENVELOPE_NOT_WRAPPED;
+	p = skip_json_space(p, end);
+	if (!match_literal(&p, end, key, sizeof(key) - 1, &ended))
+		return ended ? ENVELOPE_TRUNCATED : ENVELOPE_NOT_WRAPPED;
+	p = skip_json_space(p, end);
+	if (!match_literal(&p, end, ":", 1, &ended))
+		return ended ? ENVELOPE_TRUNCATED : ENVELOPE_NOT_WRAPPED;
+	p = skip_json_space(p, end);
+	if (!match_literal(&p, end, "\"", 1, &ended))
+		return ended ? ENVELOPE_TRUNCATED : ENVELOPE_NOT_WRAPPED;
+
+	text = p;
+	p = memchr(text, '"', (size_t) (end - text));
+	if (p == NULL)
+		return ENVELOPE_TRUNCATED;
+	/* an escape, even \/, is the JSON parser's business */
+	if (memchr(text, '\\', (size_t) (p - text)) != NULL)
+		return ENVELOPE_NOT_WRAPPED;
+	*b64 = text;
+	*b64_len = (size_t) (p - text);
+
+	p = skip_json_space(p + 1, end);
+	if (!match_literal(&p, end, "}", 1, &ended))
+		return ended ? ENVELOPE_TRUNCATED : ENVELOPE_NOT_WRAPPED;
+	if (skip_json_space(p, end) != end)
+		return ENVELOPE_NOT_WRAPPED;
+	return ENVELOPE_OK;
+}
+
+/*
+ * The end of the string whose text starts at s: its closing quote, the
+ * first one after an even run of backslashes (pairs of them are escaped
+ * backslashes, an odd one escapes the quote), or end.
+ */
+static const char *
+string_end(const char *s, const char *end)
+{
+	const char *q = s;
+
+	while ((q = memchr(q, '"', (size_t) (end - q))) != NULL)
+	{
+		const char *b = q;
+
+		while (b > s && b[-1] == '\\')
+			b--;
+		if ((q - b) % 2 == 0)
+			return q;
+		q++;
+	}
+	return end;
+}
+
+int
+envelope_json_depth(const char *json, size_t len, int limit)
+{
+	const char *p = json;
+	const char *end = json + len;
+	int			depth = 0;
+	int			deepest = 0;
+
+	while (p < end)
+	{
+		switch (*p++)
+		{
+			case '"':
+				p = string_end(p, end);
+				if (p < end)
+					p++;
+				break;
+			case '[':
+			case '{':
+				if (++depth > deepest && (deepest = depth) > limit)
+					return deepest;
+				break;
+			case ']':
+			case '}':
+				depth--;
+				break;
+		}
+	}
+	return deepest;
 }

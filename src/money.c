@@ -56,6 +56,8 @@ state_after_error(int sqlerrcode, bool request_left, const EnkashHttpResult *htt
 {
 	if (!request_left)
 		return LEDGER_RELEASED;
+	if (enkash_answer_unreadable(sqlerrcode))
+		return LEDGER_UNKNOWN;	/* an answer came: EnKash had the request */
 	switch (sqlerrcode)
 	{
 		case ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:

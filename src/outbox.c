@@ -319,7 +319,7 @@ state_after(int sqlerrcode, bool last_attempt)
 		return "dead";
 	/* May have happened: the key is unknown, and is checked before a resend. */
 	if (sqlerrcode == ERRCODE_ENKASH_OUTCOME_UNKNOWN ||
-		sqlerrcode == ERRCODE_ENKASH_BAD_RESPONSE ||
+		enkash_answer_unreadable(sqlerrcode) ||
 		sqlerrcode == ERRCODE_ENKASH_UNAVAILABLE ||
 		sqlerrcode == ERRCODE_QUERY_CANCELED)
 		return "unknown";

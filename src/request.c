@@ -20,8 +20,8 @@
 static EnvelopeCipher cipher;
 static uint64 cipher_version = 0;
 
-static EnvelopeCipher *
-current_cipher(void)
+EnvelopeCipher *
+enkash_cipher(void)
 {
 	const EnkashCredentials *creds = enkash_credentials();
 
@@ -46,7 +46,7 @@ enkash_seal_body(const char *json, size_t len, size_t *out_len)
 {
 	static const char head[] = "{\"request\":\"";
 	static const char tail[] = "\"}";
-	EnvelopeCipher *c = current_cipher();
+	EnvelopeCipher *c = enkash_cipher();
 	char	   *out = palloc(sizeof(head) - 1 + envelope_seal_bound(len) + sizeof(tail));
 	size_t		b64_len;
 
@@ -57,23 +57,6 @@ enkash_seal_body(const char *json, size_t len, size_t *out_len)
 				 errmsg("could not encrypt the request to EnKash")));
 	memcpy(out + sizeof(head) - 1 + b64_len, tail, sizeof(tail));
 	*out_len = sizeof(head) - 1 + b64_len + sizeof(tail) - 1;
-	return out;
-}
-
-/* Decrypts a Base64 ciphertext; NULL with *why set when it cannot. */
-char *
-enkash_open_body(const char *b64, size_t len, size_t *out_len, const char **why)
-{
-	EnvelopeCipher *c = current_cipher();
-	char	   *out = palloc(envelope_open_bound(len));
-	EnvelopeStatus status = envelope_open(c, b64, len, out, out_len);
-
-	if (status != ENVELOPE_OK)
-	{
-		*why = envelope_status_text(status);
-		pfree(out);
-		return NULL;
-	}
 	return out;
 }
 

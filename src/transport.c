@@ -602,7 +602,7 @@ enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			break;
 		case ENKASH_HTTP_TOO_LARGE:
 			ereport(ERROR,
-					(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+					(errcode(ERRCODE_ENKASH_ANSWER_TOO_LARGE),
 					 errmsg("EnKash's answer for %s is larger than enkash.max_response_kb (%d kB)",
 							what, enkash_max_response_kb)));
 			break;

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# test/memcheck.sh: the pg_regress suite (REGRESS in the Makefile) with every
+# test/memcheck.sh [--tap [test/t/FILE.pl ...]]: the test suite with every
 # PostgreSQL server process under valgrind memcheck, against the sandbox on
-# loopback.  Builds the extension like test/run.sh (at -O0 so that reports
-# name exact lines; ENKASH_MEMCHECK_COPT= builds the release flags instead)
-# and installs it into a private mirror of the PostgreSQL installation (or
-# system-wide, like test/run.sh, with ENKASH_MEMCHECK_INSTALL=system), then
-# reads the valgrind logs and reports the errors and leaks whose stack passes
-# through enkash code (enkash.so, src/*.c).
+# loopback (also "make memcheck"; "make memcheck-tap TAP='test/t/013*.pl'").
+#   (no argument)  the pg_regress suite (REGRESS in the Makefile)
+#   --tap [FILES]  TAP tests (default: every test/t/*.pl).  They start their
+#                  servers with pg_ctl found on PATH: the private mirror's
+#                  postgres becomes a script that runs the real binary (kept
+#                  beside it as postgres.real, where PostgreSQL still finds
+#                  the mirror's lib and share) under valgrind; initdb's
+#                  bootstrap and "postgres -V/-C" run without it.
+# Builds the extension like test/run.sh (at -O0 so that reports name exact
+# lines; ENKASH_MEMCHECK_COPT= builds the release flags instead) and
+# installs it into a private mirror of the PostgreSQL installation (or
+# system-wide, like test/run.sh, with ENKASH_MEMCHECK_INSTALL=system; not
+# with --tap), then reads the valgrind logs and reports the errors and leaks
+# whose stack passes through enkash code (enkash.so, src/*.c).
 #
 # Ends with "memcheck: N errors in enkash code" (N distinct reports: memory
 # errors plus definite leaks) and exits 1 when N > 0, 2 when the run itself
-# failed, 0 otherwise.  Diffs in the regression output are shown but do not
-# decide the exit status: each server process runs 10-50x slower under
-# valgrind, so tests that depend on timing (statement_timeout, a second
-# session racing the first) may differ.
+# failed, 0 otherwise.  Diffs in the regression output and failed TAP tests
+# are shown but do not decide the exit status: each server process runs
+# 10-50x slower under valgrind, so tests that depend on timing
+# (statement_timeout, a second session racing the first, a deadline for a
+# worker) may fail.
 #
 # Environment:
 #   ENKASH_MEMCHECK_LOGS=DIR   where the valgrind logs go (default: a new
@@ -28,7 +37,8 @@
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
 #
 # Runtime on 2 cores: about 1 minute for 9 tests, 3-4 minutes for 15 (the
-# suite takes ~20x longer than without valgrind).  Needs root (or sudo) like
+# suite takes ~20x longer than without valgrind): the whole pg_regress suite
+# about 5 minutes, 013_hostile.pl about 7.  Needs root (or sudo) like
 # run.sh, for the packages (and the system-wide install).
 #
 # What it cannot see: Debian's PostgreSQL is not built with USE_VALGRIND, so
@@ -40,6 +50,21 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+
+mode=regress
+tap_files=()
+case "${1:-}" in
+--tap)
+	mode=tap
+	shift
+	tap_files=("$@")
+	;;
+"") ;;
+*)
+	echo "usage: $0 [--tap [test/t/FILE.pl ...]]" >&2
+	exit 2
+	;;
+esac
 
 # lib.sh's die, with the verdict line and exit status 2 (the run failed).
 die() {
@@ -111,32 +136,10 @@ inst_prefix=${PG_BINDIR%/usr/lib/postgresql/$PG_MAJOR/bin}	# empty when system-w
 SERVER_PKGLIB="$inst_prefix$(pg_config --pkglibdir)"
 SERVER_SHARE="$inst_prefix$(pg_config --sharedir)"
 unset COPT
+[ "$mode" = tap ] && [ -z "$inst_prefix" ] &&
+	die "--tap needs the private install (ENKASH_MEMCHECK_INSTALL=private)"
 start_sandbox
 
-# --- the same configuration as test/run.sh writes for pg_regress ------------
-# Taken from test/run.sh at run time (from 'conf=...' to the line that writes
-# "$conf"), so that the two cannot drift apart: the credentials files the
-# tests expect and the temp-config.  Better still would be one lib.sh
-# function that both call.
-setup=$(sed -n '/^conf="\$WORK\/tree\/test\/tmp\/regress.conf"$/,/^} | as_user sh -c "cat > .\$conf."$/p' \
-	"$WORK/tree/test/run.sh")
-# (The range must end where it should: never run the rest of run.sh.)
-[ "$(printf '%s\n' "$setup" | tail -n 1)" = "} | as_user sh -c \"cat > '\$conf'\"" ] ||
-	die "could not find the pg_regress setup (conf=... to cat > \$conf) in test/run.sh"
-eval "$setup"
-[ -s "$conf" ] || die "test/run.sh's pg_regress setup wrote no $conf"
-
-# --- a bindir whose postgres runs under valgrind ------------------------------
-# pg_regress starts "<bindir>/postgres" for its temp instance.  initdb, psql
-# and pg_ctl are symlinks: initdb resolves its own path and bootstraps with
-# the real postgres, which keeps the (slow, extension-free) initdb out of
-# valgrind.  Programs the server runs (COPY FROM PROGRAM: sh, curl, openssl)
-# are not traced.
-wrap="$WORK/valgrind-bin"
-as_user mkdir -p "$wrap"
-for p in initdb pg_ctl psql; do
-	as_user ln -s "$PG_BIN/$p" "$wrap/$p"
-done
 vg_opts=(
 	--tool=memcheck --leak-check=full --trace-children=yes
 	--track-origins=yes --read-var-info=yes
@@ -148,54 +151,137 @@ vg_opts=(
 	--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END
 	--log-file="$LOGS/valgrind.%p.log"
 )
-{
-	echo '#!/bin/sh'
-	echo "echo \$\$ >> '$LOGS/server.pids'"
-	printf 'exec valgrind'
-	printf " %q" "${vg_opts[@]}" ${ENKASH_VALGRIND_OPTS:-}
-	printf ' %q "$@"\n' "$SERVER_BIN"
-} | as_user sh -c "cat > '$wrap/postgres'"
-as_user chmod 755 "$wrap/postgres"
+# write_wrapper SCRIPT REAL: a "postgres" that runs REAL under valgrind,
+# except for what only asks or bootstraps (-V, -C, --boot, --single,
+# --describe-config): initdb and pg_ctl's checks stay fast.
+write_wrapper() {
+	{
+		echo '#!/bin/sh'
+		echo 'for a in "$@"; do'
+		echo '	case "$a" in'
+		printf -- '	-V | --version | -C | --boot | --single | --describe-config) exec %q "$@" ;;\n' "$2"
+		echo '	esac'
+		echo 'done'
+		echo "echo \$\$ >> '$LOGS/server.pids'"
+		printf 'exec valgrind'
+		printf " %q" "${vg_opts[@]}" ${ENKASH_VALGRIND_OPTS:-}
+		printf ' %q "$@"\n' "$2"
+	} | as_user sh -c "cat > '$1'"
+	as_user chmod 755 "$1"
+}
 
-# --- pg_regress ----------------------------------------------------------------
-log "pg_regress with the server under valgrind memcheck (logs: $LOGS)"
-started=$(date +%s)
-# In the background, so that a signal to this script is handled at once.
-as_user env PGCTLTIMEOUT=900 make -C "$WORK/tree" installcheck \
-	PG_CONFIG="$PG_BIN/pg_config" EXTRA_REGRESS_OPTS="--bindir=$wrap" \
-	>"$WORK/regress.log" 2>&1 &
-REGRESS_PID=$!
-wait "$REGRESS_PID"
-regress_rc=$?
-REGRESS_PID=
-
+# Waits for the servers valgrind is still finishing, then stops any left.
 # pg_ctl stop returns once postmaster.pid is gone, before valgrind's leak
-# check in the postmaster has finished writing: wait for the processes.
-if [ -f "$LOGS/server.pids" ]; then
-	for pid in $(cat "$LOGS/server.pids"); do
-		for i in $(seq 1 600); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.5
+# check in the postmaster has finished writing.
+wait_servers() {
+	local pid i
+	if [ -f "$LOGS/server.pids" ]; then
+		for pid in $(cat "$LOGS/server.pids"); do
+			for i in $(seq 1 600); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.5
+			done
 		done
-	done
-fi
-stop_servers
-log "pg_regress finished in $(( $(date +%s) - started )) s"
+	fi
+	stop_servers
+}
 
-cp "$WORK/regress.log" "$LOGS/regress.log"
-[ -f "$WORK/tree/regression.diffs" ] && cp "$WORK/tree/regression.diffs" "$LOGS/"
-[ -f "$WORK/tree/log/postmaster.log" ] && cp "$WORK/tree/log/postmaster.log" "$LOGS/"
-grep -E '^(ok|not ok|test |     )|tests (passed|failed)' "$WORK/regress.log" >&2
-ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
-bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
-if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
-	log "pg_regress under valgrind: $bad test(s) differ (timing tests may, under valgrind); first lines of the diffs:"
-	head -60 "$WORK/tree/regression.diffs" >&2
-fi
 crash="terminated by signal\\|exited with exit code $VALGRIND_EXITCODE"
-if grep -q "$crash" "$LOGS/postmaster.log" 2>/dev/null; then
+started=$(date +%s)
+if [ "$mode" = regress ]; then
+	# --- the same configuration as test/run.sh writes for pg_regress --------
+	# Taken from test/run.sh at run time (from 'conf=...' to the line that
+	# writes "$conf"), so that the two cannot drift apart: the credentials
+	# files the tests expect and the temp-config.  Better still would be one
+	# lib.sh function that both call.
+	setup=$(sed -n '/^conf="\$WORK\/tree\/test\/tmp\/regress.conf"$/,/^} | as_user sh -c "cat > .\$conf."$/p' \
+		"$WORK/tree/test/run.sh")
+	# (The range must end where it should: never run the rest of run.sh.)
+	[ "$(printf '%s\n' "$setup" | tail -n 1)" = "} | as_user sh -c \"cat > '\$conf'\"" ] ||
+		die "could not find the pg_regress setup (conf=... to cat > \$conf) in test/run.sh"
+	eval "$setup"
+	[ -s "$conf" ] || die "test/run.sh's pg_regress setup wrote no $conf"
+
+	# --- a bindir whose postgres runs under valgrind --------------------------
+	# pg_regress starts "<bindir>/postgres" for its temp instance.  initdb,
+	# psql and pg_ctl are symlinks: initdb resolves its own path and
+	# bootstraps with the real postgres, which keeps the (slow,
+	# extension-free) initdb out of valgrind.  Programs the server runs (COPY
+	# FROM PROGRAM: sh, curl, openssl) are not traced.
+	wrap="$WORK/valgrind-bin"
+	as_user mkdir -p "$wrap"
+	for p in initdb pg_ctl psql; do
+		as_user ln -s "$PG_BIN/$p" "$wrap/$p"
+	done
+	write_wrapper "$wrap/postgres" "$SERVER_BIN"
+
+	log "pg_regress with the server under valgrind memcheck (logs: $LOGS)"
+	# In the background, so that a signal to this script is handled at once.
+	as_user env PGCTLTIMEOUT=900 make -C "$WORK/tree" installcheck \
+		PG_CONFIG="$PG_BIN/pg_config" EXTRA_REGRESS_OPTS="--bindir=$wrap" \
+		>"$WORK/regress.log" 2>&1 &
+	REGRESS_PID=$!
+	wait "$REGRESS_PID"
+	regress_rc=$?
+	REGRESS_PID=
+	wait_servers
+	log "pg_regress finished in $(( $(date +%s) - started )) s"
+
+	cp "$WORK/regress.log" "$LOGS/regress.log"
+	[ -f "$WORK/tree/regression.diffs" ] && cp "$WORK/tree/regression.diffs" "$LOGS/"
+	[ -f "$WORK/tree/log/postmaster.log" ] && cp "$WORK/tree/log/postmaster.log" "$LOGS/"
+	grep -E '^(ok|not ok|test |     )|tests (passed|failed)' "$WORK/regress.log" >&2
+	ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
+	bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+	if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
+		log "pg_regress under valgrind: $bad test(s) differ (timing tests may, under valgrind); first lines of the diffs:"
+		head -60 "$WORK/tree/regression.diffs" >&2
+	fi
+	server_logs=("$LOGS/postmaster.log")
+	suite_log="$WORK/regress.log"
+else
+	# --- TAP: the mirror's postgres runs under valgrind -----------------------
+	# pg_ctl (a copy in the mirror's bindir, first on PATH) starts the
+	# "postgres" in its own directory: that becomes the wrapper, and the real
+	# binary stays in the same directory, so that it still finds the
+	# mirror's lib (this tree's enkash.so) and share.
+	as_user mv "$SERVER_BIN" "$SERVER_BIN.real" || die "cannot move $SERVER_BIN aside"
+	write_wrapper "$SERVER_BIN" "$SERVER_BIN.real"
+	write_credentials "$WORK/credentials.conf"
+	[ ${#tap_files[@]} -gt 0 ] || tap_files=(test/t/*.pl)
+	pgxs=$(dirname "$("$PG_BIN/pg_config" --pgxs)")/..
+	as_user mkdir -p "$WORK/tap"
+	log "TAP tests ${tap_files[*]} with every server under valgrind memcheck (logs: $LOGS)"
+	# Timeouts of pg_ctl and of the test library's waits, for ~20x slower
+	# servers.
+	(cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
+		PATH="$PG_BINDIR:$PATH" PGCTLTIMEOUT=900 PG_TEST_TIMEOUT_DEFAULT=900 \
+		SANDBOX_URL="$SANDBOX_URL" ENKASH_CREDENTIALS="$WORK/credentials.conf" \
+		ENKASH_TAP_LIB="$WORK/tree/test/t" ENKASH_SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
+		prove -I "$pgxs/test/perl" "${tap_files[@]}") >"$WORK/tap.log" 2>&1 &
+	REGRESS_PID=$!
+	wait "$REGRESS_PID"
+	regress_rc=$?
+	REGRESS_PID=
+	wait_servers
+	log "TAP tests finished in $(( $(date +%s) - started )) s"
+
+	cp "$WORK/tap.log" "$LOGS/tap.log"
+	mkdir -p "$LOGS/tap-logs"
+	cp "$WORK"/tap/tmp_check/log/* "$LOGS/tap-logs/" 2>/dev/null
+	cat "$WORK/tap.log" >&2
+	ok=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$WORK/tap.log")
+	ok=${ok:-0}
+	if [ "$regress_rc" -ne 0 ]; then
+		log "TAP under valgrind: some tests failed (timing tests may, under valgrind); see $LOGS/tap-logs"
+	fi
+	server_logs=("$LOGS"/tap-logs/*.log)
+	suite_log="$WORK/tap.log"
+fi
+
+if grep -q "$crash" "${server_logs[@]}" 2>/dev/null; then
 	log "server processes crashed or exited with valgrind's error code ($VALGRIND_EXITCODE):"
-	grep "$crash" "$LOGS/postmaster.log" | head -10 >&2
+	grep "$crash" "${server_logs[@]}" | head -10 >&2
 fi
 
 # With the system-wide install, another run that installs meanwhile
@@ -214,7 +300,7 @@ fi
 
 nlogs=$(ls "$LOGS"/valgrind.*.log 2>/dev/null | wc -l)
 if [ "$ok" -eq 0 ] || [ "$nlogs" -eq 0 ]; then
-	tail -30 "$WORK/regress.log" >&2
+	tail -30 "$suite_log" >&2
 	echo "memcheck: the suite did not run under valgrind (rc $regress_rc, $nlogs valgrind logs); see $LOGS"
 	exit 2
 fi

@@ -51,8 +51,8 @@ run_counted sandbox-vectors sh -c "'$WORK/tree/test/sandbox/enkash-sandbox' --se
 run_counted smoke as_user env SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
 	bash "$WORK/tree/test/sandbox/smoke.sh"
 
-log "fuzzing the envelope decoder (30 s) and replaying its corpus"
-run_counted fuzz-envelope as_user bash "$WORK/tree/test/fuzz/run.sh" 30
+log "fuzzing the envelope and answer reading (30 s) and replaying their corpora"
+run_counted fuzz as_user bash "$WORK/tree/test/fuzz/run.sh" 30
 fi
 
 # --- pg_regress -------------------------------------------------------------

@@ -229,41 +229,6 @@ skip_ws(const char *p, const char *end)
 }
 
 /*
- * The Base64 text of an encrypted answer, {"request":"<base64>"} (JSON
- * whitespace allowed between tokens), found without a JSON parser: Base64
- * has no characters that JSON escapes, so the string ends at the next quote.
- */
-static bool
-find_wrapper(const char *p, size_t len, const char **b64, size_t *b64_len)
-{
-	const char *end = p + len;
-	static const char key[] = "\"request\"";
-	const char *q;
-
-	p = skip_ws(p, end);
-	if (p == end || *p++ != '{')
-		return false;
-	p = skip_ws(p, end);
-	if ((size_t) (end - p) < sizeof(key) - 1 || memcmp(p, key, sizeof(key) - 1) != 0)
-		return false;
-	p = skip_ws(p + sizeof(key) - 1, end);
-	if (p == end || *p++ != ':')
-		return false;
-	p = skip_ws(p, end);
-	if (p == end || *p++ != '"')
-		return false;
-	q = memchr(p, '"', end - p);
-	if (q == NULL)
-		return false;
-	*b64 = p;
-	*b64_len = q - p;
-	p = skip_ws(q + 1, end);
-	if (p == end || *p++ != '}')
-		return false;
-	return skip_ws(p, end) == end;
-}
-
-/*
  * The value of the top-level member "code" (or "response_code") of a JSON
  * object, by a scan that tracks strings and nesting; false if there is none
  * or it is not an integer.  Enough to check an answer without parsing it.
@@ -356,7 +321,7 @@ check_answer(EnvelopeCipher *cipher, const Buffer *body, char **plain, size_t *p
 		}
 		b64_len = json_string_length(json_object_get(outer, "request"));
 	}
-	else if (!find_wrapper(body->data, body->len, &b64, &b64_len))
+	else if (envelope_unwrap(body->data, body->len, &b64, &b64_len) != ENVELOPE_OK)
 		return "answer is not {\"request\":\"<base64>\"}";
 
 	need = envelope_open_bound(b64_len);

@@ -179,7 +179,8 @@ string_or_null(const char *s)
 
 static const char *const mode_names[] = {
 	"none", "malformed", "truncated", "wrong_key", "bad_base64", "bad_padding",
-	"deep_json", "no_code", "huge", "drip", "redirect", NULL
+	"deep_json", "no_code", "huge", "drip", "redirect", "huge_number",
+	"escaped_slash", NULL
 };
 
 static bool

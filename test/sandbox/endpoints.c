@@ -1291,6 +1291,36 @@ reply_broken(SandboxReply *rep, ResponseMode mode, json_t *envelope)
 			rep->kind = REPLY_DRIP;
 			rep->body = seal_json(envelope, cfg.key, &rep->len);
 			break;
+		case RESP_HUGE_NUMBER:
+			{
+				/* valid JSON that numeric cannot hold; jansson cannot write it */
+				static const char text[] =
+					"{\"code\":0,\"message\":\"Success\",\"payload\":{\"n\":1e999999}}";
+
+				rep->body = cfg.no_encrypt ? sb_strdup(text) :
+					envelope_seal(cfg.key, text, strlen(text), &rep->len);
+				if (cfg.no_encrypt)
+					rep->len = strlen(text);
+				break;
+			}
+		case RESP_ESCAPED_SLASH:
+			{
+				/* the valid answer, each '/' written '\/' (valid JSON, as some encoders do) */
+				char	   *sealed = seal_json(envelope, cfg.key, &len);
+				size_t		o = 0;
+
+				rep->body = sb_malloc(2 * len + 1);
+				for (size_t i = 0; i < len; i++)
+				{
+					if (sealed[i] == '/')
+						rep->body[o++] = '\\';
+					rep->body[o++] = sealed[i];
+				}
+				rep->body[o] = '\0';
+				rep->len = o;
+				free(sealed);
+				break;
+			}
 		case RESP_REDIRECT:
 			rep->kind = REPLY_REDIRECT;
 			rep->status = 302;

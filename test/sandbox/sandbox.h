@@ -155,7 +155,9 @@ typedef enum ResponseMode
 	RESP_NO_CODE,
 	RESP_HUGE,
 	RESP_DRIP,
-	RESP_REDIRECT
+	RESP_REDIRECT,
+	RESP_HUGE_NUMBER,
+	RESP_ESCAPED_SLASH
 } ResponseMode;
 
 typedef struct Faults

@@ -10,6 +10,8 @@
 #    JSON-looking text, huge strings, non-UTF-8 bytes): refused, or sent
 #    escaped exactly, checked by decrypting the body the sandbox received with
 #    the openssl command; never a changed amount or an extra field.
+# 3. Answers in plain JSON (enkash.encrypt = off, a sandbox with
+#    --no-encrypt): the same reading path and SQLSTATEs without the wrapper.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -53,32 +55,35 @@ sub ledger_count
 sub api_requests { return sandbox_json('GET', '/__sandbox/requests', 'total'); }
 
 # --- 1. hostile answers -------------------------------------------------------
-my %expect_state = (    # what each mode must give (see the report in SECURITY.md)
-	malformed   => 'EK005',
-	truncated   => 'EK005',
-	wrong_key   => 'EK005',
-	bad_base64  => 'EK005',
-	bad_padding => 'EK005',
-	deep_json   => 'EK005',
-	no_code     => 'EK005',
-	huge        => 'EK005',
-	drip        => 'EK006',
-	redirect    => 'EK005',);
+my %expect_state = (    # each mode its own SQLSTATE (see SECURITY.md, section 5)
+	malformed   => 'EK005',    # not JSON
+	truncated   => 'EK051',    # ends early
+	wrong_key   => 'EK053',    # does not decrypt
+	bad_base64  => 'EK052',    # not Base64
+	bad_padding => 'EK053',    # does not decrypt (a wrong key looks the same)
+	deep_json   => 'EK054',    # nested too deeply
+	no_code     => 'EK055',    # no status code
+	huge        => 'EK056',    # larger than enkash.max_response_kb
+	drip        => 'EK006',    # no answer in time
+	redirect    => 'EK005',    # an answer that cannot be used
+	huge_number => 'EK005',);  # valid JSON, but a number numeric cannot hold
 my %message_re = (
-	malformed   => qr/could not be read.*\| The body is not JSON/,
-	truncated   => qr/could not be read.*\| The body is not JSON/,
+	malformed   => qr/could not be read.*\| The body is not JSON \(HTTP status 200\)/,
+	truncated   => qr/is incomplete.*\| The body ends inside the encrypted wrapper/,
 	wrong_key   => qr/could not be decrypted.*\| The body does not decrypt/,
-	bad_base64  => qr/could not be decrypted.*\| The body is not valid Base64/,
-	bad_padding => qr/could not be decrypted/,
-	deep_json   => qr/could not be read/,
-	no_code     => qr/could not be read.*\| The answer has no status code/,
+	bad_base64  => qr/could not be decrypted.*\| The encrypted body is not valid Base64/,
+	bad_padding => qr/could not be decrypted.*\| The body does not decrypt/,
+	deep_json   => qr/could not be read.*\| The body nests arrays or objects more than 64 levels deep/,
+	no_code     => qr/has no status code.*\| The answer has neither "code" nor "response_code"/,
 	huge        => qr/larger than enkash\.max_response_kb/,
 	drip        => qr/no answer from EnKash.*may have been processed.*\| No answer within enkash\.timeout_ms/,
-	redirect    => qr/HTTP status 302/,);
+	redirect    => qr/HTTP status 302/,
+	huge_number => qr/could not be read.*\| The body holds a number too large to store/,);
 my $run = $$ . '-' . time();
 my %seen;
 
-for my $mode (qw(malformed truncated wrong_key bad_base64 bad_padding deep_json no_code huge drip redirect))
+for my $mode (qw(malformed truncated wrong_key bad_base64 bad_padding deep_json no_code huge drip redirect
+	huge_number))
 {
 	my $set = $mode eq 'drip' ? 'SET enkash.timeout_ms = 1000;' : '';
 
@@ -133,6 +138,13 @@ SQL
 }
 note(join(', ', map { "$_ => $seen{$_}" } sort keys %seen));
 
+# Not broken: the wrapper with every '/' of its Base64 written '\/' (valid JSON,
+# as some encoders write it) is not the plain byte-scanned form, and is read
+# through the JSON parser.
+arm('escaped_slash');
+is($node->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
+	'CASANDBOX1', 'an encrypted answer whose Base64 is spelled with \/ escapes is read');
+
 # The maximum is a setting: raised, the 20 MiB answer is accepted.
 arm('huge');
 is($node->safe_psql('postgres',
@@ -141,7 +153,7 @@ is($node->safe_psql('postgres',
 # Lowered, an ordinary answer is too large; and an ordinary role cannot change it.
 like($node->safe_psql('postgres',
 	q{SET enkash.max_response_kb = 1; SELECT try_sql($q$SELECT enkash_transactions('CASANDBOX1')$q$)}),
-	qr/^(ok|EK005 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
+	qr/^(ok|EK056 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
 $node->safe_psql('postgres', 'CREATE ROLE hostile_nobody LOGIN');
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
 	"SET ROLE hostile_nobody; SET enkash.max_response_kb = 1048576;");
@@ -341,4 +353,31 @@ is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
 	'the server never restarted');
 
 $node->stop;
+
+# --- 3. answers in plain JSON (enkash.encrypt = off) --------------------------
+# The same reading path without the wrapper: a sandbox answering plain JSON.
+my $plain_url = start_private_sandbox('--no-encrypt');
+my $plain = enkash_node('plain', sandbox_url => $plain_url, conf => "enkash.encrypt = off\n");
+install_try_sql($plain);
+is($plain->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
+	'CASANDBOX1', 'encryption off: a look-up works');
+is($plain->safe_psql('postgres',
+	q{SELECT try_sql($q$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 3, 'PLAIN-1')$q$)}),
+	'ok', 'encryption off: a load works');
+is(sandbox_json($plain_url, 'GET', '/__sandbox/ledger?reference=PLAIN-1', 'count'), 1,
+	'encryption off: ... credited once');
+like($plain->safe_psql('postgres',
+	q{SELECT try_sql($q$SELECT enkash_get_card_account('CANOSUCHACCOUNT')$q$)}),
+	qr/^EK001 \| EnKash declined/, 'encryption off: a decline is EK001');
+for my $case ([ malformed => 'EK005' ], [ truncated => 'EK051' ], [ deep_json => 'EK054' ],
+	[ no_code => 'EK055' ], [ huge_number => 'EK005' ])
+{
+	my ($mode, $want) = @$case;
+	sandbox($plain_url, 'POST', '/__sandbox/faults', qq({"response": {"mode": "$mode", "count": 1}}));
+	my $err = $plain->safe_psql('postgres',
+		q{SELECT try_sql($q$SELECT enkash_get_card_account('CASANDBOX1')$q$)});
+	note("encryption off, $mode: $err");
+	like($err, qr/^\Q$want\E \| /, "encryption off, $mode: $want");
+}
+$plain->stop;
 done_testing();

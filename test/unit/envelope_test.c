@@ -2,7 +2,9 @@
  * envelope_test.c
  *	  Checks src/envelope.c against vectors made with the openssl command
  *	  line (test/vectors/envelope.json, a copy of shared/vectors), and its
- *	  refusal of damaged ciphertexts.  Prints "envelope: N passed, N failed".
+ *	  refusal of damaged ciphertexts; envelope_unwrap() and
+ *	  envelope_json_depth() on hand-picked bodies.  Prints "envelope: N
+ *	  passed, N failed".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +92,73 @@ check_vector(json_t *v, int i)
 	free(opened);
 }
 
+/* envelope_unwrap() on a body: the status, and the text when found. */
+static void
+check_unwrap(const char *body, EnvelopeStatus want, const char *want_text)
+{
+	const char *b64 = NULL;
+	size_t		len = 0;
+	EnvelopeStatus got = envelope_unwrap(body, strlen(body), &b64, &len);
+	char		what[200];
+
+	snprintf(what, sizeof(what), "unwrap %.60s: status %d, wanted %d", body, got, want);
+	check(got == want, what, -1);
+	if (got == ENVELOPE_OK && want_text)
+	{
+		snprintf(what, sizeof(what), "unwrap %.60s: the text", body);
+		check(len == strlen(want_text) && memcmp(b64, want_text, len) == 0, what, -1);
+	}
+}
+
+static void
+check_depth(const char *json, int want)
+{
+	char		what[200];
+	int			got = envelope_json_depth(json, strlen(json), 64);
+
+	snprintf(what, sizeof(what), "depth of %.60s: %d, wanted %d", json, got, want);
+	check(got == want, what, -1);
+}
+
+static void
+check_scans(void)
+{
+	check_unwrap("{\"request\":\"QUJD\"}", ENVELOPE_OK, "QUJD");
+	check_unwrap(" \r\n{ \"request\"\t:\n\"QUJD\" }\n", ENVELOPE_OK, "QUJD");
+	check_unwrap("{\"request\":\"%%not base64\"}", ENVELOPE_OK, "%%not base64");
+	check_unwrap("{\"request\":\"\"}", ENVELOPE_OK, "");
+	check_unwrap("{\"request\":\"QU\\/D\"}", ENVELOPE_NOT_WRAPPED, NULL);	/* \/ */
+	check_unwrap("{\"request\":\"QUJD\",\"x\":1}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{\"x\":1,\"request\":\"QUJD\"}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{\"request\":12}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{\"Request\":\"QUJD\"}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{\"request\":\"QUJD\"}}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("[{\"request\":\"QUJD\"}]", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{\"code\":0}", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("   ", ENVELOPE_NOT_WRAPPED, NULL);
+	check_unwrap("{", ENVELOPE_TRUNCATED, NULL);
+	check_unwrap("{\"req", ENVELOPE_TRUNCATED, NULL);
+	check_unwrap("{\"request\":", ENVELOPE_TRUNCATED, NULL);
+	check_unwrap("{\"request\":\"QUJD", ENVELOPE_TRUNCATED, NULL);
+	check_unwrap("{\"request\":\"QUJD\"", ENVELOPE_TRUNCATED, NULL);
+	check_unwrap("{\"request\":\"QUJD\"  ", ENVELOPE_TRUNCATED, NULL);
+
+	check_depth("", 0);
+	check_depth("{\"a\":[1,{\"b\":[]}]}", 4);
+	check_depth("\"[[[[\"", 0);
+	check_depth("[\"\\\"[[[\"]", 1);		/* an escaped quote inside */
+	check_depth("[\"\\\\\",[[]]]", 3);	/* an escaped backslash, then the end */
+	check_depth("]]]][[", 0);	/* a parser stops at the first ] */
+	{
+		char		deep[10001];
+
+		memset(deep, '[', 10000);
+		deep[10000] = '\0';
+		check_depth(deep, 65);	/* stops counting past the limit */
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -112,6 +181,7 @@ main(int argc, char **argv)
 	}
 	json_array_foreach(vectors, i, v)
 		check_vector(v, (int) i);
+	check_scans();
 
 	printf("envelope: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
