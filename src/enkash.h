@@ -41,6 +41,7 @@
 #define ERRCODE_ENKASH_ANSWER_TOO_DEEP	MAKE_SQLSTATE('E','K','0','5','4')	/* JSON nesting */
 #define ERRCODE_ENKASH_ANSWER_NO_CODE	MAKE_SQLSTATE('E','K','0','5','5')	/* no status code */
 #define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('E','K','0','5','6')	/* enkash.max_response_kb */
+#define ERRCODE_ENKASH_ANSWER_REDIRECT	MAKE_SQLSTATE('E','K','0','5','7')	/* 1xx/3xx, not followed */
 
 /* --- enkash.c: settings ------------------------------------------------ */
 extern char *enkash_base_url;

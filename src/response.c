@@ -355,6 +355,7 @@ enkash_answer_unreadable(int sqlerrcode)
 		case ERRCODE_ENKASH_ANSWER_TOO_DEEP:
 		case ERRCODE_ENKASH_ANSWER_NO_CODE:
 		case ERRCODE_ENKASH_ANSWER_TOO_LARGE:
+		case ERRCODE_ENKASH_ANSWER_REDIRECT:
 			return true;
 	}
 	return false;
@@ -462,7 +463,7 @@ http_failure(const char *what, const EnkashHttpResult *http, Jsonb *envelope)
 	/* A redirect or other oddity is not followed; EnKash may have acted. */
 	if (http->status < 400)
 		ereport(ERROR,
-				(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+				(errcode(ERRCODE_ENKASH_ANSWER_REDIRECT),
 				 errmsg("EnKash's answer for %s could not be used", what),
 				 errdetail("HTTP status %ld; redirects are not followed.", http->status),
 				 errhint("If EnKash may have acted on it, check the outcome before trying again.")));
