@@ -108,7 +108,10 @@ CREATE TABLE enkash.requests (
     updated_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
 );
-CREATE INDEX ON enkash.requests (next_attempt_at) WHERE state IN ('pending', 'unknown');
+-- The claim's order (next_attempt_at, id) is the index's: a claim reads the
+-- rows it takes and no more, even when thousands were queued by one
+-- transaction (and so share one next_attempt_at).
+CREATE INDEX ON enkash.requests (next_attempt_at, id) WHERE state IN ('pending', 'unknown');
 CREATE INDEX ON enkash.requests (idempotency_key);
 COMMENT ON TABLE enkash.requests IS
 'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash sender.';
