@@ -47,7 +47,7 @@ CREATE TABLE enkash.idempotency_keys (
     updated_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     UNIQUE (endpoint, key)
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE enkash.idempotency_keys IS
 'One row per money call by idempotency key: its request (masked), state and recorded outcome.';
 
@@ -68,7 +68,7 @@ CREATE TABLE enkash.audit_log (
     latency_ms double precision,
     request jsonb,
     response jsonb
-);
+) WITH (fillfactor = 50);
 CREATE INDEX ON enkash.audit_log (at);
 CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
 COMMENT ON TABLE enkash.audit_log IS

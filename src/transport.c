@@ -535,7 +535,7 @@ enkash_multi_wait(long timeout_ms)
 				 errmsg("libcurl failed while calling EnKash")));
 	collect_finished();
 	for (int i = 0; i < out_count; i++)
-		if (out_xfers[i].done)
+		if (out_xfers[i].done && out_xfers[i].owner != NULL)
 			return;				/* something to hand back already */
 
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);

@@ -37,8 +37,8 @@
 #                           CPU, memory, token or callgrind runs)
 #   BENCH_OUTBOX_RUNS=1     repetitions of the two 10,000-load outbox runs
 #                           (median, min, max)
-#   BENCH_OUTBOX_PERF=0     1: perf record -g of the sender during the
-#                           outbox runs without latency
+#   BENCH_OUTBOX_PERF=0     1: perf record of the sender during each
+#                           outbox run (the last one without latency is shown)
 #   BENCH_CSV=PATH          default test/bench/results/bench-DATE.csv
 #   ENKASH_KEEP=1           keep the work directory (logs, pgbench logs)
 set -uo pipefail
@@ -656,12 +656,15 @@ outbox_run() {   # tag loads latency_ms
 		"$SANDBOX_URL/__sandbox/faults" >/dev/null || die "could not set the sandbox's latency"
 	pid=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash sender'")
 	[ -n "$pid" ] || { problem "no enkash sender running"; return; }
+	local cpu0 cpu1 stats0 stats1
+	stats0=$(sql "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'enkash.idempotency_keys'::regclass")
 	sql "SELECT count(enkash_load_balance_async('$ACCOUNT', '$CARD', 1, 'OB-$RUN_TAG-$tag-' || g))
 	     FROM generate_series(1, $n) g" >/dev/null
+	cpu0=$(proc_ticks "$pid" | cut -d' ' -f1)
 	t0=$(date +%s.%N)
 	OB_RSS_PEAK=0 OB_ANON_FIRST= OB_ANON_LAST=0
 	local tenth=$((n / 10)) next_note=$((n - n / 10)) perf_pid=
-	if [ "$BENCH_OUTBOX_PERF" = 1 ] && [ "$latency" = 0 ] && [ "$PERF_OK" = 1 ]; then
+	if [ "$BENCH_OUTBOX_PERF" = 1 ] && [ "$PERF_OK" = 1 ]; then
 		perf record -q -e cpu-clock --call-graph dwarf -p "$pid" -o "$BENCH_DIR/sender-$tag.perf.data" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
@@ -685,10 +688,16 @@ outbox_run() {   # tag loads latency_ms
 		sleep 0.25
 	done
 	t1=$(date +%s.%N)
+	cpu1=$(proc_ticks "$pid" | cut -d' ' -f1)
+	# CPU of the sender per load: what bounds the rate on a small machine
+	OB_CPU_US=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / hz / n }')
+	sleep 0.6   # (statistics are flushed at most every 500 ms)
+	stats1=$(sql "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'enkash.idempotency_keys'::regclass")
+	OB_HOT=$(awk -v a="$stats0" -v b="$stats1" 'BEGIN { split(a, x, " "); split(b, y, " "); u = y[1] - x[1]; printf "%d of %d", y[2] - x[2], u }')
 	if [ -n "$perf_pid" ]; then
 		kill -INT "$perf_pid" 2>/dev/null
 		wait "$perf_pid" 2>/dev/null
-		OB_PERF_DATA="$BENCH_DIR/sender-$tag.perf.data"
+		[ "$latency" = 0 ] && OB_PERF_DATA="$BENCH_DIR/sender-$tag.perf.data"
 	fi
 	OB_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 	# EnKash's side: one credit per reference, and one request per load.
@@ -703,7 +712,7 @@ outbox_run() {   # tag loads latency_ms
 		|| problem "outbox $tag: not every queued load succeeded"
 	OB_MAX_IN_FLIGHT=$(jq -r '.max_in_flight' <<<"$requests")
 	OB_CONNECTIONS=$(jq -r '.connections' <<<"$requests")
-	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT"
+	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT; sender CPU $OB_CPU_US us per load; HOT updates of keys $OB_HOT"
 }
 
 log "outbox: $BENCH_OUTBOX_RUNS x ($BENCH_OUTBOX_LOADS queued loads at $BENCH_OUTBOX_LATENCY_MS ms latency, then with none), enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY"
