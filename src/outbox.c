@@ -13,8 +13,10 @@
  * idempotency key of each new money call with its "sent" audit row; only
  * after that commits does anything leave, on one curl multi handle with at
  * most enkash.max_concurrency transfers in flight and connections reused.
- * Outcomes are written as transfers finish, many to a commit, together
- * with the next claims.  A row whose key was used before (a replay, a
+ * Outcomes are written as transfers finish (gathered for a few ms), many
+ * to a commit, together with the next claims; keys, audit rows and queued
+ * rows each with one statement for the batch (unnest of arrays), one row
+ * at a time if that fails.  A row whose key was used before (a replay, a
  * mismatch, an unknown outcome to reconcile with EnKash) takes the
  * ordinary synchronous money path instead, one at a time.  Transient
  * failures are retried with capped exponential backoff and jitter; rows
