@@ -47,7 +47,7 @@ CREATE TABLE enkash.idempotency_keys (
     updated_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     UNIQUE (endpoint, key)
-) WITH (fillfactor = 70);	-- room for the outcome's update on the same page (HOT)
+) WITH (fillfactor = 50);	-- room for the outcome's update on the same page (HOT)
 COMMENT ON TABLE enkash.idempotency_keys IS
 'One row per money call by idempotency key: its request (masked), state and recorded outcome.';
 
@@ -68,7 +68,8 @@ CREATE TABLE enkash.audit_log (
     latency_ms double precision,
     request jsonb,
     response jsonb
-) WITH (fillfactor = 90);	-- a money call's "sent" row is updated with its answer
+) WITH (fillfactor = 70);	-- a money call's "sent" row is updated with its answer (HOT);
+							-- look-up rows, most of the table, are never updated
 CREATE INDEX ON enkash.audit_log (at);
 CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
 COMMENT ON TABLE enkash.audit_log IS
@@ -108,7 +109,10 @@ CREATE TABLE enkash.requests (
     updated_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz
 );
-CREATE INDEX ON enkash.requests (next_attempt_at) WHERE state IN ('pending', 'unknown');
+-- The claim's order (next_attempt_at, id) is the index's: a claim reads the
+-- rows it takes and no more, even when thousands were queued by one
+-- transaction (and so share one next_attempt_at).
+CREATE INDEX ON enkash.requests (next_attempt_at, id) WHERE state IN ('pending', 'unknown');
 CREATE INDEX ON enkash.requests (idempotency_key);
 COMMENT ON TABLE enkash.requests IS
 'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash sender.';

@@ -185,17 +185,19 @@ extern void enkash_describe_exchange(struct LedgerExchange *x,
 extern ErrorData *enkash_current_error(MemoryContext cxt);
 
 /* --- money.c: exactly-once money calls ------------------------------------ */
+struct LedgerBatch;
 extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
 								const char *json, size_t len,
 								const char *key);
 extern Jsonb *enkash_finish_sent(const EnkashEndpoint *endpoint, const char *json,
 								 size_t len, const char *key, int64 key_id,
 								 int64 audit_id, const EnkashHttpResult *http,
-								 uint64 token_generation, const char *role,
+								 uint64 token_generation, struct LedgerBatch *batch,
 								 ErrorData **error);
 extern void enkash_finish_unsent(const EnkashEndpoint *endpoint, const char *json,
 								 size_t len, const char *key, int64 key_id,
-								 int64 audit_id, ErrorData *edata, const char *role);
+								 int64 audit_id, ErrorData *edata,
+								 struct LedgerBatch *batch);
 extern char *enkash_request_fingerprint(const EnkashEndpoint *endpoint,
 										const char *json, size_t len);
 extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,

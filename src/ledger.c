@@ -27,6 +27,7 @@
 #include "ledger.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -686,6 +687,16 @@ static SPIPlanPtr plan_release_key;
 static SPIPlanPtr plan_finish_audit;
 static SPIPlanPtr plan_audit;
 static SPIPlanPtr plan_audits;
+/* ... and the outbox sender's, many rows to a statement */
+static SPIPlanPtr plan_claim_inserts;
+static SPIPlanPtr plan_audits_sent;
+static SPIPlanPtr plan_finish_keys;
+static SPIPlanPtr plan_release_keys;
+static SPIPlanPtr plan_finish_audits;
+
+/* The columns of plan_claim_inserts and plan_audits_sent. */
+static const Oid claim_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID};
+static const Oid sent_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 
 /* The columns of an audit row as plan_audit takes them, in order. */
 #define AUDIT_COLUMNS 11
@@ -694,15 +705,166 @@ static const Oid audit_types[AUDIT_COLUMNS] = {
 	TEXTOID, TEXTOID, FLOAT8OID, JSONBOID
 };
 
+/* A statement prepared and kept for the process's life. */
 static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *types)
+keep_plan(const char *sql, int nargs, const Oid *types, int options)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, (Oid *) types, options);
 
 	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "enkash worker could not prepare \"%s\": %s", sql,
+		elog(ERROR, "%s could not prepare \"%s\": %s",
+			 MyBgworkerEntry ? MyBgworkerEntry->bgw_type : "enkash", sql,
 			 SPI_result_code_string(SPI_result));
 	return plan;
+}
+
+SPIPlanPtr
+enkash_keep_plan(const char *sql, int nargs, const Oid *types)
+{
+	return keep_plan(sql, nargs, types, 0);
+}
+
+#define prepare(sql, nargs, types) enkash_keep_plan(sql, nargs, types)
+
+/* ---------------------------------------------------------------------
+ * Many rows to a statement: one array argument per column
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * A statement taking one array of each of types[] ($1 ... $ncols), planned
+ * at every execution: a generic plan knows neither how many rows the arrays
+ * hold nor how big the tables have grown since (a plan made while a table
+ * was small joins by scanning all of it), and planning once per batch costs
+ * little per row.
+ */
+SPIPlanPtr
+enkash_prepare_columns(const char *sql, const Oid *types, int ncols)
+{
+	Oid			arrays[ENKASH_COLUMNS_MAX];
+
+	Assert(ncols <= ENKASH_COLUMNS_MAX);
+	for (int c = 0; c < ncols; c++)
+		arrays[c] = get_array_type(types[c]);
+	return keep_plan(sql, ncols, arrays, CURSOR_OPT_CUSTOM_PLAN);
+}
+
+void
+enkash_columns_init(EnkashColumns *cols, const Oid *types, int ncols, int size)
+{
+	Assert(ncols <= ENKASH_COLUMNS_MAX);
+	cols->types = types;
+	cols->ncols = ncols;
+	cols->count = 0;
+	cols->size = Max(size, 1);
+	for (int c = 0; c < ncols; c++)
+	{
+		cols->values[c] = palloc(sizeof(Datum) * cols->size);
+		cols->nulls[c] = palloc(sizeof(bool) * cols->size);
+	}
+}
+
+/* Adds a row, given as SPI arguments (nulls: 'n' or ' '). */
+void
+enkash_columns_add(EnkashColumns *cols, const Datum *v, const char *n)
+{
+	if (cols->count == cols->size)
+	{
+		cols->size *= 2;
+		for (int c = 0; c < cols->ncols; c++)
+		{
+			cols->values[c] = repalloc(cols->values[c], sizeof(Datum) * cols->size);
+			cols->nulls[c] = repalloc(cols->nulls[c], sizeof(bool) * cols->size);
+		}
+	}
+	for (int c = 0; c < cols->ncols; c++)
+	{
+		cols->values[c][cols->count] = v[c];
+		cols->nulls[c][cols->count] = (n[c] == 'n');
+	}
+	cols->count++;
+}
+
+/* Row i as SPI arguments again, for a statement that takes one row. */
+void
+enkash_columns_row(const EnkashColumns *cols, int i, Datum *v, char *n)
+{
+	for (int c = 0; c < cols->ncols; c++)
+	{
+		v[c] = cols->values[c][i];
+		n[c] = cols->nulls[c][i] ? 'n' : ' ';
+	}
+}
+
+/* Runs plan (from enkash_prepare_columns) over the rows; the SPI result code. */
+int
+enkash_columns_run(const EnkashColumns *cols, SPIPlanPtr plan)
+{
+	Datum		args[ENKASH_COLUMNS_MAX];
+	int			dims[1] = {cols->count};
+	int			lbs[1] = {1};
+
+	for (int c = 0; c < cols->ncols; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(cols->types[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(cols->values[c], cols->nulls[c], 1,
+													 dims, lbs, cols->types[c],
+													 typlen, typbyval, typalign));
+	}
+	return SPI_execute_plan(plan, args, NULL, false, 0);
+}
+
+/* The same, and an error unless it returns rc and touches every row given once. */
+void
+enkash_columns_execute(const EnkashColumns *cols, SPIPlanPtr plan, int rc)
+{
+	if (enkash_columns_run(cols, plan) != rc || SPI_processed != (uint64) cols->count)
+		elog(ERROR, "a statement over %d rows did not write them all (%llu)",
+			 cols->count, (unsigned long long) SPI_processed);
+}
+
+/*
+ * Runs fn(arg) in a subtransaction of the current transaction (SPI
+ * connected).  False if it failed: it is rolled back and its error
+ * forgotten, for the caller to go one row at a time, which isolates the
+ * culprit.  Back in the caller's memory context and resource owner.
+ */
+bool
+enkash_try_together(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(DEBUG1,
+				(errmsg("%s: a statement over many rows failed, going one row at a time: %s",
+						MyBgworkerEntry ? MyBgworkerEntry->bgw_type : "enkash",
+						edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
 }
 
 static void
@@ -716,12 +878,8 @@ prepare_plans(void)
 	Oid			t1[] = {INT8OID};
 	Oid			ta[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 	FLOAT8OID, JSONBOID};
-	Oid			tarrays[AUDIT_COLUMNS];
 
-	for (int c = 0; c < AUDIT_COLUMNS; c++)
-		tarrays[c] = get_array_type(audit_types[c]);
-
-	if (plan_audit)
+	if (plan_finish_audits)
 		return;
 	plan_claim_insert = prepare(
 		"INSERT INTO enkash.idempotency_keys AS k "
@@ -755,11 +913,40 @@ prepare_plans(void)
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", AUDIT_COLUMNS,
 		(Oid *) audit_types);
-	plan_audits = prepare(
+	plan_audits = enkash_prepare_columns(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-		AUDIT_COLUMNS, tarrays);
+		audit_types, AUDIT_COLUMNS);
+
+	/* the outbox sender's batches: the statements above, many rows each */
+	plan_claim_inserts = enkash_prepare_columns(
+		"INSERT INTO enkash.idempotency_keys AS k "
+		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
+		"SELECT *, 'in_flight' FROM unnest($1, $2, $3, $4, $5, $6) "
+		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, endpoint, key",
+		claim_types, lengthof(claim_types));
+	plan_audits_sent = enkash_prepare_columns(
+		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, key_id, outcome) "
+		"SELECT *, 'sent' FROM unnest($1, $2, $3, $4, $5) RETURNING id, key_id",
+		sent_types, lengthof(sent_types));
+	plan_finish_keys = enkash_prepare_columns(
+		"UPDATE enkash.idempotency_keys k SET state = u.state, outcome = u.outcome, "
+		"  error_sqlstate = u.sqlstate, error_message = u.message, error_detail = u.detail, "
+		"  http_status = u.http_status, owner_pid = NULL, updated_at = now(), "
+		"  finished_at = CASE WHEN u.state IN ('succeeded', 'failed') THEN now() END "
+		"FROM unnest($1, $2, $3, $4, $5, $6, $7) "
+		"  AS u(id, state, outcome, sqlstate, message, detail, http_status) "
+		"WHERE k.id = u.id", tf, lengthof(tf));
+	plan_release_keys = enkash_prepare_columns(
+		"DELETE FROM enkash.idempotency_keys WHERE id = ANY ($1)", t1, 1);
+	plan_finish_audits = enkash_prepare_columns(
+		"UPDATE enkash.audit_log a SET outcome = u.outcome, http_status = u.http_status, "
+		"  enkash_code = u.enkash_code, message = u.message, sqlstate = u.sqlstate, "
+		"  latency_ms = u.latency_ms, response = u.response "
+		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
+		"  AS u(id, outcome, http_status, enkash_code, message, sqlstate, latency_ms, response) "
+		"WHERE a.id = u.id", ta, lengthof(ta));
 }
 
 static Datum
@@ -809,17 +996,18 @@ put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
 		v[6] = JsonbPGetDatum(enkash_mask(DatumGetJsonbP(v[6])));
 }
 
-/* The audit row of a send; request is the slot's request as jsonb. */
+/* The "sent" audit row of a key; request is the masked request as jsonb. */
 static int64
-insert_sent_audit(LedgerSlot *slot, int64 key_id, Datum request, char request_null)
+insert_sent(const char *role, const char *endpoint, const char *key,
+			Datum request, char request_null, int64 key_id)
 {
 	Datum		v[5];
 	char		n[5];
 	bool		isnull;
 
-	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
-	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
-	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
+	v[0] = text_arg(role, n, 0);
+	v[1] = text_arg(endpoint, n, 1);
+	v[2] = text_arg(key, n, 2);
 	v[3] = request;
 	n[3] = request_null;
 	v[4] = Int64GetDatum(key_id);
@@ -828,6 +1016,14 @@ insert_sent_audit(LedgerSlot *slot, int64 key_id, Datum request, char request_nu
 		elog(ERROR, "could not record the send in enkash.audit_log");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull));
+}
+
+/* The audit row of a send; request is the slot's request as jsonb. */
+static int64
+insert_sent_audit(LedgerSlot *slot, int64 key_id, Datum request, char request_null)
+{
+	return insert_sent(slot_get(slot, F_ROLE), slot_get(slot, F_ENDPOINT),
+					   slot_get(slot, F_KEY), request, request_null, key_id);
 }
 
 /* Stores a text answer field from column col of the current SPI row. */
@@ -946,6 +1142,30 @@ process_sending(LedgerSlot *slot)
 
 static const char *const state_names[] = {"succeeded", "failed", "unknown", "released"};
 
+/* The arguments of plan_finish_key (and, as arrays, plan_finish_keys). */
+static void
+finish_key_args(LedgerSlot *slot, Datum *v, char *n)
+{
+	v[0] = Int64GetDatum(slot->key_id);
+	n[0] = ' ';
+	v[1] = text_arg(state_names[slot->key_state], n, 1);
+	v[2] = jsonb_field_arg(slot, F_PAYLOAD, n, 2);
+	v[3] = text_arg(slot_get(slot, F_ERR_SQLSTATE), n, 3);
+	v[4] = text_arg(slot_get(slot, F_ERR_MESSAGE), n, 4);
+	v[5] = text_arg(slot_get(slot, F_ERR_DETAIL), n, 5);
+	v[6] = Int32GetDatum(slot->http_status);
+	n[6] = slot->http_status ? ' ' : 'n';
+}
+
+/* The arguments of plan_finish_audit (and plan_finish_audits). */
+static void
+finish_audit_args(LedgerSlot *slot, Datum *v, char *n)
+{
+	v[0] = Int64GetDatum(slot->audit_id);
+	n[0] = ' ';
+	put_exchange_args(slot, v + 1, n + 1);
+}
+
 static void
 process_finish(LedgerSlot *slot)
 {
@@ -963,24 +1183,14 @@ process_finish(LedgerSlot *slot)
 		}
 		else
 		{
-			v[0] = Int64GetDatum(slot->key_id);
-			n[0] = ' ';
-			v[1] = text_arg(state_names[slot->key_state], n, 1);
-			v[2] = jsonb_field_arg(slot, F_PAYLOAD, n, 2);
-			v[3] = text_arg(slot_get(slot, F_ERR_SQLSTATE), n, 3);
-			v[4] = text_arg(slot_get(slot, F_ERR_MESSAGE), n, 4);
-			v[5] = text_arg(slot_get(slot, F_ERR_DETAIL), n, 5);
-			v[6] = Int32GetDatum(slot->http_status);
-			n[6] = slot->http_status ? ' ' : 'n';
+			finish_key_args(slot, v, n);
 			if (SPI_execute_plan(plan_finish_key, v, n, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record the outcome of the key");
 		}
 	}
 	if (slot->audit_id != 0)
 	{
-		v[0] = Int64GetDatum(slot->audit_id);
-		n[0] = ' ';
-		put_exchange_args(slot, v + 1, n + 1);
+		finish_audit_args(slot, v, n);
 		if (SPI_execute_plan(plan_finish_audit, v, n, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the outcome in enkash.audit_log");
 	}
@@ -1014,51 +1224,28 @@ process_audit(LedgerSlot *slot)
  * The audit rows of many slots in one statement, one array per column:
  * look-ups come in crowds, and one INSERT costs far less than one each.
  */
-static void
-insert_audits(LedgerSlot **slots, int count)
+typedef struct SlotBatch
 {
-	Datum		args[AUDIT_COLUMNS];
-	Datum	   *values[AUDIT_COLUMNS];
-	bool	   *nulls[AUDIT_COLUMNS];
-	int			dims[1] = {count};
-	int			lbs[1] = {1};
+	LedgerSlot **slots;
+	int			count;
+} SlotBatch;
 
-	for (int c = 0; c < AUDIT_COLUMNS; c++)
-	{
-		values[c] = palloc(sizeof(Datum) * count);
-		nulls[c] = palloc(sizeof(bool) * count);
-	}
-	for (int i = 0; i < count; i++)
+static void
+insert_audits(void *arg)
+{
+	SlotBatch  *batch = arg;
+	EnkashColumns cols;
+
+	enkash_columns_init(&cols, audit_types, AUDIT_COLUMNS, batch->count);
+	for (int i = 0; i < batch->count; i++)
 	{
 		Datum		v[AUDIT_COLUMNS];
 		char		n[AUDIT_COLUMNS];
 
-		audit_args(slots[i], v, n);
-		for (int c = 0; c < AUDIT_COLUMNS; c++)
-		{
-			values[c][i] = v[c];
-			nulls[c][i] = (n[c] == 'n');
-		}
+		audit_args(batch->slots[i], v, n);
+		enkash_columns_add(&cols, v, n);
 	}
-	for (int c = 0; c < AUDIT_COLUMNS; c++)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		get_typlenbyvalalign(audit_types[c], &typlen, &typbyval, &typalign);
-		args[c] = PointerGetDatum(construct_md_array(values[c], nulls[c], 1, dims, lbs,
-													 audit_types[c], typlen,
-													 typbyval, typalign));
-	}
-	if (SPI_execute_plan(plan_audits, args, NULL, false, 0) != SPI_OK_INSERT ||
-		SPI_processed != count)
-		elog(ERROR, "could not write to enkash.audit_log");
-	for (int i = 0; i < count; i++)
-	{
-		slots[i]->verdict = LEDGER_CLAIMED;
-		slots[i]->processed = true;
-	}
+	enkash_columns_execute(&cols, plan_audits, SPI_OK_INSERT);
 }
 
 /*
@@ -1066,35 +1253,21 @@ insert_audits(LedgerSlot **slots, int count)
  * fails they are left to the one-by-one path, which isolates the culprit.
  */
 static void
-process_audits_together(LedgerSlot **batch, int count, MemoryContext outer)
+process_audits_together(LedgerSlot **batch, int count)
 {
 	LedgerSlot *audits[LEDGER_SLOTS];
-	int			naudits = 0;
-	ResourceOwner owner = CurrentResourceOwner;
+	SlotBatch	together = {audits, 0};
 
 	for (int i = 0; i < count; i++)
 		if (batch[i]->op == OP_AUDIT && !batch[i]->processed)
-			audits[naudits++] = batch[i];
-	if (naudits < 2)
+			audits[together.count++] = batch[i];
+	if (together.count < 2 || !enkash_try_together(insert_audits, &together))
 		return;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
+	for (int i = 0; i < together.count; i++)
 	{
-		insert_audits(audits, naudits);
-		ReleaseCurrentSubTransaction();
+		audits[i]->verdict = LEDGER_CLAIMED;
+		audits[i]->processed = true;
 	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(outer);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		for (int i = 0; i < naudits; i++)
-			audits[i]->processed = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(outer);
-	CurrentResourceOwner = owner;
 }
 
 /* ---------------------------------------------------------------------
@@ -1116,81 +1289,313 @@ local_slot(LedgerOp op)
 	return slot;
 }
 
-/*
- * Claims a key that has never been used, with its "sent" audit row, in the
- * caller's transaction (SPI connected).  False, with nothing written, if
- * the key exists, or before the worker has marked a past life's in-flight
- * keys unknown: such a call takes the ordinary path.
- */
-bool
-enkash_ledger_claim_new(const char *endpoint, const char *key,
-						const char *fingerprint, const char *request,
-						const char *role, int64 *key_id, int64 *audit_id)
+/* A JSON text as a stored jsonb argument: slot_put's rule for size, then parsed. */
+static Datum
+json_arg(const char *json, char *nulls, int i)
 {
-	LedgerSlot *slot;
-	Datum		v[6];
-	char		n[6];
-	bool		isnull;
+	char		note[64];
+
+	nulls[i] = json ? ' ' : 'n';
+	if (json == NULL)
+		return (Datum) 0;
+	if (strlen(json) > LEDGER_DATA / 2)
+	{
+		snprintf(note, sizeof(note), "{\"truncated\": true, \"bytes\": %zu}", strlen(json));
+		json = note;
+	}
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
+/* Whether the worker has marked a past life's in-flight keys unknown. */
+static bool
+keys_swept(void)
+{
 	bool		swept;
 
 	LWLockAcquire(ledger->lock, LW_SHARED);
 	swept = ledger->swept;
 	LWLockRelease(ledger->lock);
-	if (!swept)
-		return false;
+	return swept;
+}
 
-	slot = local_slot(OP_CLAIM);
-	slot_put(slot, F_ENDPOINT, endpoint, false);
-	slot_put(slot, F_KEY, key, false);
-	slot_put(slot, F_ROLE, role, false);
-	slot_put(slot, F_REQUEST, request, true);
-	v[0] = text_arg(endpoint, n, 0);
-	v[1] = text_arg(key, n, 1);
-	v[2] = text_arg(fingerprint, n, 2);
-	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
+/* Claims one new key with its "sent" audit row; false if the key exists. */
+static bool
+claim_new_key(LedgerNewKey *k, const char *role)
+{
+	Datum		v[6];
+	char		n[6];
+	bool		isnull;
+
+	v[0] = text_arg(k->endpoint, n, 0);
+	v[1] = text_arg(k->key, n, 1);
+	v[2] = text_arg(k->fingerprint, n, 2);
+	v[3] = json_arg(k->request, n, 3);
 	v[4] = text_arg(role, n, 4);
 	v[5] = Int32GetDatum(MyProcPid);
 	n[5] = ' ';
 	if (SPI_execute_plan(plan_claim_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not claim the key in enkash.idempotency_keys");
 	if (SPI_processed != 1)
-	{
-		pfree(slot);
 		return false;
-	}
-	*key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
-	*audit_id = insert_sent_audit(slot, *key_id, v[3], n[3]);
-	pfree(slot);
+	k->key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+	k->audit_id = insert_sent(role, k->endpoint, k->key, v[3], n[3], k->key_id);
+	k->claimed = true;
 	return true;
 }
 
+typedef struct NewKeys
+{
+	LedgerNewKey **keys;
+	int			count;
+	const char *role;
+} NewKeys;
+
 /*
- * Records the outcome of a key and its send (key_id 0: an audit row of its
- * own), in the caller's transaction: FINISH (or AUDIT) as the worker does it.
+ * The keys of a batch with two statements: one INSERT of every key (those
+ * that exist are skipped by ON CONFLICT DO NOTHING), one of the audit rows
+ * of those claimed.  Nothing of it stays if it fails (a subtransaction).
+ */
+static void
+claim_new_keys_together(void *arg)
+{
+	NewKeys    *batch = arg;
+	EnkashColumns keys;
+	EnkashColumns sent;
+	SPITupleTable *rows;
+	uint64		nrows;
+	bool		isnull;
+
+	enkash_columns_init(&keys, claim_types, lengthof(claim_types), batch->count);
+	for (int i = 0; i < batch->count; i++)
+	{
+		LedgerNewKey *k = batch->keys[i];
+		Datum		v[6];
+		char		n[6];
+
+		v[0] = text_arg(k->endpoint, n, 0);
+		v[1] = text_arg(k->key, n, 1);
+		v[2] = text_arg(k->fingerprint, n, 2);
+		v[3] = json_arg(k->request, n, 3);
+		v[4] = text_arg(batch->role, n, 4);
+		v[5] = Int32GetDatum(MyProcPid);
+		n[5] = ' ';
+		enkash_columns_add(&keys, v, n);
+	}
+	if (enkash_columns_run(&keys, plan_claim_inserts) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not claim the keys in enkash.idempotency_keys");
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+
+	/* the claimed ones: (endpoint, key) is unique within the batch */
+	enkash_columns_init(&sent, sent_types, lengthof(sent_types), nrows);
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		char	   *endpoint = SPI_getvalue(rows->vals[r], rows->tupdesc, 2);
+		char	   *key = SPI_getvalue(rows->vals[r], rows->tupdesc, 3);
+		LedgerNewKey *k = NULL;
+		int			i;
+		Datum		v[5];
+		char		n[5];
+
+		for (i = 0; i < batch->count; i++)
+			if (!batch->keys[i]->claimed && strcmp(batch->keys[i]->key, key) == 0 &&
+				strcmp(batch->keys[i]->endpoint, endpoint) == 0)
+				break;
+		if (i == batch->count)
+			elog(ERROR, "claimed key \"%s\" is not in the batch", key);
+		k = batch->keys[i];
+		k->key_id = DatumGetInt64(SPI_getbinval(rows->vals[r], rows->tupdesc, 1, &isnull));
+		k->claimed = true;
+		v[0] = text_arg(batch->role, n, 0);
+		v[1] = text_arg(k->endpoint, n, 1);
+		v[2] = text_arg(k->key, n, 2);
+		v[3] = keys.values[3][i];	/* the request, as inserted */
+		n[3] = keys.nulls[3][i] ? 'n' : ' ';
+		v[4] = Int64GetDatum(k->key_id);
+		n[4] = ' ';
+		enkash_columns_add(&sent, v, n);
+	}
+	if (sent.count == 0)
+		return;
+	enkash_columns_execute(&sent, plan_audits_sent, SPI_OK_INSERT_RETURNING);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		int64		key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														 SPI_tuptable->tupdesc, 2, &isnull));
+
+		for (int i = 0; i < batch->count; i++)
+			if (batch->keys[i]->claimed && batch->keys[i]->key_id == key_id)
+				batch->keys[i]->audit_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+																	   SPI_tuptable->tupdesc,
+																	   1, &isnull));
+	}
+}
+
+/*
+ * Claims keys that have never been used, each with its "sent" audit row,
+ * in the caller's transaction (SPI connected): two statements for the
+ * lot, or one key at a time if they fail.  A key claimed gets claimed,
+ * key_id and audit_id set; one that exists, or appears earlier in the
+ * batch, is left alone, as are all before the worker has marked a past
+ * life's in-flight keys unknown: such calls take the ordinary path.
  */
 void
-enkash_ledger_finish_here(int64 key_id, int64 audit_id, LedgerState state,
-						  const char *payload, const char *err_sqlstate,
-						  const char *err_message, const char *err_detail,
-						  const char *role, const LedgerExchange *exchange)
+enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
+{
+	NewKeys		batch = {palloc(sizeof(LedgerNewKey *) * Max(count, 1)), 0, role};
+
+	for (int i = 0; i < count; i++)
+		keys[i].claimed = false;
+	if (count == 0 || !keys_swept())
+		return;
+	prepare_plans();
+	for (int i = 0; i < count; i++)
+	{
+		bool		repeated = false;
+
+		for (int j = 0; j < i && !repeated; j++)
+			repeated = strcmp(keys[j].key, keys[i].key) == 0 &&
+				strcmp(keys[j].endpoint, keys[i].endpoint) == 0;
+		if (!repeated)
+			batch.keys[batch.count++] = &keys[i];
+	}
+	if (batch.count > 1 && enkash_try_together(claim_new_keys_together, &batch))
+		return;
+	for (int i = 0; i < batch.count; i++)
+	{
+		batch.keys[i]->claimed = false;
+		(void) claim_new_key(batch.keys[i], role);
+	}
+}
+
+/*
+ * Outcomes of calls sent by the outbox sender, written in its transaction
+ * (SPI connected) by enkash_ledger_write: FINISH (or AUDIT, for a call with
+ * no key) as the worker does it, but many rows to a statement.
+ */
+struct LedgerBatch
+{
+	const char *role;
+	LedgerSlot **slots;
+	int			count;
+	int			size;
+};
+
+LedgerBatch *
+enkash_ledger_batch(const char *role, int size)
+{
+	LedgerBatch *batch = palloc(sizeof(LedgerBatch));
+
+	batch->role = pstrdup(role);
+	batch->size = Max(size, 1);
+	batch->slots = palloc(sizeof(LedgerSlot *) * batch->size);
+	batch->count = 0;
+	return batch;
+}
+
+/* Queues the outcome of a key and its send (key_id 0: an audit row of its own). */
+void
+enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
+						   LedgerState state, const char *payload,
+						   const char *err_sqlstate, const char *err_message,
+						   const char *err_detail, const LedgerExchange *exchange)
 {
 	LedgerSlot *slot = local_slot(key_id || audit_id ? OP_FINISH : OP_AUDIT);
 
 	slot->key_id = key_id;
 	slot->audit_id = audit_id;
 	slot->key_state = state;
-	slot_put(slot, F_ROLE, role, false);
+	slot_put(slot, F_ROLE, batch->role, false);
 	slot_put_exchange(slot, exchange);
 	slot_put(slot, F_PAYLOAD, payload, true);
 	slot_put(slot, F_ERR_SQLSTATE, err_sqlstate, false);
 	slot_put(slot, F_ERR_MESSAGE, err_message, false);
 	slot_put(slot, F_ERR_DETAIL, err_detail, false);
-	if (slot->op == OP_FINISH)
-		process_finish(slot);
-	else
-		process_audit(slot);
-	pfree(slot);
+	if (batch->count == batch->size)
+	{
+		batch->size *= 2;
+		batch->slots = repalloc(batch->slots, sizeof(LedgerSlot *) * batch->size);
+	}
+	batch->slots[batch->count++] = slot;
+}
+
+/* The batch's rows with four statements: keys released, keys finished, audit rows. */
+static void
+write_together(void *arg)
+{
+	LedgerBatch *batch = arg;
+	Oid			id_type[] = {INT8OID};
+	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Oid			finish_types[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
+	FLOAT8OID, JSONBOID};
+	EnkashColumns released;
+	EnkashColumns keys;
+	EnkashColumns finished;
+	EnkashColumns audits;
+
+	enkash_columns_init(&released, id_type, 1, batch->count);
+	enkash_columns_init(&keys, key_types, lengthof(key_types), batch->count);
+	enkash_columns_init(&finished, finish_types, lengthof(finish_types), batch->count);
+	enkash_columns_init(&audits, audit_types, AUDIT_COLUMNS, batch->count);
+	for (int i = 0; i < batch->count; i++)
+	{
+		LedgerSlot *slot = batch->slots[i];
+		Datum		v[AUDIT_COLUMNS];
+		char		n[AUDIT_COLUMNS];
+
+		if (slot->op == OP_AUDIT)
+		{
+			audit_args(slot, v, n);
+			enkash_columns_add(&audits, v, n);
+			continue;
+		}
+		if (slot->key_id != 0 && slot->key_state == LEDGER_RELEASED)
+		{
+			v[0] = Int64GetDatum(slot->key_id);
+			enkash_columns_add(&released, v, " ");
+		}
+		else if (slot->key_id != 0)
+		{
+			finish_key_args(slot, v, n);
+			enkash_columns_add(&keys, v, n);
+		}
+		if (slot->audit_id != 0)
+		{
+			finish_audit_args(slot, v, n);
+			enkash_columns_add(&finished, v, n);
+		}
+	}
+	if (released.count > 0)
+		enkash_columns_execute(&released, plan_release_keys, SPI_OK_DELETE);
+	if (keys.count > 0)
+		enkash_columns_execute(&keys, plan_finish_keys, SPI_OK_UPDATE);
+	if (finished.count > 0)
+		enkash_columns_execute(&finished, plan_finish_audits, SPI_OK_UPDATE);
+	if (audits.count > 0)
+		enkash_columns_execute(&audits, plan_audits, SPI_OK_INSERT);
+}
+
+/* Writes the queued outcomes: together, or one at a time if that fails. */
+void
+enkash_ledger_write(LedgerBatch *batch)
+{
+	if (batch->count == 0)
+		return;
+	prepare_plans();
+	if (batch->count == 1 || !enkash_try_together(write_together, batch))
+	{
+		for (int i = 0; i < batch->count; i++)
+		{
+			if (batch->slots[i]->op == OP_FINISH)
+				process_finish(batch->slots[i]);
+			else
+				process_audit(batch->slots[i]);
+		}
+	}
+	for (int i = 0; i < batch->count; i++)
+		pfree(batch->slots[i]);
+	batch->count = 0;
 }
 
 /* A claim whose backend left before hearing the answer is undone. */
@@ -1337,7 +1742,7 @@ enkash_ledger_process(void)
 	}
 
 	if (installed)
-		process_audits_together(batch, count, outer);
+		process_audits_together(batch, count);
 
 	for (int i = 0; i < count; i++)
 	{

@@ -15,6 +15,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "utils/jsonb.h"
 
 /* What the worker said about a claimed key. */
@@ -93,14 +94,49 @@ extern void enkash_ledger_note_drop(Oid dboid);
 extern Oid	enkash_ledger_dropping(void);
 extern void enkash_ledger_attach_launcher(void);
 
-/* The outbox sender, in its own transaction */
-extern bool enkash_ledger_claim_new(const char *endpoint, const char *key,
-									const char *fingerprint, const char *request,
-									const char *role, int64 *key_id, int64 *audit_id);
-extern void enkash_ledger_finish_here(int64 key_id, int64 audit_id, LedgerState state,
-									  const char *payload, const char *err_sqlstate,
-									  const char *err_message, const char *err_detail,
-									  const char *role, const LedgerExchange *exchange);
+/* The outbox sender, in its own transaction, many rows to a statement */
+typedef struct LedgerNewKey
+{
+	const char *endpoint;
+	const char *key;
+	const char *fingerprint;
+	const char *request;		/* masked JSON */
+	bool		claimed;		/* out: claimed here, with its "sent" audit row */
+	int64		key_id;
+	int64		audit_id;
+} LedgerNewKey;
+extern void enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role);
+
+typedef struct LedgerBatch LedgerBatch;
+extern LedgerBatch *enkash_ledger_batch(const char *role, int size);
+extern void enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
+									   LedgerState state, const char *payload,
+									   const char *err_sqlstate, const char *err_message,
+									   const char *err_detail, const LedgerExchange *exchange);
+extern void enkash_ledger_write(LedgerBatch *batch);
+
+/*
+ * Statements over many rows: one array argument per column ($1 ... $n, as
+ * unnest($1, ...) takes them), filled one row at a time.
+ */
+#define ENKASH_COLUMNS_MAX 12
+typedef struct EnkashColumns
+{
+	const Oid  *types;			/* element types */
+	int			ncols;
+	int			count;			/* rows */
+	int			size;
+	Datum	   *values[ENKASH_COLUMNS_MAX];
+	bool	   *nulls[ENKASH_COLUMNS_MAX];
+} EnkashColumns;
+extern SPIPlanPtr enkash_keep_plan(const char *sql, int nargs, const Oid *types);
+extern SPIPlanPtr enkash_prepare_columns(const char *sql, const Oid *types, int ncols);
+extern void enkash_columns_init(EnkashColumns *cols, const Oid *types, int ncols, int size);
+extern void enkash_columns_add(EnkashColumns *cols, const Datum *v, const char *n);
+extern void enkash_columns_row(const EnkashColumns *cols, int i, Datum *v, char *n);
+extern int	enkash_columns_run(const EnkashColumns *cols, SPIPlanPtr plan);
+extern void enkash_columns_execute(const EnkashColumns *cols, SPIPlanPtr plan, int rc);
+extern bool enkash_try_together(void (*fn) (void *arg), void *arg);
 
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);

@@ -100,8 +100,8 @@ audit_outcome(LedgerState state)
 
 /*
  * Records the outcome of a claimed call's exchange: through the worker
- * (role NULL: committed before we return), or, for the outbox sender, in
- * the caller's own transaction.  An exchange with no key (not money) gets
+ * (batch NULL: committed before we return), or, for the outbox sender, in
+ * its batch, written in its own transaction.  An exchange with no key (not money) gets
  * its audit row only.
  */
 static Jsonb *
@@ -109,7 +109,7 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 				const char *key, int64 key_id, int64 audit_id,
 				const EnkashHttpResult *http, const EnkashAnswer *answer,
 				Jsonb *payload, ErrorData *edata, bool request_left,
-				const char *role)
+				LedgerBatch *batch)
 {
 	LedgerExchange x;
 	LedgerState state = LEDGER_SUCCEEDED;
@@ -132,18 +132,17 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 		x.outcome = "ok";
 		stored = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
 	}
-	if (role == NULL)
+	if (batch == NULL)
 		enkash_ledger_finish(key_id, audit_id, state, stored,
 							 state == LEDGER_FAILED ? x.sqlstate : NULL,
 							 state == LEDGER_FAILED ? edata->message : NULL,
 							 state == LEDGER_FAILED ? edata->detail : NULL,
 							 &x, true);
 	else
-		enkash_ledger_finish_here(key_id, audit_id, state, stored,
-								  state == LEDGER_FAILED ? x.sqlstate : NULL,
-								  state == LEDGER_FAILED ? edata->message : NULL,
-								  state == LEDGER_FAILED ? edata->detail : NULL,
-								  role, &x);
+		enkash_ledger_finish_later(batch, key_id, audit_id, state, stored,
+								   state == LEDGER_FAILED ? x.sqlstate : NULL,
+								   state == LEDGER_FAILED ? edata->message : NULL,
+								   state == LEDGER_FAILED ? edata->detail : NULL, &x);
 	return masked;
 }
 
@@ -185,7 +184,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
  * The outbox sender's half of send_claimed: the request went out on the
  * sender's multi handle (key claimed by enkash_ledger_claim_new, or no key
  * for a call that is not money) and this is what came back.  The outcome
- * is written in the caller's transaction.  Returns the payload as stored
+ * goes into batch, for enkash_ledger_write in the caller's transaction.  Returns the payload as stored
  * (masked), or NULL with *error set to what a synchronous call would have
  * raised.
  */
@@ -193,7 +192,7 @@ Jsonb *
 enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 				   const char *key, int64 key_id, int64 audit_id,
 				   const EnkashHttpResult *http, uint64 token_generation,
-				   const char *role, ErrorData **error)
+				   LedgerBatch *batch, ErrorData **error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	EnkashAnswer answer = {0};
@@ -219,17 +218,17 @@ enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	*error = edata;
 	return record_exchange(ep, json, len, key, key_id, audit_id, http, &answer,
-						   payload, edata, true, role);
+						   payload, edata, true, batch);
 }
 
 /* The same for a call that failed before its request could leave. */
 void
 enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 					 const char *key, int64 key_id, int64 audit_id,
-					 ErrorData *edata, const char *role)
+					 ErrorData *edata, LedgerBatch *batch)
 {
 	(void) record_exchange(ep, json, len, key, key_id, audit_id, NULL, NULL, NULL,
-						   edata, false, role);
+						   edata, false, batch);
 }
 
 /* sha256(endpoint name, NUL, body) in hex, for the outbox's key claims. */

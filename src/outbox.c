@@ -13,8 +13,10 @@
  * idempotency key of each new money call with its "sent" audit row; only
  * after that commits does anything leave, on one curl multi handle with at
  * most enkash.max_concurrency transfers in flight and connections reused.
- * Outcomes are written as transfers finish, many to a commit, together
- * with the next claims.  A row whose key was used before (a replay, a
+ * Outcomes are written as transfers finish (gathered for a few ms), many
+ * to a commit, together with the next claims; keys, audit rows and queued
+ * rows each with one statement for the batch (unnest of arrays), one row
+ * at a time if that fails.  A row whose key was used before (a replay, a
  * mismatch, an unknown outcome to reconcile with EnKash) takes the
  * ordinary synchronous money path instead, one at a time.  Transient
  * failures are retried with capped exponential backoff and jitter; rows
@@ -205,6 +207,13 @@ enkash_enqueue(PG_FUNCTION_ARGS)
 
 /* How often the sender looks for due rows while transfers are in flight. */
 #define CLAIM_POLL_MS 100
+/*
+ * Finished transfers are recorded together once 1/GATHER_FRACTION of
+ * enkash.max_concurrency have finished, none is left in flight, or the
+ * first has waited GATHER_MS.
+ */
+#define GATHER_FRACTION 4
+#define GATHER_MS 5
 /* How often rows left "sending" by a sender that died are looked for. */
 #define ORPHAN_CHECK_MS 5000
 
@@ -232,6 +241,13 @@ typedef struct QueuedCall
 static MemoryContext sender_cxt = NULL;
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_outcome = NULL;
+static SPIPlanPtr plan_outcomes = NULL;
+
+/* A row's outcome as plan_outcome takes it (plan_outcomes: an array of each). */
+#define OUTCOME_COLUMNS 8
+static const Oid outcome_types[OUTCOME_COLUMNS] = {
+	INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, FLOAT8OID, INT4OID, FLOAT8OID
+};
 
 static bool
 outbox_installed(void)
@@ -239,38 +255,36 @@ outbox_installed(void)
 	return OidIsValid(get_relname_relid("requests", get_namespace_oid("enkash", true)));
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "enkash sender could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
-}
+/* Where the outcome goes: the same for one row ($1 ...) and many (u.*). */
+#define OUTCOME_SET(id, state, response, sqlstate, error, wait, http_status, latency_ms) \
+	"UPDATE enkash.requests r SET state = " state ", response = coalesce(" response ", r.response), " \
+	"  last_sqlstate = " sqlstate ", last_error = " error ", sender_pid = NULL, updated_at = now(), " \
+	"  next_attempt_at = now() + make_interval(secs => " wait "), " \
+	"  http_status = " http_status ", latency_ms = " latency_ms ", " \
+	"  finished_at = CASE WHEN " state " IN ('succeeded', 'failed', 'dead') THEN now() END, " \
+	"  errors = CASE WHEN " sqlstate " IS NULL THEN r.errors ELSE r.errors || jsonb_build_array(" \
+	"    jsonb_build_object('attempt', r.attempts, 'at', now(), 'sqlstate', " sqlstate ", " \
+	"                       'error', " error ")) END "
 
 static void
 prepare_plans(void)
 {
 	Oid			claim_types[1] = {INT4OID};
-	Oid			outcome_types[8] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID,
-	FLOAT8OID, INT4OID, FLOAT8OID};
 
-	if (plan_outcome)
+	if (plan_outcomes)
 		return;
-	plan_claim = keep_plan(
+	plan_claim = enkash_keep_plan(
 		"SELECT id, endpoint, body::text, idempotency_key, attempts, max_attempts "
 		"FROM enkash.claim_requests($1)", 1, claim_types);
-	plan_outcome = keep_plan(
-		"UPDATE enkash.requests SET state = $2, response = coalesce($3, response), "
-		"  last_sqlstate = $4, last_error = $5, sender_pid = NULL, updated_at = now(), "
-		"  next_attempt_at = now() + make_interval(secs => $6), "
-		"  http_status = $7, latency_ms = $8, "
-		"  finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'dead') THEN now() END, "
-		"  errors = CASE WHEN $4 IS NULL THEN errors ELSE errors || jsonb_build_array("
-		"    jsonb_build_object('attempt', attempts, 'at', now(), 'sqlstate', $4, 'error', $5)) END "
-		"WHERE id = $1", 8, outcome_types);
+	plan_outcome = enkash_keep_plan(
+		OUTCOME_SET("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8")
+		"WHERE r.id = $1", OUTCOME_COLUMNS, outcome_types);
+	plan_outcomes = enkash_prepare_columns(
+		OUTCOME_SET("u.id", "u.state", "u.response", "u.sqlstate", "u.error", "u.wait",
+					"u.http_status", "u.latency_ms")
+		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
+		"  AS u(id, state, response, sqlstate, error, wait, http_status, latency_ms) "
+		"WHERE r.id = u.id", outcome_types, OUTCOME_COLUMNS);
 }
 
 /* A transaction with SPI and a snapshot, for the sender's own statements. */
@@ -339,21 +353,18 @@ backoff_seconds(int attempts)
 }
 
 /*
- * Writes a row's outcome in the current transaction (SPI connected).
- * error NULL: succeeded with response; else the state follows from it.
+ * A row's outcome as plan_outcome takes it.  error NULL: succeeded with
+ * response; else the state follows from it.
  */
 static void
-write_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
-			  const EnkashHttpResult *http)
+outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
+			 const EnkashHttpResult *http, Datum *values, char *nulls)
 {
 	const char *state = error ? state_after(error->sqlerrcode,
 											call->attempts >= call->max_attempts)
 		: "succeeded";
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	double		wait;
 
-	prepare_plans();
 	/*
 	 * "unknown" waits for EnKash to finish, as a synchronous retry would;
 	 * and EnKash's Retry-After (429, 503) is honoured.
@@ -363,6 +374,7 @@ write_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 		wait = Max(wait, enkash_unknown_grace_ms / 1000.0);
 	wait = Max(wait, (double) call->retry_after);
 
+	memset(nulls, ' ', OUTCOME_COLUMNS);
 	values[0] = Int64GetDatum(call->id);
 	values[1] = CStringGetTextDatum(state);
 	values[2] = response ? JsonbPGetDatum(response) : (Datum) 0;
@@ -376,18 +388,52 @@ write_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 	nulls[6] = http && http->outcome == ENKASH_HTTP_OK ? ' ' : 'n';
 	values[7] = Float8GetDatum(http ? http->seconds * 1000.0 : 0);
 	nulls[7] = http ? ' ' : 'n';
+}
+
+/* Writes one row's outcome in the current transaction (SPI connected). */
+static void
+write_outcome_args(Datum *values, char *nulls)
+{
+	prepare_plans();
 	if (SPI_execute_plan(plan_outcome, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the outcome in enkash.requests");
 }
 
-/* The same in a transaction of its own (the ordinary path, fallbacks). */
+/* The same in a transaction of its own (the ordinary path). */
 static void
 record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 			   const EnkashHttpResult *http)
 {
+	Datum		values[OUTCOME_COLUMNS];
+	char		nulls[OUTCOME_COLUMNS];
+
 	begin_work();
-	write_outcome(call, response, error, http);
+	outcome_args(call, response, error, http, values, nulls);
+	write_outcome_args(values, nulls);
 	commit_work();
+}
+
+static void
+write_outcomes_together(void *arg)
+{
+	enkash_columns_execute((EnkashColumns *) arg, plan_outcomes, SPI_OK_UPDATE);
+}
+
+/* Writes the outcomes gathered in rows: with one statement, or one at a time. */
+static void
+write_outcomes(EnkashColumns *rows)
+{
+	prepare_plans();
+	if (rows->count > 1 && enkash_try_together(write_outcomes_together, rows))
+		return;
+	for (int i = 0; i < rows->count; i++)
+	{
+		Datum		values[OUTCOME_COLUMNS];
+		char		nulls[OUTCOME_COLUMNS];
+
+		enkash_columns_row(rows, i, values, nulls);
+		write_outcome_args(values, nulls);
+	}
 }
 
 /* Sends one claimed row through the ordinary path and records what happened. */
@@ -452,7 +498,8 @@ static QueuedCall *claimed_ordinary = NULL;
 
 /*
  * Claims up to room due rows, and for each new money call its key, in the
- * current transaction, onto claimed_multi and claimed_ordinary.
+ * current transaction, onto claimed_multi and claimed_ordinary.  The keys
+ * of the batch are claimed together (enkash_ledger_claim_new_keys).
  */
 static void
 claim_rows(int room, const char *role)
@@ -460,6 +507,9 @@ claim_rows(int room, const char *role)
 	Datum		arg = Int32GetDatum(room);
 	SPITupleTable *rows;
 	uint64		nrows;
+	QueuedCall **calls;
+	LedgerNewKey *keys;
+	int			nkeys = 0;
 
 	prepare_plans();
 	if (SPI_execute_plan(plan_claim, &arg, NULL, false, 0) != SPI_OK_SELECT)
@@ -467,6 +517,10 @@ claim_rows(int room, const char *role)
 	/* the key claims below run statements of their own */
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
+	if (nrows == 0)
+		return;
+	calls = palloc(sizeof(QueuedCall *) * nrows);
+	keys = palloc0(sizeof(LedgerNewKey) * nrows);
 	for (uint64 r = 0; r < nrows; r++)
 	{
 		HeapTuple	tuple = rows->vals[r];
@@ -476,7 +530,6 @@ claim_rows(int room, const char *role)
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		QueuedCall *call = palloc0(sizeof(QueuedCall));
 		bool		isnull;
-		bool		on_multi;
 
 		call->cxt = cxt;
 		call->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
@@ -487,24 +540,45 @@ claim_rows(int room, const char *role)
 		call->max_attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
 		call->ep = enkash_endpoint_by_name(call->endpoint);
 		MemoryContextSwitchTo(old);
+		calls[r] = call;
 
-		/*
-		 * A money call whose key has never been used goes out at once; any
-		 * other state of its key needs the ordinary path's decisions.
-		 */
+		/* A new money call's key is claimed below; a look-up needs none. */
+		if (call->ep != NULL && call->ep->kind == ENKASH_MONEY && call->key != NULL)
+		{
+			size_t		len = strlen(call->body);
+			LedgerNewKey *k = &keys[nkeys++];
+
+			k->endpoint = call->ep->name;
+			k->key = call->key;
+			k->fingerprint = enkash_request_fingerprint(call->ep, call->body, len);
+			k->request = enkash_mask_request(call->body, len);
+		}
+	}
+	enkash_ledger_claim_new_keys(keys, nkeys, role);
+
+	/*
+	 * A money call whose key has never been used goes out at once; any
+	 * other state of its key needs the ordinary path's decisions.
+	 */
+	nkeys = 0;
+	for (uint64 r = 0; r < nrows; r++)
+	{
+		QueuedCall *call = calls[r];
+		bool		on_multi;
+
 		if (call->ep == NULL)
 			on_multi = false;
 		else if (call->ep->kind != ENKASH_MONEY)
 			on_multi = true;
+		else if (call->key == NULL)
+			on_multi = false;
 		else
 		{
-			size_t		len = strlen(call->body);
+			LedgerNewKey *k = &keys[nkeys++];
 
-			on_multi = call->key != NULL &&
-				enkash_ledger_claim_new(call->ep->name, call->key,
-										enkash_request_fingerprint(call->ep, call->body, len),
-										enkash_mask_request(call->body, len),
-										role, &call->key_id, &call->audit_id);
+			on_multi = k->claimed;
+			call->key_id = k->key_id;
+			call->audit_id = k->audit_id;
 		}
 		if (on_multi)
 		{
@@ -537,22 +611,29 @@ forget_calls(QueuedCall *calls)
 	}
 }
 
-/* Writes the outcome of a finished (or failed to start) transfer. */
+/*
+ * The outcome of a finished (or failed to start) transfer: its key and
+ * audit row into batch, its row into outcomes; written by record_all.
+ */
 static void
-record_sent(QueuedCall *call, const EnkashHttpResult *http, const char *role)
+record_sent(QueuedCall *call, const EnkashHttpResult *http, LedgerBatch *batch,
+			EnkashColumns *outcomes)
 {
 	ErrorData  *error = call->start_error;
 	Jsonb	   *response = NULL;
 	size_t		len = strlen(call->body);
+	Datum		values[OUTCOME_COLUMNS];
+	char		nulls[OUTCOME_COLUMNS];
 
 	if (error)
 		enkash_finish_unsent(call->ep, call->body, len, call->key, call->key_id,
-							 call->audit_id, error, role);
+							 call->audit_id, error, batch);
 	else
 		response = enkash_finish_sent(call->ep, call->body, len, call->key,
 									  call->key_id, call->audit_id, http,
-									  call->token_generation, role, &error);
-	write_outcome(call, response, error, call->start_error ? NULL : http);
+									  call->token_generation, batch, &error);
+	outcome_args(call, response, error, call->start_error ? NULL : http, values, nulls);
+	enkash_columns_add(outcomes, values, nulls);
 }
 
 /* A finished transfer, between enkash_multi_done and its recorded outcome. */
@@ -561,6 +642,24 @@ typedef struct Finished
 	QueuedCall *call;
 	EnkashHttpResult http;
 } Finished;
+
+/*
+ * Records the outcomes of finished transfers in the current transaction
+ * (SPI connected): keys, audit rows and queued rows, each kind with one
+ * statement for them all (one row at a time if that fails).
+ */
+static void
+record_all(Finished *done, int ndone, const char *role)
+{
+	LedgerBatch *batch = enkash_ledger_batch(role, ndone);
+	EnkashColumns outcomes;
+
+	enkash_columns_init(&outcomes, outcome_types, OUTCOME_COLUMNS, ndone);
+	for (int i = 0; i < ndone; i++)
+		record_sent(done[i].call, &done[i].http, batch, &outcomes);
+	enkash_ledger_write(batch);
+	write_outcomes(&outcomes);
+}
 
 /* Records one outcome in a transaction of its own, after a failed batch. */
 static void
@@ -571,7 +670,7 @@ record_alone(Finished *done)
 	PG_TRY();
 	{
 		begin_work();
-		record_sent(done->call, &done->http, GetUserNameFromId(GetUserId(), false));
+		record_all(done, 1, GetUserNameFromId(GetUserId(), false));
 		commit_work();
 	}
 	PG_CATCH();
@@ -599,8 +698,8 @@ record_and_claim(Finished *done, int ndone, int room)
 
 		begin_work();
 		role = GetUserNameFromId(GetUserId(), false);
-		for (int i = 0; i < ndone; i++)
-			record_sent(done[i].call, &done[i].http, role);
+		if (ndone > 0)
+			record_all(done, ndone, role);
 		if (room > 0 && outbox_installed())
 			claim_rows(room, role);
 		commit_work();
@@ -733,8 +832,11 @@ enkash_sender_main(Datum arg)
 {
 	TimestampTz last_orphan_check = 0;
 	TimestampTz last_claim = 0;
+	TimestampTz first_done = 0;
 	QueuedCall *failed = NULL;
 	Finished   *done;
+	int			ndone = 0;		/* finished, not recorded yet */
+	int			nfinished = 0;	/* ... of them from the multi handle */
 	bool		slept = true;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -752,8 +854,8 @@ enkash_sender_main(Datum arg)
 		QueuedCall *ordinary = NULL;
 		QueuedCall *multi = NULL;
 		bool		busy = false;
-		int			ndone = 0;
-		int			nfinished;
+		bool		gathered;
+		int			in_flight;
 		int			room;
 		void	   *owner;
 		int			retry_after;
@@ -770,26 +872,41 @@ enkash_sender_main(Datum arg)
 		tidy(&last_orphan_check);
 
 		/* What finished, and what could not even start. */
-		while (enkash_multi_done(&owner, &done[ndone].http, &retry_after))
+		while (ndone < ENKASH_MAX_CONCURRENCY &&
+			   enkash_multi_done(&owner, &done[ndone].http, &retry_after))
 		{
+			if (ndone == 0)
+				first_done = now;
 			done[ndone].call = owner;
 			done[ndone].call->retry_after = retry_after;
 			ndone++;
+			nfinished++;
 		}
-		nfinished = ndone;
 		while (failed && ndone < ENKASH_MAX_CONCURRENCY)
 		{
+			if (ndone == 0)
+				first_done = now;
 			done[ndone].call = failed;
 			memset(&done[ndone].http, 0, sizeof(EnkashHttpResult));
 			failed = failed->next;
 			ndone++;
 		}
 
-		room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
-		if (ndone > 0 || slept ||
+		/*
+		 * Outcomes are gathered for a few milliseconds while other transfers
+		 * are still on their way, so that one transaction records (and
+		 * claims) many rows: the statements cost about the same for 2 rows
+		 * as for 20.
+		 */
+		in_flight = enkash_multi_running() - nfinished;
+		room = enkash_max_concurrency - in_flight;
+		gathered = ndone >= Max(1, enkash_max_concurrency / GATHER_FRACTION) ||
+			in_flight == 0 || TimestampDifferenceExceeds(first_done, now, GATHER_MS);
+		if ((ndone > 0 && gathered) || slept ||
 			(room > 0 && TimestampDifferenceExceeds(last_claim, now, CLAIM_POLL_MS)))
 		{
 			record_and_claim(done, ndone, Max(room, 0));
+			ndone = nfinished = 0;
 			enkash_multi_release();
 			last_claim = now;
 			multi = claimed_multi;
@@ -799,6 +916,8 @@ enkash_sender_main(Datum arg)
 			start_calls(multi, &failed);
 		}
 		slept = false;
+		/* its writes in the statistics, for autovacuum (at most once a second) */
+		pgstat_report_stat(false);
 
 		/* Calls that need the ordinary path's decisions, one at a time. */
 		while (ordinary)
@@ -810,12 +929,12 @@ enkash_sender_main(Datum arg)
 			forget_call(call);
 		}
 
-		if (enkash_multi_running() > 0)
+		if (enkash_multi_running() > nfinished)
 		{
 			pgstat_report_activity(STATE_RUNNING, "enkash: sending queued requests");
-			enkash_multi_wait(CLAIM_POLL_MS);
+			enkash_multi_wait(ndone > 0 ? GATHER_MS : CLAIM_POLL_MS);
 		}
-		else if (!busy && failed == NULL)
+		else if (!busy && failed == NULL && ndone == 0)
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
 			enkash_outbox_sleep(1000);

@@ -78,6 +78,7 @@ static CURLM *out_multi = NULL;
 static Transfer *out_xfers = NULL;
 static int	out_count = 0;
 static int	out_running = 0;
+static bool out_started = false;	/* transfers added since the last perform */
 
 static size_t
 supply_body(char *buffer, size_t size, size_t nitems, void *userdata)
@@ -485,6 +486,7 @@ enkash_multi_start(int max, const char *url, const char *const *headers,
 	t->owner = owner;
 	t->running = true;
 	out_running++;
+	out_started = true;
 	return true;
 }
 
@@ -529,13 +531,21 @@ enkash_multi_wait(long timeout_ms)
 
 	if (out_multi == NULL)
 		return;
-	if (curl_multi_perform(out_multi, &still) != CURLM_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("libcurl failed while calling EnKash")));
-	collect_finished();
+	/*
+	 * Each perform walks every transfer: one at the start only to set new
+	 * transfers going, one after each wake-up.
+	 */
+	if (out_started)
+	{
+		out_started = false;
+		if (curl_multi_perform(out_multi, &still) != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("libcurl failed while calling EnKash")));
+		collect_finished();
+	}
 	for (int i = 0; i < out_count; i++)
-		if (out_xfers[i].done)
+		if (out_xfers[i].done && out_xfers[i].owner != NULL)
 			return;				/* something to hand back already */
 
 	pgstat_report_wait_start(PG_WAIT_EXTENSION);

@@ -304,6 +304,11 @@ enkash_worker_main(Datum arg)
 		}
 		PG_END_TRY();
 
+		/*
+		 * Its writes in the statistics (at most once a second): without
+		 * them autovacuum would not see the dead rows it leaves.
+		 */
+		pgstat_report_stat(false);
 		if (!busy)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 1000, PG_WAIT_EXTENSION);

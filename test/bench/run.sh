@@ -33,6 +33,12 @@
 #   BENCH_PGBENCH_OPTS=     extra pgbench options, e.g. "-M prepared"
 #   BENCH_LATENCY_MS=0      latency the sandbox adds to every API and token
 #                           call (the targets are for 0; try 20 for a WAN)
+#   BENCH_ONLY=             "outbox": only the outbox runs (no throughput,
+#                           CPU, memory, token or callgrind runs)
+#   BENCH_OUTBOX_RUNS=1     repetitions of the two 10,000-load outbox runs
+#                           (median, min, max)
+#   BENCH_OUTBOX_PERF=0     1: perf record of the sender during each
+#                           outbox run (the last one without latency is shown)
 #   BENCH_CSV=PATH          default test/bench/results/bench-DATE.csv
 #   ENKASH_KEEP=1           keep the work directory (logs, pgbench logs)
 set -uo pipefail
@@ -55,6 +61,17 @@ BENCH_OUTBOX_LOADS=${BENCH_OUTBOX_LOADS:-10000}
 BENCH_OUTBOX_LATENCY_MS=${BENCH_OUTBOX_LATENCY_MS:-20}
 BENCH_OUTBOX_CONCURRENCY=${BENCH_OUTBOX_CONCURRENCY:-64}
 BENCH_OUTBOX_MEMORY_LOADS=${BENCH_OUTBOX_MEMORY_LOADS:-100000}
+BENCH_OUTBOX_RUNS=${BENCH_OUTBOX_RUNS:-1}
+BENCH_OUTBOX_PERF=${BENCH_OUTBOX_PERF:-0}
+BENCH_ONLY=${BENCH_ONLY:-}
+case "$BENCH_ONLY" in
+	"" | outbox) ;;
+	*) die "BENCH_ONLY=$BENCH_ONLY: only \"outbox\" is known" ;;
+esac
+# everything: the whole suite; else only the runs BENCH_ONLY names
+everything() { [ -z "$BENCH_ONLY" ]; }
+everything || BENCH_CALLGRIND=0
+PROFILE_TEXT=
 BENCH_CSV=${BENCH_CSV:-$ENKASH_ROOT/test/bench/results/bench-$(date +%Y%m%d-%H%M%S).csv}
 
 READ_PATH=/api/v0/partner/enKashCard/cardAccount/get
@@ -458,6 +475,9 @@ run_sql_bench() {   # read|load sessions run
 		"$op" "$s" "$r" "$PG_TPS" "$PG_P50" "$PG_P99" "$PG_PROCESSED" "$CPU_LINE" >&2
 }
 
+# Everything but the outbox (BENCH_ONLY=outbox skips to the outbox runs).
+if everything; then
+
 log "warm-up: one look-up and one load"
 sandbox_reset
 sql "SELECT enkash_get_card_account('$ACCOUNT') ->> 'cardAccountId'" >/dev/null || die "a look-up failed"
@@ -622,6 +642,8 @@ CONNECT_P99=$PG_P99
 printf '    %s sessions, %s calls: %s token calls at the sandbox (enkash_token_calls() = %s)\n' \
 	"$BENCH_CONNECT_SESSIONS" "$PG_PROCESSED" "$TOKEN_CALLS" "$TOKEN_CALLS_PG" >&2
 
+fi   # everything
+
 # --- the outbox: queued loads sent by the enkash sender ---------------------------------------
 
 # One run: queue N loads in one transaction, time from its COMMIT until every
@@ -634,10 +656,18 @@ outbox_run() {   # tag loads latency_ms
 		"$SANDBOX_URL/__sandbox/faults" >/dev/null || die "could not set the sandbox's latency"
 	pid=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash sender'")
 	[ -n "$pid" ] || { problem "no enkash sender running"; return; }
+	local cpu0 cpu1 stats0 stats1
+	stats0=$(sql "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'enkash.idempotency_keys'::regclass")
 	sql "SELECT count(enkash_load_balance_async('$ACCOUNT', '$CARD', 1, 'OB-$RUN_TAG-$tag-' || g))
 	     FROM generate_series(1, $n) g" >/dev/null
+	cpu0=$(proc_ticks "$pid" | cut -d' ' -f1)
 	t0=$(date +%s.%N)
 	OB_RSS_PEAK=0 OB_ANON_FIRST= OB_ANON_LAST=0
+	local tenth=$((n / 10)) next_note=$((n - n / 10)) perf_pid=
+	if [ "$BENCH_OUTBOX_PERF" = 1 ] && [ "$PERF_OK" = 1 ]; then
+		perf record -q -e cpu-clock --call-graph dwarf -p "$pid" -o "$BENCH_DIR/sender-$tag.perf.data" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
 	while :; do
 		# (the benchmark's rows are the only ones in the queue)
 		left=$(sql "SELECT count(*) FROM enkash.requests WHERE state IN ('pending', 'sending', 'unknown')")
@@ -647,10 +677,28 @@ outbox_run() {   # tag loads latency_ms
 		[ "${rss:-0}" -gt "$OB_RSS_PEAK" ] && OB_RSS_PEAK=$rss
 		[ -z "$OB_ANON_FIRST" ] && [ "$left" -le $((n * 9 / 10)) ] && OB_ANON_FIRST=$anon
 		OB_ANON_LAST=${anon:-$OB_ANON_LAST}
+		# the long run: progress by tenths, to see a slowdown (bloat) as it comes
+		if [ "$n" -ge 50000 ] && [ "$left" -le "$next_note" ] && [ "$left" -gt 0 ]; then
+			printf '    %6d left after %6.1f s; sender RssAnon %s kB; enkash.requests: %s\n' "$left" \
+				"$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" "$anon" \
+				"$(sql "SELECT format('%s dead tuples, %s autovacuums, %s vacuums', n_dead_tup, autovacuum_count, vacuum_count) FROM pg_stat_user_tables WHERE relid = 'enkash.requests'::regclass")" >&2
+			while [ "$next_note" -ge "$left" ]; do next_note=$((next_note - tenth)); done
+		fi
 		[ "$left" = 0 ] && break
 		sleep 0.25
 	done
 	t1=$(date +%s.%N)
+	cpu1=$(proc_ticks "$pid" | cut -d' ' -f1)
+	# CPU of the sender per load: what bounds the rate on a small machine
+	OB_CPU_US=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / hz / n }')
+	sleep 0.6   # (statistics are flushed at most every 500 ms)
+	stats1=$(sql "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'enkash.idempotency_keys'::regclass")
+	OB_HOT=$(awk -v a="$stats0" -v b="$stats1" 'BEGIN { split(a, x, " "); split(b, y, " "); u = y[1] - x[1]; printf "%d of %d", y[2] - x[2], u }')
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null
+		wait "$perf_pid" 2>/dev/null
+		[ "$latency" = 0 ] && OB_PERF_DATA="$BENCH_DIR/sender-$tag.perf.data"
+	fi
 	OB_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 	# EnKash's side: one credit per reference, and one request per load.
 	local ledger once requests
@@ -664,23 +712,29 @@ outbox_run() {   # tag loads latency_ms
 		|| problem "outbox $tag: not every queued load succeeded"
 	OB_MAX_IN_FLIGHT=$(jq -r '.max_in_flight' <<<"$requests")
 	OB_CONNECTIONS=$(jq -r '.connections' <<<"$requests")
-	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT"
+	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT; sender CPU $OB_CPU_US us per load; HOT updates of keys $OB_HOT"
 }
 
-log "outbox: $BENCH_OUTBOX_LOADS queued loads, $BENCH_OUTBOX_LATENCY_MS ms latency, enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY"
+log "outbox: $BENCH_OUTBOX_RUNS x ($BENCH_OUTBOX_LOADS queued loads at $BENCH_OUTBOX_LATENCY_MS ms latency, then with none), enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY"
+[ -n "${PERF_OK:-}" ] || { PERF_OK=0; command -v perf >/dev/null && perf stat -e task-clock -x, -o /dev/null true >/dev/null 2>&1 && PERF_OK=1; }
+OB_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 sql "ALTER SYSTEM SET enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 sleep 1
 sql "SELECT enkash_get_card_account('$ACCOUNT')" >/dev/null   # a token first
-outbox_run latency "$BENCH_OUTBOX_LOADS" "$BENCH_OUTBOX_LATENCY_MS"
-OB_LAT_SECONDS=$OB_SECONDS
-OB_LAT_RSS=$OB_RSS_PEAK
-OB_LAT_INFLIGHT=$OB_MAX_IN_FLIGHT
+OB_LAT_ALL= OB_FAST_ALL= OB_LAT_RSS=0 OB_LAT_INFLIGHT= OB_PERF_DATA=
+for r in $(seq 1 "$BENCH_OUTBOX_RUNS"); do
+	outbox_run "latency$r" "$BENCH_OUTBOX_LOADS" "$BENCH_OUTBOX_LATENCY_MS"
+	OB_LAT_ALL+=" $OB_SECONDS"
+	[ "$OB_RSS_PEAK" -gt "$OB_LAT_RSS" ] && OB_LAT_RSS=$OB_RSS_PEAK
+	OB_LAT_INFLIGHT+="${OB_LAT_INFLIGHT:+ }$OB_MAX_IN_FLIGHT"
+	outbox_run "fast$r" "$BENCH_OUTBOX_LOADS" 0
+	OB_FAST_ALL+=" $OB_SECONDS"
+done
+OB_LAT_SECONDS=$(stat_of median $OB_LAT_ALL)
+OB_FAST_SECONDS=$(stat_of median $OB_FAST_ALL)
 OB_IDEAL=$(awk -v n="$BENCH_OUTBOX_LOADS" -v l="$BENCH_OUTBOX_LATENCY_MS" -v c="$BENCH_OUTBOX_CONCURRENCY" \
 	'BEGIN { printf "%.2f", n * l / 1000 / c }')
-log "outbox: $BENCH_OUTBOX_LOADS queued loads, no latency"
-outbox_run fast "$BENCH_OUTBOX_LOADS" 0
-OB_FAST_SECONDS=$OB_SECONDS
 if [ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ]; then
 	log "outbox: $BENCH_OUTBOX_MEMORY_LOADS queued loads, no latency, for the sender's memory"
 	outbox_run memory "$BENCH_OUTBOX_MEMORY_LOADS" 0
@@ -866,74 +920,76 @@ else
 	echo "enkash benchmark: $(nproc) cores, PostgreSQL $PG_MAJOR, sandbox on loopback with no added latency"
 fi
 echo "load average when the benchmark started: $LOAD_BEFORE (other work on the machine skews calls/s and CPU times; callgrind counts do not drift)"
-echo "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s per row; calls/s median (min-max); latency per call p50/p99 (median of runs)"
-echo
-printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' operation sessions "calls/s med (min-max)" "p50 us" "p99 us" ratio target
-printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' ------------------------ -------- -------------------------- --------- --------- ------------------------ ----------
-for s in $BENCH_SESSIONS; do
-	for op in raw select1 read load; do
-		k="$op:$s"
-		[ -n "${TPS[$k]:-}" ] || continue
-		med=$(stat_of median ${TPS[$k]})
-		min=$(stat_of min ${TPS[$k]})
-		max=$(stat_of max ${TPS[$k]})
-		p50=$(stat_of median ${P50[$k]})
-		p99=$(stat_of median ${P99[$k]})
-		ratio= meaning= target= shown=
-		case "$op" in
-			raw) ratio=1; meaning="baseline"; shown="1.00 (baseline)" ;;
-			select1) meaning="control: PostgreSQL and pgbench without a call"; shown="(control)" ;;
-			read)
-				rawmed=$(stat_of median ${TPS[raw:$s]:-})
-				ratio=$(awk -v a="$med" -v b="$rawmed" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
-				meaning="calls/s as a fraction of the raw client's"
-				target=">= 0.80"
-				shown="$ratio of raw"
-				;;
-			load)
-				readmed=$(stat_of median ${TPS[read:$s]:-})
-				ratio=$(awk -v a="$readmed" -v b="$med" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
-				meaning="cost of a load in units of a read (read calls/s / load calls/s)"
-				target=$([ "$s" = 8 ] && echo "<= 1.25" || echo "(<= 1.25 at 8)")
-				shown="${ratio}x a read"
-				;;
-		esac
-		runs=$(wc -w <<<"${TPS[$k]}")
-		verdict=$(awk -v r="$ratio" -v t="$target" 'BEGIN {
-			if (r == "" || t !~ /^(>=|<=) /) exit
-			split(t, f, " ")
-			ok = (f[1] == ">=") ? (r + 0 >= f[2] + 0) : (r + 0 <= f[2] + 0)
-			print ok ? "met" : "missed" }')
-		printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' "$(name_of "$op")" "$s" \
-			"$(fmt "$med" %.0f) ($(fmt "$min" %.0f)-$(fmt "$max" %.0f))" \
-			"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$shown" "$target${verdict:+ $verdict}"
-		csv "$(name_of "$op")" "$s" "$runs" "$(fmt "$med" %.1f)" "$(fmt "$min" %.1f)" "$(fmt "$max" %.1f)" \
-			"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$ratio" "$meaning" "$target" "" "" "${NOTE[$k]:-}"
+if everything; then
+	echo "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s per row; calls/s median (min-max); latency per call p50/p99 (median of runs)"
+	echo
+	printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' operation sessions "calls/s med (min-max)" "p50 us" "p99 us" ratio target
+	printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' ------------------------ -------- -------------------------- --------- --------- ------------------------ ----------
+	for s in $BENCH_SESSIONS; do
+		for op in raw select1 read load; do
+			k="$op:$s"
+			[ -n "${TPS[$k]:-}" ] || continue
+			med=$(stat_of median ${TPS[$k]})
+			min=$(stat_of min ${TPS[$k]})
+			max=$(stat_of max ${TPS[$k]})
+			p50=$(stat_of median ${P50[$k]})
+			p99=$(stat_of median ${P99[$k]})
+			ratio= meaning= target= shown=
+			case "$op" in
+				raw) ratio=1; meaning="baseline"; shown="1.00 (baseline)" ;;
+				select1) meaning="control: PostgreSQL and pgbench without a call"; shown="(control)" ;;
+				read)
+					rawmed=$(stat_of median ${TPS[raw:$s]:-})
+					ratio=$(awk -v a="$med" -v b="$rawmed" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+					meaning="calls/s as a fraction of the raw client's"
+					target=">= 0.80"
+					shown="$ratio of raw"
+					;;
+				load)
+					readmed=$(stat_of median ${TPS[read:$s]:-})
+					ratio=$(awk -v a="$readmed" -v b="$med" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
+					meaning="cost of a load in units of a read (read calls/s / load calls/s)"
+					target=$([ "$s" = 8 ] && echo "<= 1.25" || echo "(<= 1.25 at 8)")
+					shown="${ratio}x a read"
+					;;
+			esac
+			runs=$(wc -w <<<"${TPS[$k]}")
+			verdict=$(awk -v r="$ratio" -v t="$target" 'BEGIN {
+				if (r == "" || t !~ /^(>=|<=) /) exit
+				split(t, f, " ")
+				ok = (f[1] == ">=") ? (r + 0 >= f[2] + 0) : (r + 0 <= f[2] + 0)
+				print ok ? "met" : "missed" }')
+			printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' "$(name_of "$op")" "$s" \
+				"$(fmt "$med" %.0f) ($(fmt "$min" %.0f)-$(fmt "$max" %.0f))" \
+				"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$shown" "$target${verdict:+ $verdict}"
+			csv "$(name_of "$op")" "$s" "$runs" "$(fmt "$med" %.1f)" "$(fmt "$min" %.1f)" "$(fmt "$max" %.1f)" \
+				"$(fmt "$p50" %.0f)" "$(fmt "$p99" %.0f)" "$ratio" "$meaning" "$target" "" "" "${NOTE[$k]:-}"
+		done
 	done
-done
-
-echo
-echo "CPU per call by process, us (median of runs); 'ceiling' = $(nproc) cores / total: the calls/s that CPU alone allows"
-printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' operation sessions client backend workers autovac "other pg" sandbox total ceiling
-printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' ------------------------ -------- -------- -------- -------- -------- -------- -------- -------- ---------
-for s in $BENCH_SESSIONS; do
-	for op in raw select1 read load; do
-		k="$op:$s"
-		[ -n "${CPU_CLIENT[$k]:-}" ] || continue
-		c=$(stat_of median ${CPU_CLIENT[$k]})
-		be=$(stat_of median ${CPU_BACKEND[$k]})
-		w=$(stat_of median ${CPU_WORKER[$k]})
-		av=$(stat_of median ${CPU_AUTOVAC[$k]})
-		o=$(stat_of median ${CPU_OTHER[$k]})
-		sb=$(stat_of median ${CPU_SANDBOX[$k]})
-		tot=$(awk -v a="$c" -v b="$be" -v c2="$w" -v d="$o" -v e="$sb" -v f="$av" 'BEGIN { printf "%.1f", a + b + c2 + d + e + f }')
-		ceil=$(awk -v t="$tot" -v n="$(nproc)" 'BEGIN { if (t > 0) printf "%.0f", n * 1e6 / t }')
-		printf '%-24s %8s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n' "$(name_of "$op")" "$s" "$c" "$be" "$w" "$av" "$o" "$sb" "$tot" "$ceil"
-		csv "CPU per call: $(name_of "$op")" "$s" "$BENCH_RUNS" "" "" "" "" "" "" "" "" "$tot" "us" \
-			"client $c; backend $be; enkash workers $w; autovacuum $av; other postgres $o; sandbox $sb; ceiling $ceil calls/s"
+	
+	echo
+	echo "CPU per call by process, us (median of runs); 'ceiling' = $(nproc) cores / total: the calls/s that CPU alone allows"
+	printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' operation sessions client backend workers autovac "other pg" sandbox total ceiling
+	printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' ------------------------ -------- -------- -------- -------- -------- -------- -------- -------- ---------
+	for s in $BENCH_SESSIONS; do
+		for op in raw select1 read load; do
+			k="$op:$s"
+			[ -n "${CPU_CLIENT[$k]:-}" ] || continue
+			c=$(stat_of median ${CPU_CLIENT[$k]})
+			be=$(stat_of median ${CPU_BACKEND[$k]})
+			w=$(stat_of median ${CPU_WORKER[$k]})
+			av=$(stat_of median ${CPU_AUTOVAC[$k]})
+			o=$(stat_of median ${CPU_OTHER[$k]})
+			sb=$(stat_of median ${CPU_SANDBOX[$k]})
+			tot=$(awk -v a="$c" -v b="$be" -v c2="$w" -v d="$o" -v e="$sb" -v f="$av" 'BEGIN { printf "%.1f", a + b + c2 + d + e + f }')
+			ceil=$(awk -v t="$tot" -v n="$(nproc)" 'BEGIN { if (t > 0) printf "%.0f", n * 1e6 / t }')
+			printf '%-24s %8s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n' "$(name_of "$op")" "$s" "$c" "$be" "$w" "$av" "$o" "$sb" "$tot" "$ceil"
+			csv "CPU per call: $(name_of "$op")" "$s" "$BENCH_RUNS" "" "" "" "" "" "" "" "" "$tot" "us" \
+				"client $c; backend $be; enkash workers $w; autovacuum $av; other postgres $o; sandbox $sb; ceiling $ceil calls/s"
+		done
 	done
-done
-
+	
+fi
 echo
 printf '%-66s %14s  %s\n' measurement value target
 printf '%-66s %14s  %s\n' ------------------------------------------------------------------ -------------- ----------
@@ -952,34 +1008,38 @@ row() {   # label value unit target note
 	[ -n "${5:-}" ] && printf '    %s\n' "$5"
 	csv "$1" "" "" "" "" "" "" "" "" "" "$4" "$2" "$3" "${5:-}"
 }
-row "token calls, $BENCH_CONNECT_SESSIONS sessions connecting at once after a restart" "$TOKEN_CALLS" calls "1" \
-	"enkash_token_calls() = $TOKEN_CALLS_PG; latency p50 $(fmt "$CONNECT_P50" %.0f) us p99 $(fmt "$CONNECT_P99" %.0f) us incl. connecting"
-row "backend CPU per look-up ($CPU_METHOD)" "$CPU_US" "us" "<= 60" \
-	"$BENCH_CPU_CALLS calls in one statement at $CPU_RATE calls/s; /proc utime+stime: $CPU_PROC_US us"
-raw1cpu=$(stat_of median ${RAW_CPU[1]:-})
-[ "$raw1cpu" != nan ] && row "raw client CPU per call (for comparison; getrusage)" "$(fmt "$raw1cpu" %.1f)" "us" "" \
-	"libcurl + envelope + answer check + kernel; 1 client"
-[ -n "$CG_IR_RAW" ] && row "raw client instructions per call (callgrind)" "$CG_IR_RAW" "instr" "" \
-	"difference of 1100 and 100 calls, one process"
-[ -n "$CG_IR" ] && row "backend instructions per look-up, in one statement (callgrind)" "$CG_IR" "instr" "" \
-	"difference of $CG_MANY and $CG_FEW calls in one statement"
-[ -n "$CG_IR" ] && row "backend instructions per look-up, one per statement (callgrind)" "$CG_IR_STMT" "instr" "" \
-	"difference of $CG_STMT_MANY and $CG_STMT_FEW statements; SELECT 1 statements: ${CG_IR_NULL:-?} each"
-[ -n "$CG_IR_LOAD" ] && row "backend instructions per load, in one statement (callgrind)" "$CG_IR_LOAD" "instr" "" \
-	"difference of $CG_LOAD_MANY and $CG_LOAD_FEW loads; the worker's share is not included"
-row "TCP connections for $CONN_CALLS look-ups from $BENCH_CONN_SESSIONS sessions" "$CONN_API" "conns" "<= $BENCH_CONN_SESSIONS" \
-	"sandbox /__sandbox/requests connections minus the control calls"
-row "backend RSS before $MEM_CALLS look-ups (after 100)" "${MEM_RSS0:-?}" "kB" "" "RssAnon ${MEM_ANON0:-?} kB"
-row "backend RSS after $MEM_CALLS look-ups" "${MEM_RSS1:-?}" "kB" "flat" \
-	"RssAnon ${MEM_ANON1:-?} kB; ${MEM_SECONDS:-?} s; $(( ${MEM_RSS1:-0} - ${MEM_MID_RSS:-0} )) kB more than after ${MEM_MID_CALLS:-?} calls"
-[ "${MEM_CALLS:-0}" -lt "$BENCH_MEMORY_CALLS" ] && echo "   (the memory run stopped after $MEM_CALLS of $BENCH_MEMORY_CALLS calls: BENCH_MEMORY_MAX_SECONDS)"
+if everything; then
+	row "token calls, $BENCH_CONNECT_SESSIONS sessions connecting at once after a restart" "$TOKEN_CALLS" calls "1" \
+		"enkash_token_calls() = $TOKEN_CALLS_PG; latency p50 $(fmt "$CONNECT_P50" %.0f) us p99 $(fmt "$CONNECT_P99" %.0f) us incl. connecting"
+	row "backend CPU per look-up ($CPU_METHOD)" "$CPU_US" "us" "<= 60" \
+		"$BENCH_CPU_CALLS calls in one statement at $CPU_RATE calls/s; /proc utime+stime: $CPU_PROC_US us"
+	raw1cpu=$(stat_of median ${RAW_CPU[1]:-})
+	[ "$raw1cpu" != nan ] && row "raw client CPU per call (for comparison; getrusage)" "$(fmt "$raw1cpu" %.1f)" "us" "" \
+		"libcurl + envelope + answer check + kernel; 1 client"
+	[ -n "$CG_IR_RAW" ] && row "raw client instructions per call (callgrind)" "$CG_IR_RAW" "instr" "" \
+		"difference of 1100 and 100 calls, one process"
+	[ -n "$CG_IR" ] && row "backend instructions per look-up, in one statement (callgrind)" "$CG_IR" "instr" "" \
+		"difference of $CG_MANY and $CG_FEW calls in one statement"
+	[ -n "$CG_IR" ] && row "backend instructions per look-up, one per statement (callgrind)" "$CG_IR_STMT" "instr" "" \
+		"difference of $CG_STMT_MANY and $CG_STMT_FEW statements; SELECT 1 statements: ${CG_IR_NULL:-?} each"
+	[ -n "$CG_IR_LOAD" ] && row "backend instructions per load, in one statement (callgrind)" "$CG_IR_LOAD" "instr" "" \
+		"difference of $CG_LOAD_MANY and $CG_LOAD_FEW loads; the worker's share is not included"
+	row "TCP connections for $CONN_CALLS look-ups from $BENCH_CONN_SESSIONS sessions" "$CONN_API" "conns" "<= $BENCH_CONN_SESSIONS" \
+		"sandbox /__sandbox/requests connections minus the control calls"
+	row "backend RSS before $MEM_CALLS look-ups (after 100)" "${MEM_RSS0:-?}" "kB" "" "RssAnon ${MEM_ANON0:-?} kB"
+	row "backend RSS after $MEM_CALLS look-ups" "${MEM_RSS1:-?}" "kB" "flat" \
+		"RssAnon ${MEM_ANON1:-?} kB; ${MEM_SECONDS:-?} s; $(( ${MEM_RSS1:-0} - ${MEM_MID_RSS:-0} )) kB more than after ${MEM_MID_CALLS:-?} calls"
+	[ "${MEM_CALLS:-0}" -lt "$BENCH_MEMORY_CALLS" ] && echo "   (the memory run stopped after $MEM_CALLS of $BENCH_MEMORY_CALLS calls: BENCH_MEMORY_MAX_SECONDS)"
+	
+fi
 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s }'; }
+ob_range() { [ "$BENCH_OUTBOX_RUNS" -gt 1 ] && echo " (median of $BENCH_OUTBOX_RUNS runs: $(stat_of min $1)-$(stat_of max $1) s)"; }
 row "outbox: $BENCH_OUTBOX_LOADS queued loads at ${BENCH_OUTBOX_LATENCY_MS} ms, concurrency $BENCH_OUTBOX_CONCURRENCY: wall time" \
-	"$OB_LAT_SECONDS" "s" "" \
-	"ideal $OB_IDEAL s ($(awk -v a="$OB_LAT_SECONDS" -v b="$OB_IDEAL" 'BEGIN { if (b > 0) printf "%.2f", a / b }')x; target <= 1.5x); $(rate "$BENCH_OUTBOX_LOADS" "$OB_LAT_SECONDS") loads/s; sandbox max in flight $OB_LAT_INFLIGHT; sender VmRSS peak $OB_LAT_RSS kB"
+	"$OB_LAT_SECONDS" "s" "<= $(awk -v b="$OB_IDEAL" 'BEGIN { printf "%.2f", 1.5 * b }')" \
+	"ideal $OB_IDEAL s ($(awk -v a="$OB_LAT_SECONDS" -v b="$OB_IDEAL" 'BEGIN { if (b > 0) printf "%.2f", a / b }')x; target <= 1.5x)$(ob_range "$OB_LAT_ALL"); $(rate "$BENCH_OUTBOX_LOADS" "$OB_LAT_SECONDS") loads/s; sandbox max in flight $OB_LAT_INFLIGHT; sender VmRSS peak $OB_LAT_RSS kB"
 row "outbox: queued loads per second, no latency" "$(rate "$BENCH_OUTBOX_LOADS" "$OB_FAST_SECONDS")" "loads/s" ">= 2000" \
-	"$BENCH_OUTBOX_LOADS loads in $OB_FAST_SECONDS s"
+	"$BENCH_OUTBOX_LOADS loads in $OB_FAST_SECONDS s$(ob_range "$OB_FAST_ALL"); load average before the outbox runs $OB_LOAD_BEFORE"
 [ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ] && row "outbox: sender RssAnon over $BENCH_OUTBOX_MEMORY_LOADS loads (after the first tenth -> end)" \
 	"${OB_MEM_ANON_FIRST:-?}->${OB_MEM_ANON_LAST:-?}" "kB" "flat" \
 	"$(rate "$BENCH_OUTBOX_MEMORY_LOADS" "$OB_MEM_SECONDS") loads/s over $OB_MEM_SECONDS s; VmRSS peak $OB_MEM_RSS kB"
@@ -1017,6 +1077,18 @@ if [ -n "$CG_IR" ]; then
 		echo "callgrind: instructions per load in the calling backend ($CG_LOAD_MANY minus $CG_LOAD_FEW loads in one statement), inclusive:"
 		grep -E "$cg_pattern" "$BENCH_DIR/callgrind/inclusive-per-load.txt" | head -30 | sed 's/^/    /'
 	fi
+fi
+if [ -n "${OB_PERF_DATA:-}" ] && [ -s "$OB_PERF_DATA" ]; then
+	echo
+	echo "perf profile of the enkash sender, last outbox run without latency (cpu-clock samples, $OB_PERF_DATA):"
+	mkdir -p "$BENCH_DIR/sender-home"
+	HOME="$BENCH_DIR/sender-home" perf buildid-cache -a "$WORK/tree/enkash.so" >/dev/null 2>&1
+	echo "  by function (self):"
+	HOME="$BENCH_DIR/sender-home" perf report -i "$OB_PERF_DATA" --stdio --no-children -g none \
+		-F overhead,dso,sym --percent-limit 1 2>/dev/null | grep -E '^ +[0-9]' | head -25 | sed 's/^ */    /'
+	echo "  inclusive (children, self):"
+	HOME="$BENCH_DIR/sender-home" perf report -i "$OB_PERF_DATA" --stdio --children -g none --sort sym \
+		-F overhead_children,overhead,sym --percent-limit 2 2>/dev/null | grep -E '^ +[0-9]' | head -45 | sed 's/^ */    /'
 fi
 [ -n "$SO_WARNING" ] && { echo; echo "WARNING: $SO_WARNING"; }
 echo
