@@ -17,15 +17,7 @@ build_and_install
 start_sandbox
 
 log "starting a throwaway PostgreSQL"
-PGPORT=$(free_port)
-as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null
-write_credentials "$WORK/credentials.conf"
-{
-	enkash_settings "$WORK/credentials.conf"
-	echo "listen_addresses = ''"
-	echo "unix_socket_directories = '$WORK'"
-	echo "port = $PGPORT"
-} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
+init_throwaway_pg
 as_user pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
 
 as_user psql -X -h "$WORK" -p "$PGPORT" -U postgres -d postgres \

@@ -134,7 +134,7 @@ stop_sandbox() {
 	[ -n "$SANDBOX_PID" ] || return 0
 	pkill -TERM -P "$SANDBOX_PID" 2>/dev/null
 	kill "$SANDBOX_PID" 2>/dev/null
-	wait "$SANDBOX_PID" 2>/dev/null
+	wait "$SANDBOX_PID" 2>/dev/null || true	# killed on purpose: not a failure
 	SANDBOX_PID=
 }
 
@@ -148,6 +148,23 @@ enkash.partner_id = 'CRSANDBOX1'
 enkash.company_id = 'CEKSANDBOX1'
 enkash.credentials_file = '$1'
 EOF2
+}
+
+# Creates a throwaway PostgreSQL in $WORK/pgdata (not started) on a free
+# loopback port (PGPORT), socket in $WORK, preloading enkash and pointed at
+# the sandbox with test credentials; arguments are more postgresql.conf lines.
+init_throwaway_pg() {   # [conf_line...]
+	PGDATA="$WORK/pgdata"
+	PGPORT=$(free_port)
+	as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null || die "initdb failed"
+	write_credentials "$WORK/credentials.conf"
+	{
+		enkash_settings "$WORK/credentials.conf"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$WORK'"
+		echo "port = $PGPORT"
+		[ $# -eq 0 ] || printf '%s\n' "$@"
+	} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
 }
 
 # A free TCP port on loopback.

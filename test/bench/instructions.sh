@@ -29,16 +29,7 @@ trap stop_all EXIT
 build_and_install
 start_sandbox
 
-PGPORT=$(free_port)
-as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null || die "initdb failed"
-write_credentials "$WORK/credentials.conf"
-{
-	enkash_settings "$WORK/credentials.conf"
-	echo "enkash.database = 'postgres'"
-	echo "listen_addresses = ''"
-	echo "unix_socket_directories = '$WORK'"
-	echo "port = $PGPORT"
-} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
+init_throwaway_pg "enkash.database = 'postgres'"
 as_user mkdir -p "$cg"
 as_user sh -c "exec valgrind --tool=callgrind --callgrind-out-file='$cg/callgrind.out.%p' \
 	--dump-instr=no --collect-jumps=no '$PG_BINDIR/postgres' -D '$PGDATA' >'$cg/postgres.log' 2>&1" &

@@ -128,19 +128,9 @@ as_user mkdir -p "$BENCH_DIR"
 start_sandbox
 
 log "starting a throwaway PostgreSQL"
-PGPORT=$(free_port)
-as_user initdb -D "$PGDATA" -A trust -U postgres >/dev/null || die "initdb failed"
-write_credentials "$WORK/credentials.conf"
-{
-	enkash_settings "$WORK/credentials.conf"
-	echo "enkash.database = 'postgres'"
-	echo "max_connections = 150"
-	# Autovacuum's CPU is logged, so that it can be told from the backends'.
-	echo "log_autovacuum_min_duration = 0"
-	echo "listen_addresses = ''"
-	echo "unix_socket_directories = '$WORK'"
-	echo "port = $PGPORT"
-} | as_user sh -c "cat >> '$PGDATA/postgresql.conf'"
+# Autovacuum's CPU is logged, so that it can be told from the backends'.
+init_throwaway_pg "enkash.database = 'postgres'" "max_connections = 150" \
+	"log_autovacuum_min_duration = 0"
 
 pg_start() {
 	as_user pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w -t 120 start >/dev/null \

@@ -22,10 +22,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = enkash_node('hijack');
-install_try_sql($node);
-sandbox('POST', '/__sandbox/reset', '{}');
-sandbox('POST', '/__sandbox/faults', '{"clear": true}');
+my $node = enkash_clean_node('hijack');
 is($node->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
 	'CASANDBOX1', 'a first call works');
 

@@ -9,7 +9,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql);
+our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql
+  enkash_clean_node);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
@@ -62,6 +63,16 @@ CONF
 	$node->append_conf('postgresql.conf', $extra{conf}) if $extra{conf};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enkash');
+	return $node;
+}
+
+# enkash_node with try_sql installed, against a reset sandbox with no faults.
+sub enkash_clean_node
+{
+	my $node = enkash_node(@_);
+	install_try_sql($node);
+	sandbox('POST', '/__sandbox/reset', '{}');
+	sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 	return $node;
 }
 
