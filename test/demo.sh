@@ -5,16 +5,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_packages
-prepare_work_copy
-PGDATA="$WORK/pgdata"
-stop_all() {
-	as_user pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
-	cleanup_work
-}
-trap stop_all EXIT
-build_and_install
-start_sandbox
+begin_throwaway_run
 
 log "starting a throwaway PostgreSQL"
 init_throwaway_pg

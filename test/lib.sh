@@ -150,6 +150,23 @@ enkash.credentials_file = '$1'
 EOF2
 }
 
+# The start of a script around a throwaway server: packages, the work copy,
+# the build and its private install, the sandbox; on exit the server (if one
+# was started in $PGDATA) is stopped and everything cleaned up.
+begin_throwaway_run() {   # [extra packages...]
+	ensure_packages "$@"
+	prepare_work_copy
+	PGDATA="$WORK/pgdata"
+	trap end_throwaway_run EXIT
+	build_and_install
+	start_sandbox
+}
+
+end_throwaway_run() {
+	as_user pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+	cleanup_work
+}
+
 # Creates a throwaway PostgreSQL in $WORK/pgdata (not started) on a free
 # loopback port (PGPORT), socket in $WORK, preloading enkash and pointed at
 # the sandbox with test credentials; arguments are more postgresql.conf lines.

@@ -17,17 +17,8 @@ INSTR_TOP=${INSTR_TOP:-25}
 ACCOUNT=CASANDBOX1
 CARD=EKCSANDBOX1
 
-ensure_packages valgrind
-prepare_work_copy
-PGDATA="$WORK/pgdata"
+begin_throwaway_run valgrind
 cg="$WORK/callgrind"
-stop_all() {
-	as_user pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-	cleanup_work
-}
-trap stop_all EXIT
-build_and_install
-start_sandbox
 
 init_throwaway_pg "enkash.database = 'postgres'"
 as_user mkdir -p "$cg"
@@ -47,23 +38,11 @@ session() {   # SQL with :n for the count, n -> prints the backend pid
 }
 read_sql="enkash_get_card_account('$ACCOUNT')"
 load_sql="enkash_load_balance('$ACCOUNT', '$CARD', 1, 'I-' || :n || '-' || i)"
-# The enkash worker's instructions so far (callgrind_control asks the running
-# valgrind through vgdb), to charge it with what the calls made it do.
-worker=$(as_user "${PSQL[@]}" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash worker'")
-worker_ir() {
-	sleep 2		# let the worker finish the batch
-	timeout 60 callgrind_control -e Ir "$worker" 2>/dev/null |
-		sed -nE 's/.*Ir: *([0-9,]+).*/\1/p' | tr -d , | head -1
-}
 session "$read_sql" 1 >/dev/null	# the server's first call: token, connection
 r_few=$(session "$read_sql" 50)
-w0=$(worker_ir)
 r_many=$(session "$read_sql" "$INSTR_CALLS")
-w1=$(worker_ir)
 l_few=$(session "$load_sql" 10)
-w2=$(worker_ir)
 l_many=$(session "$load_sql" "$INSTR_LOADS")
-w3=$(worker_ir)
 as_user pg_ctl -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
 wait "$postmaster"
 
@@ -90,9 +69,3 @@ report() {   # label pid_few pid_many calls_between
 }
 report "look-up" "$r_few" "$r_many" $((INSTR_CALLS - 50))
 report "load" "$l_few" "$l_many" $((INSTR_LOADS - 10))
-if [ -n "$w0" ] && [ -n "$w1" ] && [ -n "$w2" ] && [ -n "$w3" ]; then
-	echo "enkash worker: $(( (w1 - w0) / INSTR_CALLS )) instructions per look-up," \
-		"$(( (w3 - w2) / INSTR_LOADS )) per load (with its idle wake-ups; 2 s after each session)"
-else
-	echo "enkash worker: not measured (callgrind_control could not reach it)"
-fi
