@@ -158,6 +158,16 @@ slot_reset_fields(LedgerSlot *slot)
 	slot->mask_response = false;
 }
 
+#define SIZE_NOTE_MAX 64
+
+/* What is stored instead of JSON too large to keep: a note of its size. */
+static const char *
+size_note(char *note, size_t bytes)
+{
+	snprintf(note, SIZE_NOTE_MAX, "{\"truncated\": true, \"bytes\": %zu}", bytes);
+	return note;
+}
+
 /*
  * Stores a text field.  JSON that does not fit is replaced by a note of its
  * size (half a document is worse than none); other text is cut.
@@ -165,6 +175,7 @@ slot_reset_fields(LedgerSlot *slot)
 static void
 slot_put(LedgerSlot *slot, SlotField field, const char *value, bool is_json)
 {
+	char		note[SIZE_NOTE_MAX];
 	size_t		len;
 	size_t		room;
 
@@ -175,24 +186,15 @@ slot_put(LedgerSlot *slot, SlotField field, const char *value, bool is_json)
 	}
 	len = strlen(value);
 	room = LEDGER_DATA - slot->used - 1;
-	if (len > room || (is_json && len > LEDGER_DATA / 2))
+	if (is_json && (len > room || len > LEDGER_DATA / 2))
 	{
-		if (is_json)
-		{
-			char		note[64];
-
-			snprintf(note, sizeof(note), "{\"truncated\": true, \"bytes\": %zu}", len);
-			value = note;
-			len = strlen(note);
-			if (len > room)
-				return;
-			memcpy(slot->data + slot->used, value, len + 1);
-			slot->off[field] = slot->used;
-			slot->used += len + 1;
+		value = size_note(note, len);
+		len = strlen(note);
+		if (len > room)
 			return;
-		}
-		len = room;
 	}
+	else if (len > room)
+		len = room;
 	memcpy(slot->data + slot->used, value, len);
 	slot->data[slot->used + len] = '\0';
 	slot->off[field] = slot->used;
@@ -217,10 +219,9 @@ slot_put_jsonb(LedgerSlot *slot, SlotField field, const Jsonb *value)
 	size = VARSIZE(value);
 	if (size > LEDGER_DATA / 2 || start + size > LEDGER_DATA)
 	{
-		char		note[64];
+		char		note[SIZE_NOTE_MAX];
 
-		snprintf(note, sizeof(note), "{\"truncated\": true, \"bytes\": %zu}", size);
-		slot_put(slot, field, note, true);
+		slot_put(slot, field, size_note(note, size), true);
 		return;
 	}
 	memcpy(slot->data + start, value, size);
@@ -1293,16 +1294,13 @@ local_slot(LedgerOp op)
 static Datum
 json_arg(const char *json, char *nulls, int i)
 {
-	char		note[64];
+	char		note[SIZE_NOTE_MAX];
 
 	nulls[i] = json ? ' ' : 'n';
 	if (json == NULL)
 		return (Datum) 0;
 	if (strlen(json) > LEDGER_DATA / 2)
-	{
-		snprintf(note, sizeof(note), "{\"truncated\": true, \"bytes\": %zu}", strlen(json));
-		json = note;
-	}
+		json = size_note(note, strlen(json));
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
 
