@@ -47,6 +47,9 @@
 /* Waiting for a worker that is not there ends after this long. */
 #define WORKER_ABSENT_LIMIT_MS 10000
 
+/* How long a look-up waits for a free slot for its audit row. */
+#define AUDIT_SLOT_WAIT_MS 1000
+
 typedef enum SlotState
 {
 	SLOT_FREE,
@@ -80,6 +83,7 @@ typedef struct LedgerSlot
 	bool		reply;			/* the backend waits for the answer */
 	uint64		seq;			/* submission order */
 	int			pid;			/* submitting backend */
+	Latch	   *waiter;			/* its latch, set when the answer is in */
 	int64		key_id;
 	int64		audit_id;
 	int			key_state;		/* LedgerState, for OP_FINISH */
@@ -103,10 +107,10 @@ typedef struct LedgerShared
 	Oid			worker_dboid;
 	Latch	   *worker_latch;
 	bool		swept;			/* in_flight keys of a past life made unknown */
+	int			slots_used;		/* slots[] beyond this were never taken */
 	Latch	   *launcher_latch;
 	Oid			dropping_dboid; /* DROP DATABASE under way: stand aside */
 	TimestampTz dropping_until;
-	ConditionVariable done;		/* a batch was processed */
 	ConditionVariable freed;	/* a slot became free */
 	ConditionVariable outbox;	/* a transaction that queued requests committed */
 	LedgerSlot	slots[LEDGER_SLOTS];
@@ -132,7 +136,6 @@ enkash_ledger_shmem_init(void)
 		memset(ledger, 0, offsetof(LedgerShared, slots));
 		ledger->lock = &(GetNamedLWLockTranche("enkash"))[1].lock;
 		ledger->next_seq = 1;
-		ConditionVariableInit(&ledger->done);
 		ConditionVariableInit(&ledger->freed);
 		ConditionVariableInit(&ledger->outbox);
 		for (int i = 0; i < LEDGER_SLOTS; i++)
@@ -270,10 +273,11 @@ worker_alive(void)
 
 /*
  * Takes a free slot, waiting for one if all are busy; NULL if none frees
- * up because the worker is away, or at once if the caller cannot wait.
+ * up because the worker is away, or within max_wait_ms (-1: no limit but
+ * the worker's absence).
  */
 static LedgerSlot *
-slot_acquire(LedgerOp op, bool reply, bool can_wait)
+slot_acquire(LedgerOp op, bool reply, int max_wait_ms)
 {
 	TimestampTz started = GetCurrentTimestamp();
 
@@ -291,6 +295,8 @@ slot_acquire(LedgerOp op, bool reply, bool can_wait)
 				slot->op = op;
 				slot->reply = reply;
 				slot->pid = MyProcPid;
+				slot->waiter = MyLatch;
+				ledger->slots_used = Max(ledger->slots_used, i + 1);
 				slot->key_id = slot->audit_id = 0;
 				slot->verdict = LEDGER_ERROR;
 				slot->processed = slot->undone = false;
@@ -302,7 +308,8 @@ slot_acquire(LedgerOp op, bool reply, bool can_wait)
 			}
 		}
 		LWLockRelease(ledger->lock);
-		if (!can_wait ||
+		if ((max_wait_ms >= 0 &&
+			 TimestampDifferenceExceeds(started, GetCurrentTimestamp(), max_wait_ms)) ||
 			(!worker_alive() &&
 			 TimestampDifferenceExceeds(started, GetCurrentTimestamp(),
 										WORKER_ABSENT_LIMIT_MS)))
@@ -310,7 +317,9 @@ slot_acquire(LedgerOp op, bool reply, bool can_wait)
 			ConditionVariableCancelSleep();
 			return NULL;
 		}
-		ConditionVariableTimedSleep(&ledger->freed, 1000, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(&ledger->freed,
+									max_wait_ms >= 0 ? Max(max_wait_ms, 1) : 1000,
+									PG_WAIT_EXTENSION);
 	}
 }
 
@@ -355,7 +364,9 @@ slot_abandon(LedgerSlot *slot)
 /*
  * Waits until the worker has committed the slot.  Returns false if the
  * worker has been away for too long; the slot is then abandoned to it.
- * An interrupt (cancel, timeout) abandons the slot and propagates.
+ * An interrupt (cancel, timeout) abandons the slot and propagates.  The
+ * worker sets this backend's latch when its slot is done, so a commit
+ * wakes only the backends it answers.
  */
 static bool
 slot_wait(LedgerSlot *slot)
@@ -364,7 +375,6 @@ slot_wait(LedgerSlot *slot)
 
 	PG_TRY();
 	{
-		ConditionVariablePrepareToSleep(&ledger->done);
 		for (;;)
 		{
 			SlotState	state;
@@ -384,16 +394,17 @@ slot_wait(LedgerSlot *slot)
 				else if (TimestampDifferenceExceeds(absent_since, now,
 													WORKER_ABSENT_LIMIT_MS))
 				{
-					ConditionVariableCancelSleep();
 					slot_abandon(slot);
 					return false;
 				}
 			}
 			else
 				absent_since = 0;
-			ConditionVariableTimedSleep(&ledger->done, 1000, PG_WAIT_EXTENSION);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
 		}
-		ConditionVariableCancelSleep();
 	}
 	PG_CATCH();
 	{
@@ -461,7 +472,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	enkash_require_preload();
 	check_database();
 
-	slot = slot_acquire(OP_CLAIM, true, true);
+	slot = slot_acquire(OP_CLAIM, true, -1);
 	if (slot == NULL)
 		worker_unavailable();
 	slot_put(slot, F_ENDPOINT, endpoint, false);
@@ -490,7 +501,7 @@ int64
 enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
 					  const char *request)
 {
-	LedgerSlot *slot = slot_acquire(OP_SENDING, true, true);
+	LedgerSlot *slot = slot_acquire(OP_SENDING, true, -1);
 	int64		audit_id;
 	int			verdict;
 
@@ -523,7 +534,7 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 					 const char *err_message, const char *err_detail,
 					 const LedgerExchange *exchange, bool wait)
 {
-	LedgerSlot *slot = slot_acquire(OP_FINISH, wait, true);
+	LedgerSlot *slot = slot_acquire(OP_FINISH, wait, -1);
 
 	if (slot == NULL)
 	{
@@ -552,6 +563,12 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 				 errdetail("The outcome will be recorded when the worker returns; until then the key counts as unknown.")));
 		return;
 	}
+	if (slot->verdict == LEDGER_ERROR)
+		ereport(WARNING,
+				(errmsg("the outcome of key \"%s\" could not be recorded in enkash.idempotency_keys",
+						exchange->key ? exchange->key : "?"),
+				 errdetail("%s", slot_get(slot, F_ERR_MESSAGE) ? slot_get(slot, F_ERR_MESSAGE) : "The worker gave no reason."),
+				 errhint("The key stays in flight and will count as unknown: EnKash is asked before it is sent again.")));
 	slot_release(slot);
 }
 
@@ -567,8 +584,12 @@ enkash_ledger_audit(const LedgerExchange *exchange, bool wait)
 
 	if (ledger == NULL)
 		return;
-	/* Look-ups never wait on the audit log: with no slot free, say so. */
-	slot = slot_acquire(OP_AUDIT, wait, wait);
+	/*
+	 * A look-up does not wait for its row to be committed, only, when every
+	 * slot is taken, briefly for one to free up: the worker then sets the
+	 * pace rather than losing rows.  Past that, it says so and goes on.
+	 */
+	slot = slot_acquire(OP_AUDIT, wait, wait ? -1 : AUDIT_SLOT_WAIT_MS);
 	if (slot == NULL && wait)
 		worker_unavailable_after(exchange->endpoint);
 	if (slot == NULL)
@@ -725,8 +746,6 @@ enkash_keep_plan(const char *sql, int nargs, const Oid *types)
 	return keep_plan(sql, nargs, types, 0);
 }
 
-#define prepare(sql, nargs, types) enkash_keep_plan(sql, nargs, types)
-
 /* ---------------------------------------------------------------------
  * Many rows to a statement: one array argument per column
  * ---------------------------------------------------------------------
@@ -739,15 +758,32 @@ enkash_keep_plan(const char *sql, int nargs, const Oid *types)
  * was small joins by scanning all of it), and planning once per batch costs
  * little per row.
  */
-SPIPlanPtr
-enkash_prepare_columns(const char *sql, const Oid *types, int ncols)
+static SPIPlanPtr
+prepare_columns(const char *sql, const Oid *types, int ncols, int options)
 {
 	Oid			arrays[ENKASH_COLUMNS_MAX];
 
 	Assert(ncols <= ENKASH_COLUMNS_MAX);
 	for (int c = 0; c < ncols; c++)
 		arrays[c] = get_array_type(types[c]);
-	return keep_plan(sql, ncols, arrays, CURSOR_OPT_CUSTOM_PLAN);
+	return keep_plan(sql, ncols, arrays, options);
+}
+
+SPIPlanPtr
+enkash_prepare_columns(const char *sql, const Oid *types, int ncols)
+{
+	return prepare_columns(sql, types, ncols, CURSOR_OPT_CUSTOM_PLAN);
+}
+
+/*
+ * The same for an INSERT ... SELECT FROM unnest(...), which reads no table:
+ * one generic plan serves every batch, and planning (most of the cost of a
+ * small batch) is done once.
+ */
+static SPIPlanPtr
+prepare_insert_columns(const char *sql, const Oid *types, int ncols)
+{
+	return prepare_columns(sql, types, ncols, CURSOR_OPT_GENERIC_PLAN);
 }
 
 void
@@ -882,52 +918,52 @@ prepare_plans(void)
 
 	if (plan_finish_audits)
 		return;
-	plan_claim_insert = prepare(
+	plan_claim_insert = enkash_keep_plan(
 		"INSERT INTO enkash.idempotency_keys AS k "
 		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
 		"VALUES ($1, $2, $3, $4, $5, $6, 'in_flight') "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id", 6, t6);
-	plan_claim_select = prepare(
+	plan_claim_select = enkash_keep_plan(
 		"SELECT id, fingerprint, state, outcome::text, error_sqlstate, error_message, "
 		"       error_detail, owner_pid, "
 		"       updated_at < now() - make_interval(secs => $3) AS stale, "
 		"       updated_at < now() - make_interval(secs => $4) AS grace_over "
 		"FROM enkash.idempotency_keys WHERE endpoint = $1 AND key = $2 FOR UPDATE", 4, t4);
-	plan_claim_retake = prepare(
+	plan_claim_retake = enkash_keep_plan(
 		"UPDATE enkash.idempotency_keys SET state = 'in_flight', owner_pid = $2, "
 		"  attempts = attempts + 1, updated_at = now() WHERE id = $1", 2, t2b);
-	plan_audit_sent = prepare(
+	plan_audit_sent = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, key_id) "
 		"VALUES ($1, $2, $3, $4, 'sent', $5) RETURNING id", 5, t5);
-	plan_finish_key = prepare(
+	plan_finish_key = enkash_keep_plan(
 		"UPDATE enkash.idempotency_keys SET state = $2, outcome = $3, error_sqlstate = $4, "
 		"  error_message = $5, error_detail = $6, http_status = $7, owner_pid = NULL, "
 		"  updated_at = now(), finished_at = CASE WHEN $2 IN ('succeeded', 'failed') "
 		"  THEN now() END WHERE id = $1", 7, tf);
-	plan_release_key = prepare(
+	plan_release_key = enkash_keep_plan(
 		"DELETE FROM enkash.idempotency_keys WHERE id = $1", 1, t1);
-	plan_finish_audit = prepare(
+	plan_finish_audit = enkash_keep_plan(
 		"UPDATE enkash.audit_log SET outcome = $2, http_status = $3, enkash_code = $4, "
 		"  message = $5, sqlstate = $6, latency_ms = $7, response = $8 WHERE id = $1", 8, ta);
-	plan_audit = prepare(
+	plan_audit = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", AUDIT_COLUMNS,
 		(Oid *) audit_types);
-	plan_audits = enkash_prepare_columns(
+	plan_audits = prepare_insert_columns(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 		audit_types, AUDIT_COLUMNS);
 
 	/* the outbox sender's batches: the statements above, many rows each */
-	plan_claim_inserts = enkash_prepare_columns(
+	plan_claim_inserts = prepare_insert_columns(
 		"INSERT INTO enkash.idempotency_keys AS k "
 		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
 		"SELECT *, 'in_flight' FROM unnest($1, $2, $3, $4, $5, $6) "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, endpoint, key",
 		claim_types, lengthof(claim_types));
-	plan_audits_sent = enkash_prepare_columns(
+	plan_audits_sent = prepare_insert_columns(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, key_id, outcome) "
 		"SELECT *, 'sent' FROM unnest($1, $2, $3, $4, $5) RETURNING id, key_id",
 		sent_types, lengthof(sent_types));
@@ -1221,55 +1257,12 @@ process_audit(LedgerSlot *slot)
 	slot->verdict = LEDGER_CLAIMED;
 }
 
-/*
- * The audit rows of many slots in one statement, one array per column:
- * look-ups come in crowds, and one INSERT costs far less than one each.
- */
+/* Slots whose rows are written together. */
 typedef struct SlotBatch
 {
 	LedgerSlot **slots;
 	int			count;
 } SlotBatch;
-
-static void
-insert_audits(void *arg)
-{
-	SlotBatch  *batch = arg;
-	EnkashColumns cols;
-
-	enkash_columns_init(&cols, audit_types, AUDIT_COLUMNS, batch->count);
-	for (int i = 0; i < batch->count; i++)
-	{
-		Datum		v[AUDIT_COLUMNS];
-		char		n[AUDIT_COLUMNS];
-
-		audit_args(batch->slots[i], v, n);
-		enkash_columns_add(&cols, v, n);
-	}
-	enkash_columns_execute(&cols, plan_audits, SPI_OK_INSERT);
-}
-
-/*
- * Writes the batch's audit rows together, in one subtransaction.  If that
- * fails they are left to the one-by-one path, which isolates the culprit.
- */
-static void
-process_audits_together(LedgerSlot **batch, int count)
-{
-	LedgerSlot *audits[LEDGER_SLOTS];
-	SlotBatch	together = {audits, 0};
-
-	for (int i = 0; i < count; i++)
-		if (batch[i]->op == OP_AUDIT && !batch[i]->processed)
-			audits[together.count++] = batch[i];
-	if (together.count < 2 || !enkash_try_together(insert_audits, &together))
-		return;
-	for (int i = 0; i < together.count; i++)
-	{
-		audits[i]->verdict = LEDGER_CLAIMED;
-		audits[i]->processed = true;
-	}
-}
 
 /* ---------------------------------------------------------------------
  * The outbox sender writes its own rows, many to a commit
@@ -1316,37 +1309,63 @@ keys_swept(void)
 	return swept;
 }
 
+/*
+ * A key to claim if it is new, from the sender's batch or from a slot: the
+ * columns of plan_claim_insert, and what the claim gave.
+ */
+typedef struct NewKey
+{
+	const char *endpoint;
+	const char *key;
+	const char *fingerprint;
+	const char *role;
+	int			pid;			/* owner_pid: the process that sends it */
+	Datum		request;		/* masked, jsonb */
+	char		request_null;
+	bool		claimed;		/* out: claimed, with its "sent" audit row */
+	int64		key_id;
+	int64		audit_id;
+} NewKey;
+
+/* The columns of plan_claim_insert (and plan_claim_inserts) for k. */
+static void
+new_key_args(const NewKey *k, Datum *v, char *n)
+{
+	v[0] = text_arg(k->endpoint, n, 0);
+	v[1] = text_arg(k->key, n, 1);
+	v[2] = text_arg(k->fingerprint, n, 2);
+	v[3] = k->request;
+	n[3] = k->request_null;
+	v[4] = text_arg(k->role, n, 4);
+	v[5] = Int32GetDatum(k->pid);
+	n[5] = ' ';
+}
+
 /* Claims one new key with its "sent" audit row; false if the key exists. */
 static bool
-claim_new_key(LedgerNewKey *k, const char *role)
+claim_new_key(NewKey *k)
 {
 	Datum		v[6];
 	char		n[6];
 	bool		isnull;
 
-	v[0] = text_arg(k->endpoint, n, 0);
-	v[1] = text_arg(k->key, n, 1);
-	v[2] = text_arg(k->fingerprint, n, 2);
-	v[3] = json_arg(k->request, n, 3);
-	v[4] = text_arg(role, n, 4);
-	v[5] = Int32GetDatum(MyProcPid);
-	n[5] = ' ';
+	new_key_args(k, v, n);
 	if (SPI_execute_plan(plan_claim_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not claim the key in enkash.idempotency_keys");
 	if (SPI_processed != 1)
 		return false;
 	k->key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
-	k->audit_id = insert_sent(role, k->endpoint, k->key, v[3], n[3], k->key_id);
+	k->audit_id = insert_sent(k->role, k->endpoint, k->key, k->request,
+							  k->request_null, k->key_id);
 	k->claimed = true;
 	return true;
 }
 
 typedef struct NewKeys
 {
-	LedgerNewKey **keys;
+	NewKey	  **keys;
 	int			count;
-	const char *role;
 } NewKeys;
 
 /*
@@ -1367,17 +1386,10 @@ claim_new_keys_together(void *arg)
 	enkash_columns_init(&keys, claim_types, lengthof(claim_types), batch->count);
 	for (int i = 0; i < batch->count; i++)
 	{
-		LedgerNewKey *k = batch->keys[i];
 		Datum		v[6];
 		char		n[6];
 
-		v[0] = text_arg(k->endpoint, n, 0);
-		v[1] = text_arg(k->key, n, 1);
-		v[2] = text_arg(k->fingerprint, n, 2);
-		v[3] = json_arg(k->request, n, 3);
-		v[4] = text_arg(batch->role, n, 4);
-		v[5] = Int32GetDatum(MyProcPid);
-		n[5] = ' ';
+		new_key_args(batch->keys[i], v, n);
 		enkash_columns_add(&keys, v, n);
 	}
 	if (enkash_columns_run(&keys, plan_claim_inserts) != SPI_OK_INSERT_RETURNING)
@@ -1391,7 +1403,7 @@ claim_new_keys_together(void *arg)
 	{
 		char	   *endpoint = SPI_getvalue(rows->vals[r], rows->tupdesc, 2);
 		char	   *key = SPI_getvalue(rows->vals[r], rows->tupdesc, 3);
-		LedgerNewKey *k = NULL;
+		NewKey	   *k = NULL;
 		int			i;
 		Datum		v[5];
 		char		n[5];
@@ -1405,11 +1417,11 @@ claim_new_keys_together(void *arg)
 		k = batch->keys[i];
 		k->key_id = DatumGetInt64(SPI_getbinval(rows->vals[r], rows->tupdesc, 1, &isnull));
 		k->claimed = true;
-		v[0] = text_arg(batch->role, n, 0);
+		v[0] = text_arg(k->role, n, 0);
 		v[1] = text_arg(k->endpoint, n, 1);
 		v[2] = text_arg(k->key, n, 2);
-		v[3] = keys.values[3][i];	/* the request, as inserted */
-		n[3] = keys.nulls[3][i] ? 'n' : ' ';
+		v[3] = k->request;
+		n[3] = k->request_null;
 		v[4] = Int64GetDatum(k->key_id);
 		n[4] = ' ';
 		enkash_columns_add(&sent, v, n);
@@ -1431,22 +1443,22 @@ claim_new_keys_together(void *arg)
 }
 
 /*
- * Claims keys that have never been used, each with its "sent" audit row,
- * in the caller's transaction (SPI connected): two statements for the
- * lot, or one key at a time if they fail.  A key claimed gets claimed,
- * key_id and audit_id set; one that exists, or appears earlier in the
- * batch, is left alone, as are all before the worker has marked a past
- * life's in-flight keys unknown: such calls take the ordinary path.
+ * Claims the keys that are new, each with its "sent" audit row (SPI
+ * connected), with two statements for the lot; false if they failed (and
+ * left nothing).  A key that exists, or appears earlier in the list, is
+ * left unclaimed for the caller's ordinary path, as are all before the
+ * worker has marked a past life's in-flight keys unknown.  distinct gets
+ * the keys that were tried.
  */
-void
-enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
+static bool
+claim_new_keys_together_or_not(NewKey *keys, int count, NewKeys *distinct)
 {
-	NewKeys		batch = {palloc(sizeof(LedgerNewKey *) * Max(count, 1)), 0, role};
-
+	distinct->keys = palloc(sizeof(NewKey *) * Max(count, 1));
+	distinct->count = 0;
 	for (int i = 0; i < count; i++)
 		keys[i].claimed = false;
 	if (count == 0 || !keys_swept())
-		return;
+		return true;
 	prepare_plans();
 	for (int i = 0; i < count; i++)
 	{
@@ -1456,15 +1468,50 @@ enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
 			repeated = strcmp(keys[j].key, keys[i].key) == 0 &&
 				strcmp(keys[j].endpoint, keys[i].endpoint) == 0;
 		if (!repeated)
-			batch.keys[batch.count++] = &keys[i];
+			distinct->keys[distinct->count++] = &keys[i];
 	}
-	if (batch.count > 1 && enkash_try_together(claim_new_keys_together, &batch))
-		return;
-	for (int i = 0; i < batch.count; i++)
+	if (distinct->count < 2)
+		return false;
+	if (enkash_try_together(claim_new_keys_together, distinct))
+		return true;
+	for (int i = 0; i < count; i++)
+		keys[i].claimed = false;
+	return false;
+}
+
+/*
+ * The outbox sender's new keys, claimed in its own transaction: a key
+ * claimed gets claimed, key_id and audit_id set; the others take the
+ * ordinary path.
+ */
+void
+enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
+{
+	NewKey	   *rows = palloc0(sizeof(NewKey) * Max(count, 1));
+	NewKeys		distinct;
+
+	for (int i = 0; i < count; i++)
 	{
-		batch.keys[i]->claimed = false;
-		(void) claim_new_key(batch.keys[i], role);
+		rows[i].endpoint = keys[i].endpoint;
+		rows[i].key = keys[i].key;
+		rows[i].fingerprint = keys[i].fingerprint;
+		rows[i].role = role;
+		rows[i].pid = MyProcPid;
+		rows[i].request = json_arg(keys[i].request, &rows[i].request_null, 0);
 	}
+	if (!claim_new_keys_together_or_not(rows, count, &distinct))
+	{
+		/* one at a time, which isolates a culprit */
+		for (int i = 0; i < distinct.count; i++)
+			(void) claim_new_key(distinct.keys[i]);
+	}
+	for (int i = 0; i < count; i++)
+	{
+		keys[i].claimed = rows[i].claimed;
+		keys[i].key_id = rows[i].key_id;
+		keys[i].audit_id = rows[i].audit_id;
+	}
+	pfree(rows);
 }
 
 /*
@@ -1518,11 +1565,24 @@ enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
 	batch->slots[batch->count++] = slot;
 }
 
-/* The batch's rows with four statements: keys released, keys finished, audit rows. */
+/*
+ * Outcomes fewer than this are written one row at a time: the statements
+ * over many rows join the arrays to the tables and so are planned each time
+ * (enkash_prepare_columns), which costs more than a few rows' kept plans.
+ */
+#define FINISH_ROWS_TOGETHER 8
+
+/*
+ * The outcomes of FINISH slots and the rows of AUDIT slots with four
+ * statements: keys released, keys finished, their audit rows, new audit
+ * rows.  Look-ups come in crowds, and one statement costs far less than one
+ * a row.
+ */
 static void
 write_together(void *arg)
 {
-	LedgerBatch *batch = arg;
+	SlotBatch  *batch = arg;
+	int			nfinish = 0;
 	Oid			id_type[] = {INT8OID};
 	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Oid			finish_types[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
@@ -1537,6 +1597,8 @@ write_together(void *arg)
 	enkash_columns_init(&finished, finish_types, lengthof(finish_types), batch->count);
 	enkash_columns_init(&audits, audit_types, AUDIT_COLUMNS, batch->count);
 	for (int i = 0; i < batch->count; i++)
+		nfinish += (batch->slots[i]->op == OP_FINISH);
+	for (int i = 0; i < batch->count; i++)
 	{
 		LedgerSlot *slot = batch->slots[i];
 		Datum		v[AUDIT_COLUMNS];
@@ -1546,6 +1608,11 @@ write_together(void *arg)
 		{
 			audit_args(slot, v, n);
 			enkash_columns_add(&audits, v, n);
+			continue;
+		}
+		if (nfinish < FINISH_ROWS_TOGETHER)
+		{
+			process_finish(slot);
 			continue;
 		}
 		if (slot->key_id != 0 && slot->key_state == LEDGER_RELEASED)
@@ -1581,7 +1648,8 @@ enkash_ledger_write(LedgerBatch *batch)
 	if (batch->count == 0)
 		return;
 	prepare_plans();
-	if (batch->count == 1 || !enkash_try_together(write_together, batch))
+	if (batch->count == 1 ||
+		!enkash_try_together(write_together, &(SlotBatch) {batch->slots, batch->count}))
 	{
 		for (int i = 0; i < batch->count; i++)
 		{
@@ -1594,6 +1662,77 @@ enkash_ledger_write(LedgerBatch *batch)
 	for (int i = 0; i < batch->count; i++)
 		pfree(batch->slots[i]);
 	batch->count = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The worker's batch: like slots together, the rest one at a time
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Writes the batch's outcomes and audit rows together.  If that fails they
+ * are left to the one-by-one path, which isolates the culprit.  First, as
+ * in submission order: an outcome was submitted after its key's claim,
+ * which an earlier batch committed.
+ */
+static void
+process_writes_together(LedgerSlot **batch, int count)
+{
+	LedgerSlot *writes[LEDGER_SLOTS];
+	SlotBatch	together = {writes, 0};
+
+	for (int i = 0; i < count; i++)
+		if ((batch[i]->op == OP_FINISH || batch[i]->op == OP_AUDIT) &&
+			!batch[i]->processed)
+			writes[together.count++] = batch[i];
+	if (together.count < 2 || !enkash_try_together(write_together, &together))
+		return;
+	for (int i = 0; i < together.count; i++)
+	{
+		writes[i]->verdict = LEDGER_CLAIMED;
+		writes[i]->processed = true;
+	}
+}
+
+/*
+ * Claims the batch's new keys together.  Keys that exist (replays,
+ * mismatches, keys in flight, reconciliation) and abandoned claims are left
+ * to process_claim, one at a time in submission order.
+ */
+static void
+process_claims_together(LedgerSlot **batch, const bool *abandoned, int count)
+{
+	LedgerSlot *claims[LEDGER_SLOTS];
+	NewKey		keys[LEDGER_SLOTS];
+	NewKeys		distinct;
+	int			nkeys = 0;
+
+	for (int i = 0; i < count; i++)
+	{
+		LedgerSlot *slot = batch[i];
+		NewKey	   *k = &keys[nkeys];
+
+		if (slot->op != OP_CLAIM || slot->processed || abandoned[i])
+			continue;
+		k->endpoint = slot_get(slot, F_ENDPOINT);
+		k->key = slot_get(slot, F_KEY);
+		k->fingerprint = slot_get(slot, F_FINGERPRINT);
+		k->role = slot_get(slot, F_ROLE);
+		k->pid = slot->pid;
+		k->request = jsonb_field_arg(slot, F_REQUEST, &k->request_null, 0);
+		claims[nkeys++] = slot;
+	}
+	if (nkeys < 2 || !claim_new_keys_together_or_not(keys, nkeys, &distinct))
+		return;					/* one at a time, in their subtransactions */
+	for (int i = 0; i < nkeys; i++)
+	{
+		if (!keys[i].claimed)
+			continue;
+		claims[i]->key_id = keys[i].key_id;
+		claims[i]->audit_id = keys[i].audit_id;
+		claims[i]->verdict = LEDGER_CLAIMED;
+		claims[i]->processed = true;
+	}
 }
 
 /* A claim whose backend left before hearing the answer is undone. */
@@ -1660,7 +1799,7 @@ void
 enkash_ledger_batch_failed(void)
 {
 	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < LEDGER_SLOTS; i++)
+	for (int i = 0; i < ledger->slots_used; i++)
 		if (ledger->slots[i].state == SLOT_SUBMITTED ||
 			ledger->slots[i].state == SLOT_ABANDONED)
 			ledger->slots[i].processed = ledger->slots[i].undone = false;
@@ -1701,13 +1840,14 @@ enkash_ledger_process(void)
 {
 	LedgerSlot *batch[LEDGER_SLOTS];
 	bool		abandoned[LEDGER_SLOTS];
+	Latch	   *waiters[LEDGER_SLOTS];
 	int			count = 0;
 	bool		installed;
 	bool		need_sweep;
 	MemoryContext outer = CurrentMemoryContext;
 
 	LWLockAcquire(ledger->lock, LW_SHARED);
-	for (int i = 0; i < LEDGER_SLOTS; i++)
+	for (int i = 0; i < ledger->slots_used; i++)
 		if (ledger->slots[i].state == SLOT_SUBMITTED ||
 			ledger->slots[i].state == SLOT_ABANDONED)
 			batch[count++] = &ledger->slots[i];
@@ -1740,7 +1880,14 @@ enkash_ledger_process(void)
 	}
 
 	if (installed)
-		process_audits_together(batch, count);
+	{
+		LWLockAcquire(ledger->lock, LW_SHARED);
+		for (int i = 0; i < count; i++)
+			abandoned[i] = (batch[i]->state == SLOT_ABANDONED);
+		LWLockRelease(ledger->lock);
+		process_writes_together(batch, count);
+		process_claims_together(batch, abandoned, count);
+	}
 
 	for (int i = 0; i < count; i++)
 	{
@@ -1750,6 +1897,8 @@ enkash_ledger_process(void)
 		LWLockAcquire(ledger->lock, LW_SHARED);
 		abandoned[i] = (slot->state == SLOT_ABANDONED);
 		LWLockRelease(ledger->lock);
+		if (installed && slot->processed && (!abandoned[i] || slot->undone))
+			continue;			/* done together, nothing to undo */
 
 		if (!installed)
 		{
@@ -1801,15 +1950,21 @@ enkash_ledger_process(void)
 	{
 		LedgerSlot *slot = batch[i];
 
+		waiters[i] = NULL;
 		if (slot->state == SLOT_ABANDONED && needs_undo(slot))
 			continue;			/* abandoned mid-batch: undone in the next one */
 		if (slot->state == SLOT_ABANDONED || !slot->reply)
 			slot->state = SLOT_FREE;
 		else
+		{
 			slot->state = SLOT_DONE;
+			waiters[i] = slot->waiter;
+		}
 	}
 	LWLockRelease(ledger->lock);
-	ConditionVariableBroadcast(&ledger->done);
+	for (int i = 0; i < count; i++)
+		if (waiters[i])
+			SetLatch(waiters[i]);
 	ConditionVariableBroadcast(&ledger->freed);
 	return count > 0;
 }

@@ -33,7 +33,8 @@
 #   BENCH_PGBENCH_OPTS=     extra pgbench options, e.g. "-M prepared"
 #   BENCH_LATENCY_MS=0      latency the sandbox adds to every API and token
 #                           call (the targets are for 0; try 20 for a WAN)
-#   BENCH_ONLY=             "outbox": only the outbox runs (no throughput,
+#   BENCH_ONLY=             "money": only the throughput rows (raw, read, load);
+#                           "outbox": only the outbox runs (no throughput,
 #                           CPU, memory, token or callgrind runs)
 #   BENCH_OUTBOX_RUNS=1     repetitions of the two 10,000-load outbox runs
 #                           (median, min, max)
@@ -65,11 +66,13 @@ BENCH_OUTBOX_RUNS=${BENCH_OUTBOX_RUNS:-1}
 BENCH_OUTBOX_PERF=${BENCH_OUTBOX_PERF:-0}
 BENCH_ONLY=${BENCH_ONLY:-}
 case "$BENCH_ONLY" in
-	"" | outbox) ;;
-	*) die "BENCH_ONLY=$BENCH_ONLY: only \"outbox\" is known" ;;
+	"" | outbox | money) ;;
+	*) die "BENCH_ONLY=$BENCH_ONLY: only \"outbox\" and \"money\" are known" ;;
 esac
 # everything: the whole suite; else only the runs BENCH_ONLY names
 everything() { [ -z "$BENCH_ONLY" ]; }
+throughput_runs() { everything || [ "$BENCH_ONLY" = money ]; }
+outbox_runs() { everything || [ "$BENCH_ONLY" = outbox ]; }
 everything || BENCH_CALLGRIND=0
 PROFILE_TEXT=
 BENCH_CSV=${BENCH_CSV:-$ENKASH_ROOT/test/bench/results/bench-$(date +%Y%m%d-%H%M%S).csv}
@@ -465,8 +468,8 @@ run_sql_bench() {   # read|load sessions run
 		"$op" "$s" "$r" "$PG_TPS" "$PG_P50" "$PG_P99" "$PG_PROCESSED" "$CPU_LINE" >&2
 }
 
-# Everything but the outbox (BENCH_ONLY=outbox skips to the outbox runs).
-if everything; then
+# Throughput (BENCH_ONLY=outbox skips to the outbox runs).
+if throughput_runs; then
 
 log "warm-up: one look-up and one load"
 sandbox_reset
@@ -485,6 +488,11 @@ for r in $(seq 1 "$BENCH_RUNS"); do
 		run_sql_bench load "$s" "$r"
 	done
 done
+
+fi   # throughput_runs
+
+# Everything but the throughput and the outbox runs.
+if everything; then
 
 # --- connections: 10,000 calls from 8 sessions --------------------------------------
 
@@ -705,6 +713,7 @@ outbox_run() {   # tag loads latency_ms
 	log "outbox $tag: $n loads in ${OB_SECONDS}s; sender VmRSS peak ${OB_RSS_PEAK} kB, RssAnon ${OB_ANON_FIRST:-?} -> $OB_ANON_LAST kB; max in flight $OB_MAX_IN_FLIGHT; sender CPU $OB_CPU_US us per load; HOT updates of keys $OB_HOT"
 }
 
+if outbox_runs; then
 log "outbox: $BENCH_OUTBOX_RUNS x ($BENCH_OUTBOX_LOADS queued loads at $BENCH_OUTBOX_LATENCY_MS ms latency, then with none), enkash.max_concurrency = $BENCH_OUTBOX_CONCURRENCY"
 [ -n "${PERF_OK:-}" ] || { PERF_OK=0; command -v perf >/dev/null && perf stat -e task-clock -x, -o /dev/null true >/dev/null 2>&1 && PERF_OK=1; }
 OB_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -735,6 +744,7 @@ if [ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ]; then
 fi
 sql "ALTER SYSTEM RESET enkash.max_concurrency" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
+fi   # outbox_runs
 
 # --- instructions per call under callgrind ---------------------------------------------------
 
@@ -910,7 +920,7 @@ else
 	echo "enkash benchmark: $(nproc) cores, PostgreSQL $PG_MAJOR, sandbox on loopback with no added latency"
 fi
 echo "load average when the benchmark started: $LOAD_BEFORE (other work on the machine skews calls/s and CPU times; callgrind counts do not drift)"
-if everything; then
+if throughput_runs; then
 	echo "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s per row; calls/s median (min-max); latency per call p50/p99 (median of runs)"
 	echo
 	printf '%-24s %8s  %-26s %9s %9s  %-24s %s\n' operation sessions "calls/s med (min-max)" "p50 us" "p99 us" ratio target
@@ -1024,6 +1034,7 @@ if everything; then
 fi
 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s }'; }
+if outbox_runs; then
 ob_range() { [ "$BENCH_OUTBOX_RUNS" -gt 1 ] && echo " (median of $BENCH_OUTBOX_RUNS runs: $(stat_of min $1)-$(stat_of max $1) s)"; }
 row "outbox: $BENCH_OUTBOX_LOADS queued loads at ${BENCH_OUTBOX_LATENCY_MS} ms, concurrency $BENCH_OUTBOX_CONCURRENCY: wall time" \
 	"$OB_LAT_SECONDS" "s" "<= $(awk -v b="$OB_IDEAL" 'BEGIN { printf "%.2f", 1.5 * b }')" \
@@ -1033,6 +1044,7 @@ row "outbox: queued loads per second, no latency" "$(rate "$BENCH_OUTBOX_LOADS" 
 [ "$BENCH_OUTBOX_MEMORY_LOADS" -gt 0 ] && row "outbox: sender RssAnon over $BENCH_OUTBOX_MEMORY_LOADS loads (after the first tenth -> end)" \
 	"${OB_MEM_ANON_FIRST:-?}->${OB_MEM_ANON_LAST:-?}" "kB" "flat" \
 	"$(rate "$BENCH_OUTBOX_MEMORY_LOADS" "$OB_MEM_SECONDS") loads/s over $OB_MEM_SECONDS s; VmRSS peak $OB_MEM_RSS kB"
+fi   # outbox_runs
 
 for k in "${!NOTE[@]}"; do
 	echo "note ($k): ${NOTE[$k]}"
