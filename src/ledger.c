@@ -36,6 +36,7 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -1822,6 +1823,16 @@ sweep_in_flight(void)
 						(unsigned long long) SPI_processed)));
 }
 
+/* Whether anything in the batch is money, or waited for: then the commit is flushed. */
+static bool
+batch_needs_flush(LedgerSlot **batch, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (batch[i]->op != OP_AUDIT || batch[i]->reply)
+			return true;
+	return false;
+}
+
 static int
 seq_order(const void *a, const void *b)
 {
@@ -1939,6 +1950,13 @@ enkash_ledger_process(void)
 		CurrentResourceOwner = owner;
 	}
 
+	/*
+	 * Look-ups' audit rows alone need no flush of the WAL before the worker
+	 * goes on: nobody waits for them (SET LOCAL synchronous_commit = off).
+	 */
+	if (!batch_needs_flush(batch, count))
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -36,10 +36,13 @@ sql "SELECT enkash_get_card_account('CASANDBOX1')" >/dev/null || die "a look-up 
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 reaped_ticks() { awk '{ print $16 + $17 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pids_of() { pgrep -f "$1" | tr '\n' ' '; }
-worker=$(pgrep -f '^postgres: enkash worker' | head -1)
+# This run's processes only: other runs on the machine have their own.
 postmaster=$(head -1 "$PGDATA/postmaster.pid")
-sandbox=$(pgrep -x enkash-sandbox | head -1)
+worker=$(pgrep -P "$postmaster" -f '^postgres: enkash worker' | head -1)
+sandbox=$SANDBOX_PID
+while [ -n "$sandbox" ] && [ "$(cat "/proc/$sandbox/comm" 2>/dev/null)" != enkash-sandbox ]; do
+	sandbox=$(pgrep -P "$sandbox" | head -1)
+done
 commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
 
 script="$WORK/tree/test/bench/$PROFILE_OP.sql"
@@ -52,7 +55,7 @@ bench=$!
 sleep 1
 case "$PROFILE_WHO" in
 	worker) targets=$worker ;;
-	backends) targets=$(pids_of '^postgres: postgres postgres \[local\]' | tr ' ' ',' | sed 's/,$//') ;;
+	backends) targets=$(pgrep -P "$postmaster" -f '^postgres: postgres postgres \[local\]' | paste -sd,) ;;
 	*) targets= ;;
 esac
 if [ -n "$targets" ]; then
