@@ -79,6 +79,16 @@ SELECT enkash_retry(:id);
 SELECT w->>'state' AS state FROM enkash_wait(:id, '20 seconds') w;
 SELECT * FROM sandbox.credits('Q-DEAD');
 
+-- A load made from SQL, then queued under the same reference: the same
+-- request (bodies compare as JSON, not as text), so the queued row gets the
+-- recorded outcome and nothing is sent; with another amount it is refused.
+SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 7, 'Q-SYNC-THEN-QUEUED') IS NOT NULL AS loaded;
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 7, 'Q-SYNC-THEN-QUEUED') AS id \gset
+SELECT w->>'state' AS state, w->>'last_sqlstate' AS sqlstate FROM enkash_wait(:id, '20 seconds') w;
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 8, 'Q-SYNC-THEN-QUEUED') AS id \gset
+SELECT w->>'state' AS state, w->>'last_sqlstate' AS sqlstate FROM enkash_wait(:id, '20 seconds') w;
+SELECT * FROM sandbox.credits('Q-SYNC-THEN-QUEUED');
+
 SELECT state, requests FROM enkash.queue ORDER BY state;
 
 -- pg_cron's job: sync the account's transactions into enkash.transactions;

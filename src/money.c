@@ -26,13 +26,18 @@
 #include "utils/datum.h"
 #include "utils/resowner.h"
 #include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 #define ERRCODE_ENKASH_KEY_REUSED MAKE_SQLSTATE('E','K','0','0','7')
 
-/* sha256(endpoint name, NUL, body) in hex: what "the same request" means. */
+/*
+ * sha256(endpoint name, NUL, body) in hex: what "the same request" means.
+ * The body is jsonb's text of it (keys in jsonb's order, its spacing), so
+ * that a call made from SQL and one queued as jsonb compare by content.
+ */
 static char *
-fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
+fingerprint_of_canonical(const EnkashEndpoint *ep, const char *json, size_t len)
 {
 	SHA256_CTX	ctx;
 	unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -231,11 +236,25 @@ enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 						   edata, false, batch);
 }
 
-/* sha256(endpoint name, NUL, body) in hex, for the outbox's key claims. */
+/* The fingerprint of a body built as text: jsonb's text of it is hashed. */
+static char *
+fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
+{
+	Jsonb	   *body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														  CStringGetDatum(pnstrdup(json, len))));
+	char	   *canonical = JsonbToCString(NULL, &body->root, len);
+
+	return fingerprint_of_canonical(ep, canonical, strlen(canonical));
+}
+
+/*
+ * The fingerprint of a queued call, for the outbox's key claims: json is
+ * already jsonb's text (enkash.requests.body::text).
+ */
 char *
 enkash_request_fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
 {
-	return fingerprint(ep, json, len);
+	return fingerprint_of_canonical(ep, json, len);
 }
 
 /* A string member of the request body, for the reconciliation look-up. */

@@ -44,8 +44,7 @@ sub states
 		  . "ORDER BY id) FROM enkash.requests WHERE idempotency_key !~ '^BATCH-new-' AND id > 1");
 }
 
-# A key used before, by a queued call.  (A synchronous call builds its body
-# apart, and a different text is a different request: EK007.)
+# A key used before, by a queued call.
 $node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");   # a token
 $node->safe_psql('postgres', "SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1, 'BATCH-replay')");
 $node->poll_query_until('postgres',
