@@ -70,6 +70,7 @@ hz=$(getconf CLK_TCK)
 per() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-" }'; }
 
 echo "$PROFILE_OP, $PROFILE_SESSIONS sessions, ${PROFILE_SECONDS}s, sandbox latency ${PROFILE_LATENCY_MS} ms: $calls calls, $(sed -nE 's/^tps = ([0-9.]+) \(without.*/\1/p' "$WORK/pgbench.out") calls/s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "time per call: $(sed -nE 's/^latency average = ([0-9.]+) ms/\1/p' "$WORK/pgbench.out") ms in pgbench, of which the HTTP exchange $(sql "SELECT round(avg(latency_ms)::numeric, 3) FROM enkash.audit_log WHERE outcome NOT IN ('sent') AND endpoint <> 'token'") ms (audit_log.latency_ms, average)"
 echo "worker transactions per call: $(awk -v c="$((c1 - c0 - calls))" -v n="$calls" 'BEGIN { if (n > 0) printf "%.2f", c / n }') (commits other than pgbench's)"
 echo "CPU per call, us: backends $(per $((b1 - b0)) "$calls"), enkash worker $(per $((w1 - w0)) "$calls"), sandbox $(per $((s1 - s0)) "$calls")"
 if [ -s "$WORK/perf.data" ]; then
