@@ -21,7 +21,6 @@
 #include "enkash.h"
 
 #include "access/xact.h"
-#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -92,7 +91,6 @@ typedef struct LedgerSlot
 	int			http_status;
 	double		latency_ms;
 	int			verdict;		/* answer: LedgerVerdict */
-	XLogRecPtr	commit_lsn;		/* ... committed by the transaction ending here */
 	bool		processed;		/* the worker has carried out the op */
 	bool		undone;			/* ... and undone an abandoned claim */
 	int			used;			/* bytes of data[] in use */
@@ -302,7 +300,6 @@ slot_acquire(LedgerOp op, bool reply, int max_wait_ms)
 				ledger->slots_used = Max(ledger->slots_used, i + 1);
 				slot->key_id = slot->audit_id = 0;
 				slot->verdict = LEDGER_ERROR;
-				slot->commit_lsn = InvalidXLogRecPtr;
 				slot->processed = slot->undone = false;
 				slot->seq = 0;
 				slot_reset_fields(slot);
@@ -366,16 +363,11 @@ slot_abandon(LedgerSlot *slot)
 }
 
 /*
- * Waits until the worker has committed the slot and the commit is on disk.
- * Returns false if the worker has been away for too long; the slot is then
- * abandoned to it.  An interrupt (cancel, timeout) abandons the slot and
- * propagates.  The worker sets this backend's latch when its slot is done,
- * so a commit wakes only the backends it answers.
- *
- * The worker commits without waiting for the disk and goes on with the
- * next batch; each waiting backend flushes the WAL up to its slot's commit
- * itself.  The flushes of many backends are one write (XLogFlush flushes
- * as far as anyone has asked), and the worker never waits for the disk.
+ * Waits until the worker has committed the slot.  Returns false if the
+ * worker has been away for too long; the slot is then abandoned to it.
+ * An interrupt (cancel, timeout) abandons the slot and propagates.  The
+ * worker sets this backend's latch when its slot is done, so a commit
+ * wakes only the backends it answers.
  */
 static bool
 slot_wait(LedgerSlot *slot)
@@ -421,8 +413,6 @@ slot_wait(LedgerSlot *slot)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	if (!XLogRecPtrIsInvalid(slot->commit_lsn) && !RecoveryInProgress())
-		XLogFlush(slot->commit_lsn);
 	return true;
 }
 
@@ -708,8 +698,6 @@ enkash_ledger_attach_worker(void)
 	ledger->worker_dboid = MyDatabaseId;
 	LWLockRelease(ledger->lock);
 	before_shmem_exit(worker_detach, (Datum) 0);
-	/* Those who wait for a commit flush it themselves (slot_wait). */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /* Prepared statements, kept for the worker's life. */
@@ -1835,6 +1823,16 @@ sweep_in_flight(void)
 						(unsigned long long) SPI_processed)));
 }
 
+/* Whether anything in the batch is money, or waited for: then the commit is flushed. */
+static bool
+batch_needs_flush(LedgerSlot **batch, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (batch[i]->op != OP_AUDIT || batch[i]->reply)
+			return true;
+	return false;
+}
+
 static int
 seq_order(const void *a, const void *b)
 {
@@ -1952,6 +1950,13 @@ enkash_ledger_process(void)
 		CurrentResourceOwner = owner;
 	}
 
+	/*
+	 * Look-ups' audit rows alone need no flush of the WAL before the worker
+	 * goes on: nobody waits for them (SET LOCAL synchronous_commit = off).
+	 */
+	if (!batch_needs_flush(batch, count))
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -1971,7 +1976,6 @@ enkash_ledger_process(void)
 		else
 		{
 			slot->state = SLOT_DONE;
-			slot->commit_lsn = XactLastCommitEnd;
 			waiters[i] = slot->waiter;
 		}
 	}

@@ -1,9 +1,11 @@
-# The worker commits the key and audit rows without waiting for the disk;
-# the backend that waits for them flushes the WAL up to their commit before
-# it goes on.  So a load that has returned survives an immediate stop (no
-# checkpoint, WAL buffers lost) straight after: its key is "succeeded" with
-# its audit row, and the same call again replays it without a request.  The
-# WAL writer is made slow (10 s) so that it cannot do the flush instead.
+# A load that has returned survives an immediate stop straight after it
+# (no checkpoint, WAL buffers lost): its key is "succeeded" with its audit
+# row, and the same call again replays it without a request.  The worker's
+# commits of money rows are flushed before the backend is answered; the WAL
+# writer is made slow (10 s) so that it cannot be what saved them.  (Tried
+# and measured: letting the worker commit without flushing and each waiting
+# backend flush up to its slot's commit was slower, as the backends' flushes
+# no longer shared one fsync; this test caught its variant without a flush.)
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
