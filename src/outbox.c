@@ -276,6 +276,42 @@ outbox_installed(void)
 	"                       'error', " error ")) END "
 
 /*
+ * The claim and the outcomes have generic plans, made once rather than at
+ * every batch (planning was a quarter of a batch's outcomes' cost).  A
+ * generic plan knows neither the arrays' length nor the table's size, and
+ * one made while enkash.requests was small joins by scanning all of it,
+ * and keeps doing so as it grows.  Plans may be remade at any execution,
+ * so these statements always run with whole-table scans and hash and merge
+ * joins ruled out (pin_plan_shape): then the rows are reached by index,
+ * which is right at any size.
+ */
+static SPIPlanPtr
+keep_generic_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/* Until AtEOXact_GUC(true, level) on the returned level, or an abort. */
+static int
+pin_plan_shape(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
  * The claim: the body of the SQL function enkash.claim_requests(max_rows,
  * due_by), prepared as the sender's own statement.  One definition (the
  * function stays for tests and people), without a function call and a
@@ -300,15 +336,10 @@ prepare_claim(void)
 	body = TextDatumGetCString(SysCacheGetAttr(PROCOID, tuple, Anum_pg_proc_prosrc,
 											  &isnull));
 	ReleaseSysCache(tuple);
-	return enkash_keep_plan(body, lengthof(types), types);
+	return keep_generic_plan(body, lengthof(types), types);
 }
 
-/*
- * The outcomes of a batch, one array per column, with a generic plan:
- * planning it at every batch (as enkash_prepare_columns does) was a
- * quarter of its cost.  See write_outcomes_together for how its shape is
- * kept right whatever the table's size.
- */
+/* The outcomes of a batch, one array per column (ids, states, ...). */
 static SPIPlanPtr
 prepare_outcomes(void)
 {
@@ -319,15 +350,10 @@ prepare_outcomes(void)
 		"  AS u(id, state, response, sqlstate, error, wait, http_status, latency_ms) "
 		"WHERE r.id = u.id";
 	Oid			arrays[OUTCOME_COLUMNS];
-	SPIPlanPtr	plan;
 
 	for (int c = 0; c < OUTCOME_COLUMNS; c++)
 		arrays[c] = get_array_type(outcome_types[c]);
-	plan = SPI_prepare_cursor(sql, OUTCOME_COLUMNS, arrays, CURSOR_OPT_GENERIC_PLAN);
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
+	return keep_generic_plan(sql, OUTCOME_COLUMNS, arrays);
 }
 
 static void
@@ -336,9 +362,9 @@ prepare_plans(void)
 	if (plan_outcomes)
 		return;
 	plan_claim = prepare_claim();
-	plan_outcome = enkash_keep_plan(
+	plan_outcome = keep_generic_plan(
 		OUTCOME_SET("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8")
-		"WHERE r.id = $1", OUTCOME_COLUMNS, outcome_types);
+		"WHERE r.id = $1", OUTCOME_COLUMNS, (Oid *) outcome_types);
 	plan_outcomes = prepare_outcomes();
 }
 
@@ -449,9 +475,13 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 static void
 write_outcome_args(Datum *values, char *nulls)
 {
+	int			level;
+
 	prepare_plans();
+	level = pin_plan_shape();
 	if (SPI_execute_plan(plan_outcome, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the outcome in enkash.requests");
+	AtEOXact_GUC(true, level);
 }
 
 /* The same in a transaction of its own (the ordinary path). */
@@ -468,25 +498,11 @@ record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 	commit_work();
 }
 
-/*
- * A generic plan knows neither the arrays' length nor the table's size, and
- * one made while enkash.requests was small would join by scanning all of
- * it, then keep doing so as it grows.  The plan is (re)made when executed,
- * so the settings that rule out whole-table scans and hash or merge joins
- * are in force at every execution: the unnest drives index look-ups of the
- * rows by id, which is right at any size.
- */
 static void
 write_outcomes_together(void *arg)
 {
-	int			level = NewGUCNestLevel();
+	int			level = pin_plan_shape();
 
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 	enkash_columns_execute((EnkashColumns *) arg, plan_outcomes, SPI_OK_UPDATE);
 	AtEOXact_GUC(true, level);
 }
@@ -582,6 +598,7 @@ claim_rows(int room, const char *role)
 	QueuedCall **calls;
 	LedgerNewKey *keys;
 	int			nkeys = 0;
+	int			level;
 	int			col_id,
 				col_endpoint,
 				col_body,
@@ -593,8 +610,10 @@ claim_rows(int room, const char *role)
 	args[0] = Int32GetDatum(room);
 	args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	prepare_plans();
+	level = pin_plan_shape();
 	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim rows of enkash.requests");
+	AtEOXact_GUC(true, level);
 	/* the key claims below run statements of their own */
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
