@@ -70,7 +70,11 @@ CREATE TABLE enkash.audit_log (
     response jsonb
 ) WITH (fillfactor = 70);	-- a money call's "sent" row is updated with its answer (HOT);
 							-- look-up rows, most of the table, are never updated
-CREATE INDEX ON enkash.audit_log (at);
+-- BRIN: rows arrive in time order, so block ranges are time ranges, kept at
+-- a fraction of a btree's cost per insert (one per exchange, look-ups
+-- included) for the few queries by time (enkash.stats, archiving).  Rows
+-- written into space freed by archiving make it less selective, not wrong.
+CREATE INDEX ON enkash.audit_log USING brin (at);
 CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
 COMMENT ON TABLE enkash.audit_log IS
 'Append-only record of every exchange with EnKash, bodies masked.';
@@ -113,7 +117,10 @@ CREATE TABLE enkash.requests (
 -- rows it takes and no more, even when thousands were queued by one
 -- transaction (and so share one next_attempt_at).
 CREATE INDEX ON enkash.requests (next_attempt_at, id) WHERE state IN ('pending', 'unknown');
-CREATE INDEX ON enkash.requests (idempotency_key);
+-- No index on idempotency_key: nothing looks a queued row up by key, and
+-- both of a row's updates (claim, outcome) change state, so neither is HOT
+-- and each would insert into it again.  A key's state and outcome are in
+-- enkash.idempotency_keys (unique on endpoint, key).
 COMMENT ON TABLE enkash.requests IS
 'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash sender.';
 SELECT pg_catalog.pg_extension_config_dump('enkash.requests', '');
@@ -122,28 +129,26 @@ SELECT pg_catalog.pg_extension_config_dump('enkash.requests_id_seq', '');
 -- How the sender takes due rows: a row is claimed by one caller only (SKIP
 -- LOCKED skips rows another transaction is claiming; a claimed row is no
 -- longer pending).  due_by lets a test claim rows the sender would not.
+-- The sender prepares this very body as a statement of its own (outbox.c,
+-- claim_plan: no function call, no tuplestore, many claims a second), so the
+-- body names its parameters by number: $1 max_rows, $2 due_by.
+-- MATERIALIZED: the LIMIT must apply once, not per row of the UPDATE.
 CREATE FUNCTION enkash.claim_requests(max_rows integer, due_by timestamptz DEFAULT now())
 RETURNS SETOF enkash.requests
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    -- PL/pgSQL keeps the plan for the session: the sender claims many times
-    -- a second.  MATERIALIZED: the LIMIT must apply once, not per row of
-    -- the UPDATE.
-    RETURN QUERY
     WITH due AS MATERIALIZED (
         SELECT q.id FROM enkash.requests q
-        WHERE q.state IN ('pending', 'unknown') AND q.next_attempt_at <= due_by
+        WHERE q.state IN ('pending', 'unknown') AND q.next_attempt_at <= $2
         ORDER BY q.next_attempt_at, q.id
-        LIMIT max_rows
+        LIMIT $1
         FOR UPDATE SKIP LOCKED)
     UPDATE enkash.requests r
     SET state = 'sending', attempts = r.attempts + 1, sender_pid = pg_backend_pid(),
         updated_at = now()
     FROM due WHERE r.id = due.id
-    RETURNING r.*;
-END
+    RETURNING r.*
 $$;
 COMMENT ON FUNCTION enkash.claim_requests(integer, timestamptz) IS
 'The enkash sender''s claim: marks up to max_rows due queued requests "sending" for the calling process and returns them; rows being claimed by another transaction are skipped.';

@@ -8,8 +8,8 @@
  * all, so a rolled-back payroll row never sends anything.
  *
  * The enkash sender, one background worker, sends them concurrently: it
- * claims due rows with enkash.claim_requests (FOR UPDATE SKIP LOCKED, so
- * no two claimers hold a row) and, in the same transaction, the
+ * claims due rows with the body of enkash.claim_requests (FOR UPDATE SKIP
+ * LOCKED, so no two claimers hold a row) and, in the same transaction, the
  * idempotency key of each new money call with its "sent" audit row; only
  * after that commits does anything leave, on one curl multi handle with at
  * most enkash.max_concurrency transfers in flight and connections reused.
@@ -34,11 +34,15 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "common/pg_prng.h"
 #include "endpoints.h"
 #include "executor/spi.h"
 #include "ledger.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -271,25 +275,97 @@ outbox_installed(void)
 	"    jsonb_build_object('attempt', r.attempts, 'at', now(), 'sqlstate', " sqlstate ", " \
 	"                       'error', " error ")) END "
 
-static void
-prepare_plans(void)
+/*
+ * The claim and the outcomes have generic plans, made once rather than at
+ * every batch (planning was a quarter of a batch's outcomes' cost).  A
+ * generic plan knows neither the arrays' length nor the table's size, and
+ * one made while enkash.requests was small joins by scanning all of it,
+ * and keeps doing so as it grows.  Plans may be remade at any execution,
+ * so these statements always run with whole-table scans and hash and merge
+ * joins ruled out (pin_plan_shape): then the rows are reached by index,
+ * which is right at any size.
+ */
+static SPIPlanPtr
+keep_generic_plan(const char *sql, int nargs, Oid *types)
 {
-	Oid			claim_types[1] = {INT4OID};
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 
-	if (plan_outcomes)
-		return;
-	plan_claim = enkash_keep_plan(
-		"SELECT id, endpoint, body::text, idempotency_key, attempts, max_attempts "
-		"FROM enkash.claim_requests($1)", 1, claim_types);
-	plan_outcome = enkash_keep_plan(
-		OUTCOME_SET("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8")
-		"WHERE r.id = $1", OUTCOME_COLUMNS, outcome_types);
-	plan_outcomes = enkash_prepare_columns(
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/* Until AtEOXact_GUC(true, level) on the returned level, or an abort. */
+static int
+pin_plan_shape(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
+ * The claim: the body of the SQL function enkash.claim_requests(max_rows,
+ * due_by), prepared as the sender's own statement.  One definition (the
+ * function stays for tests and people), without a function call and a
+ * tuplestore between the UPDATE and the sender on every claim.
+ */
+static SPIPlanPtr
+prepare_claim(void)
+{
+	Oid			types[2] = {INT4OID, TIMESTAMPTZOID};
+	Oid			fn;
+	HeapTuple	tuple;
+	bool		isnull;
+	char	   *body;
+
+	fn = LookupFuncName(list_make2(makeString("enkash"), makeString("claim_requests")),
+						lengthof(types), types, false);
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	if (((Form_pg_proc) GETSTRUCT(tuple))->prolang != SQLlanguageId)
+		elog(ERROR, "enkash.claim_requests is not a SQL function");
+	body = TextDatumGetCString(SysCacheGetAttr(PROCOID, tuple, Anum_pg_proc_prosrc,
+											  &isnull));
+	ReleaseSysCache(tuple);
+	return keep_generic_plan(body, lengthof(types), types);
+}
+
+/* The outcomes of a batch, one array per column (ids, states, ...). */
+static SPIPlanPtr
+prepare_outcomes(void)
+{
+	const char *sql =
 		OUTCOME_SET("u.id", "u.state", "u.response", "u.sqlstate", "u.error", "u.wait",
 					"u.http_status", "u.latency_ms")
 		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
 		"  AS u(id, state, response, sqlstate, error, wait, http_status, latency_ms) "
-		"WHERE r.id = u.id", outcome_types, OUTCOME_COLUMNS);
+		"WHERE r.id = u.id";
+	Oid			arrays[OUTCOME_COLUMNS];
+
+	for (int c = 0; c < OUTCOME_COLUMNS; c++)
+		arrays[c] = get_array_type(outcome_types[c]);
+	return keep_generic_plan(sql, OUTCOME_COLUMNS, arrays);
+}
+
+static void
+prepare_plans(void)
+{
+	if (plan_outcomes)
+		return;
+	plan_claim = prepare_claim();
+	plan_outcome = keep_generic_plan(
+		OUTCOME_SET("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8")
+		"WHERE r.id = $1", OUTCOME_COLUMNS, (Oid *) outcome_types);
+	plan_outcomes = prepare_outcomes();
 }
 
 /* A transaction with SPI and a snapshot, for the sender's own statements. */
@@ -399,9 +475,13 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 static void
 write_outcome_args(Datum *values, char *nulls)
 {
+	int			level;
+
 	prepare_plans();
+	level = pin_plan_shape();
 	if (SPI_execute_plan(plan_outcome, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the outcome in enkash.requests");
+	AtEOXact_GUC(true, level);
 }
 
 /* The same in a transaction of its own (the ordinary path). */
@@ -421,7 +501,10 @@ record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 static void
 write_outcomes_together(void *arg)
 {
+	int			level = pin_plan_shape();
+
 	enkash_columns_execute((EnkashColumns *) arg, plan_outcomes, SPI_OK_UPDATE);
+	AtEOXact_GUC(true, level);
 }
 
 /* Writes the outcomes gathered in rows: with one statement, or one at a time. */
@@ -509,21 +592,43 @@ static QueuedCall *claimed_ordinary = NULL;
 static void
 claim_rows(int room, const char *role)
 {
-	Datum		arg = Int32GetDatum(room);
+	Datum		args[2];
 	SPITupleTable *rows;
 	uint64		nrows;
 	QueuedCall **calls;
 	LedgerNewKey *keys;
 	int			nkeys = 0;
+	int			level;
+	int			col_id,
+				col_endpoint,
+				col_body,
+				col_key,
+				col_attempts,
+				col_max_attempts;
 
+	/* max_rows, and due_by as the function's default: now() */
+	args[0] = Int32GetDatum(room);
+	args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	prepare_plans();
-	if (SPI_execute_plan(plan_claim, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	level = pin_plan_shape();
+	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim rows of enkash.requests");
+	AtEOXact_GUC(true, level);
 	/* the key claims below run statements of their own */
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
 	if (nrows == 0)
 		return;
+	/* RETURNING r.*: the columns by name */
+	col_id = SPI_fnumber(rows->tupdesc, "id");
+	col_endpoint = SPI_fnumber(rows->tupdesc, "endpoint");
+	col_body = SPI_fnumber(rows->tupdesc, "body");
+	col_key = SPI_fnumber(rows->tupdesc, "idempotency_key");
+	col_attempts = SPI_fnumber(rows->tupdesc, "attempts");
+	col_max_attempts = SPI_fnumber(rows->tupdesc, "max_attempts");
+	if (col_id <= 0 || col_endpoint <= 0 || col_body <= 0 || col_key <= 0 ||
+		col_attempts <= 0 || col_max_attempts <= 0)
+		elog(ERROR, "enkash.claim_requests does not return the columns of enkash.requests");
 	calls = palloc(sizeof(QueuedCall *) * nrows);
 	keys = palloc0(sizeof(LedgerNewKey) * nrows);
 	for (uint64 r = 0; r < nrows; r++)
@@ -537,12 +642,13 @@ claim_rows(int room, const char *role)
 		bool		isnull;
 
 		call->cxt = cxt;
-		call->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		call->endpoint = SPI_getvalue(tuple, desc, 2);
-		call->body = SPI_getvalue(tuple, desc, 3);
-		call->key = SPI_getvalue(tuple, desc, 4);
-		call->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
-		call->max_attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
+		call->id = DatumGetInt64(SPI_getbinval(tuple, desc, col_id, &isnull));
+		call->endpoint = SPI_getvalue(tuple, desc, col_endpoint);
+		call->body = SPI_getvalue(tuple, desc, col_body);
+		call->key = SPI_getvalue(tuple, desc, col_key);
+		call->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, col_attempts, &isnull));
+		call->max_attempts = DatumGetInt32(SPI_getbinval(tuple, desc, col_max_attempts,
+														 &isnull));
 		call->ep = enkash_endpoint_by_name(call->endpoint);
 		MemoryContextSwitchTo(old);
 		calls[r] = call;
