@@ -753,38 +753,51 @@ enkash_keep_plan(const char *sql, int nargs, const Oid *types)
  */
 
 /*
- * A statement taking one array of each of types[] ($1 ... $ncols), planned
- * at every execution: a generic plan knows neither how many rows the arrays
- * hold nor how big the tables have grown since (a plan made while a table
- * was small joins by scanning all of it), and planning once per batch costs
- * little per row.
+ * The statements the workers run for many rows at a time (the claim, the
+ * batches) have generic plans, made once rather than at every execution
+ * (planning was most of a small batch's cost).  A generic plan knows
+ * neither the arrays' length nor the tables' size, and one made while a
+ * table was small joins by scanning all of it, and keeps doing so as it
+ * grows.  Plans may be remade at any execution, so these statements always
+ * run with whole-table scans and hash and merge joins ruled out
+ * (enkash_execute_pinned): then rows are reached by index, which is right
+ * at any size.
  */
-static SPIPlanPtr
-prepare_columns(const char *sql, const Oid *types, int ncols, int options)
+SPIPlanPtr
+enkash_keep_generic_plan(const char *sql, int nargs, const Oid *types)
+{
+	return keep_plan(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+}
+
+/* Runs a plan of enkash_keep_generic_plan with its shape pinned; the SPI result code. */
+int
+enkash_execute_pinned(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	int			level = NewGUCNestLevel();
+	int			rc;
+
+	/* an error undoes these with the (sub)transaction */
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	AtEOXact_GUC(true, level);
+	return rc;
+}
+
+/* A statement taking one array of each of types[] ($1 ... $ncols). */
+SPIPlanPtr
+enkash_prepare_columns(const char *sql, const Oid *types, int ncols)
 {
 	Oid			arrays[ENKASH_COLUMNS_MAX];
 
 	Assert(ncols <= ENKASH_COLUMNS_MAX);
 	for (int c = 0; c < ncols; c++)
 		arrays[c] = get_array_type(types[c]);
-	return keep_plan(sql, ncols, arrays, options);
-}
-
-SPIPlanPtr
-enkash_prepare_columns(const char *sql, const Oid *types, int ncols)
-{
-	return prepare_columns(sql, types, ncols, CURSOR_OPT_CUSTOM_PLAN);
-}
-
-/*
- * The same for an INSERT ... SELECT FROM unnest(...), which reads no table:
- * one generic plan serves every batch, and planning (most of the cost of a
- * small batch) is done once.
- */
-static SPIPlanPtr
-prepare_insert_columns(const char *sql, const Oid *types, int ncols)
-{
-	return prepare_columns(sql, types, ncols, CURSOR_OPT_GENERIC_PLAN);
+	return enkash_keep_generic_plan(sql, ncols, arrays);
 }
 
 void
@@ -853,7 +866,7 @@ enkash_columns_run(const EnkashColumns *cols, SPIPlanPtr plan)
 													 dims, lbs, cols->types[c],
 													 typlen, typbyval, typalign));
 	}
-	return SPI_execute_plan(plan, args, NULL, false, 0);
+	return enkash_execute_pinned(plan, args, NULL);
 }
 
 /* The same, and an error unless it returns rc and touches every row given once. */
@@ -951,20 +964,20 @@ prepare_plans(void)
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", AUDIT_COLUMNS,
 		(Oid *) audit_types);
-	plan_audits = prepare_insert_columns(
+	plan_audits = enkash_prepare_columns(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
 		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
 		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 		audit_types, AUDIT_COLUMNS);
 
 	/* the outbox sender's batches: the statements above, many rows each */
-	plan_claim_inserts = prepare_insert_columns(
+	plan_claim_inserts = enkash_prepare_columns(
 		"INSERT INTO enkash.idempotency_keys AS k "
 		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
 		"SELECT *, 'in_flight' FROM unnest($1, $2, $3, $4, $5, $6) "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, endpoint, key",
 		claim_types, lengthof(claim_types));
-	plan_audits_sent = prepare_insert_columns(
+	plan_audits_sent = enkash_prepare_columns(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, key_id, outcome) "
 		"SELECT *, 'sent' FROM unnest($1, $2, $3, $4, $5) RETURNING id, key_id",
 		sent_types, lengthof(sent_types));
@@ -1567,13 +1580,6 @@ enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
 }
 
 /*
- * Outcomes fewer than this are written one row at a time: the statements
- * over many rows join the arrays to the tables and so are planned each time
- * (enkash_prepare_columns), which costs more than a few rows' kept plans.
- */
-#define FINISH_ROWS_TOGETHER 8
-
-/*
  * The outcomes of FINISH slots and the rows of AUDIT slots with four
  * statements: keys released, keys finished, their audit rows, new audit
  * rows.  Look-ups come in crowds, and one statement costs far less than one
@@ -1583,7 +1589,6 @@ static void
 write_together(void *arg)
 {
 	SlotBatch  *batch = arg;
-	int			nfinish = 0;
 	Oid			id_type[] = {INT8OID};
 	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Oid			finish_types[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
@@ -1598,8 +1603,6 @@ write_together(void *arg)
 	enkash_columns_init(&finished, finish_types, lengthof(finish_types), batch->count);
 	enkash_columns_init(&audits, audit_types, AUDIT_COLUMNS, batch->count);
 	for (int i = 0; i < batch->count; i++)
-		nfinish += (batch->slots[i]->op == OP_FINISH);
-	for (int i = 0; i < batch->count; i++)
 	{
 		LedgerSlot *slot = batch->slots[i];
 		Datum		v[AUDIT_COLUMNS];
@@ -1609,11 +1612,6 @@ write_together(void *arg)
 		{
 			audit_args(slot, v, n);
 			enkash_columns_add(&audits, v, n);
-			continue;
-		}
-		if (nfinish < FINISH_ROWS_TOGETHER)
-		{
-			process_finish(slot);
 			continue;
 		}
 		if (slot->key_id != 0 && slot->key_state == LEDGER_RELEASED)

@@ -223,6 +223,13 @@ enkash_enqueue(PG_FUNCTION_ARGS)
  */
 #define GATHER_FRACTION 4
 #define GATHER_MS 5
+/*
+ * Beyond the free places, this many more rows (1/RESERVE_FRACTION of
+ * enkash.max_concurrency) are claimed, their keys committed, and held
+ * ready: a transfer that finishes is replaced at once, not after its
+ * outcome has been recorded and the next rows claimed.
+ */
+#define RESERVE_FRACTION 4
 /* How often rows left "sending" by a sender that died are looked for. */
 #define ORPHAN_CHECK_MS 5000
 
@@ -276,42 +283,6 @@ outbox_installed(void)
 	"                       'error', " error ")) END "
 
 /*
- * The claim and the outcomes have generic plans, made once rather than at
- * every batch (planning was a quarter of a batch's outcomes' cost).  A
- * generic plan knows neither the arrays' length nor the table's size, and
- * one made while enkash.requests was small joins by scanning all of it,
- * and keeps doing so as it grows.  Plans may be remade at any execution,
- * so these statements always run with whole-table scans and hash and merge
- * joins ruled out (pin_plan_shape): then the rows are reached by index,
- * which is right at any size.
- */
-static SPIPlanPtr
-keep_generic_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	return plan;
-}
-
-/* Until AtEOXact_GUC(true, level) on the returned level, or an abort. */
-static int
-pin_plan_shape(void)
-{
-	int			level = NewGUCNestLevel();
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return level;
-}
-
-/*
  * The claim: the body of the SQL function enkash.claim_requests(max_rows,
  * due_by), prepared as the sender's own statement.  One definition (the
  * function stays for tests and people), without a function call and a
@@ -336,24 +307,19 @@ prepare_claim(void)
 	body = TextDatumGetCString(SysCacheGetAttr(PROCOID, tuple, Anum_pg_proc_prosrc,
 											  &isnull));
 	ReleaseSysCache(tuple);
-	return keep_generic_plan(body, lengthof(types), types);
+	return enkash_keep_generic_plan(body, lengthof(types), types);
 }
 
 /* The outcomes of a batch, one array per column (ids, states, ...). */
 static SPIPlanPtr
 prepare_outcomes(void)
 {
-	const char *sql =
+	return enkash_prepare_columns(
 		OUTCOME_SET("u.id", "u.state", "u.response", "u.sqlstate", "u.error", "u.wait",
 					"u.http_status", "u.latency_ms")
 		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
 		"  AS u(id, state, response, sqlstate, error, wait, http_status, latency_ms) "
-		"WHERE r.id = u.id";
-	Oid			arrays[OUTCOME_COLUMNS];
-
-	for (int c = 0; c < OUTCOME_COLUMNS; c++)
-		arrays[c] = get_array_type(outcome_types[c]);
-	return keep_generic_plan(sql, OUTCOME_COLUMNS, arrays);
+		"WHERE r.id = u.id", outcome_types, OUTCOME_COLUMNS);
 }
 
 static void
@@ -362,7 +328,7 @@ prepare_plans(void)
 	if (plan_outcomes)
 		return;
 	plan_claim = prepare_claim();
-	plan_outcome = keep_generic_plan(
+	plan_outcome = enkash_keep_generic_plan(
 		OUTCOME_SET("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8")
 		"WHERE r.id = $1", OUTCOME_COLUMNS, (Oid *) outcome_types);
 	plan_outcomes = prepare_outcomes();
@@ -475,13 +441,9 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 static void
 write_outcome_args(Datum *values, char *nulls)
 {
-	int			level;
-
 	prepare_plans();
-	level = pin_plan_shape();
-	if (SPI_execute_plan(plan_outcome, values, nulls, false, 0) != SPI_OK_UPDATE)
+	if (enkash_execute_pinned(plan_outcome, values, nulls) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the outcome in enkash.requests");
-	AtEOXact_GUC(true, level);
 }
 
 /* The same in a transaction of its own (the ordinary path). */
@@ -501,10 +463,7 @@ record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
 static void
 write_outcomes_together(void *arg)
 {
-	int			level = pin_plan_shape();
-
 	enkash_columns_execute((EnkashColumns *) arg, plan_outcomes, SPI_OK_UPDATE);
-	AtEOXact_GUC(true, level);
 }
 
 /* Writes the outcomes gathered in rows: with one statement, or one at a time. */
@@ -598,7 +557,6 @@ claim_rows(int room, const char *role)
 	QueuedCall **calls;
 	LedgerNewKey *keys;
 	int			nkeys = 0;
-	int			level;
 	int			col_id,
 				col_endpoint,
 				col_body,
@@ -610,10 +568,8 @@ claim_rows(int room, const char *role)
 	args[0] = Int32GetDatum(room);
 	args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	prepare_plans();
-	level = pin_plan_shape();
-	if (SPI_execute_plan(plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (enkash_execute_pinned(plan_claim, args, NULL) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim rows of enkash.requests");
-	AtEOXact_GUC(true, level);
 	/* the key claims below run statements of their own */
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
@@ -938,6 +894,42 @@ send_ordinary(QueuedCall *call)
 	PG_END_TRY();
 }
 
+/* Appends the list calls to *list. */
+static void
+append_calls(QueuedCall **list, QueuedCall *calls)
+{
+	while (*list)
+		list = &(*list)->next;
+	*list = calls;
+}
+
+/* Takes up to n calls off the front of *list (*count of them). */
+static QueuedCall *
+take_calls(QueuedCall **list, int *count, int n)
+{
+	QueuedCall *taken = NULL;
+	QueuedCall **tail = &taken;
+
+	while (n-- > 0 && *list)
+	{
+		QueuedCall *call = *list;
+
+		*list = call->next;
+		call->next = NULL;
+		*tail = call;
+		tail = &call->next;
+		(*count)--;
+	}
+	return taken;
+}
+
+/* Places for transfers, running or finished and not yet recorded. */
+static int
+free_transfers(void)
+{
+	return ENKASH_MAX_CONCURRENCY - enkash_multi_running();
+}
+
 void
 enkash_sender_main(Datum arg)
 {
@@ -945,6 +937,8 @@ enkash_sender_main(Datum arg)
 	TimestampTz last_claim = 0;
 	TimestampTz first_done = 0;
 	QueuedCall *failed = NULL;
+	QueuedCall *ready = NULL;	/* claimed ahead, not started yet */
+	int			nready = 0;
 	Finished   *done;
 	int			ndone = 0;		/* finished, not recorded yet */
 	int			nfinished = 0;	/* ... of them from the multi handle */
@@ -968,6 +962,7 @@ enkash_sender_main(Datum arg)
 		bool		gathered;
 		int			in_flight;
 		int			room;
+		int			reserve;
 		void	   *owner;
 		int			retry_after;
 		TimestampTz now;
@@ -1011,12 +1006,21 @@ enkash_sender_main(Datum arg)
 		 */
 		in_flight = enkash_multi_running() - nfinished;
 		room = enkash_max_concurrency - in_flight;
+		if (ready && room > 0)
+		{
+			/* places freed: the calls held ready go at once */
+			start_calls(take_calls(&ready, &nready, Min(room, free_transfers())), &failed);
+			in_flight = enkash_multi_running() - nfinished;
+			room = enkash_max_concurrency - in_flight;
+		}
+		reserve = enkash_max_concurrency / RESERVE_FRACTION;
 		gathered = ndone >= Max(1, enkash_max_concurrency / GATHER_FRACTION) ||
 			in_flight == 0 || TimestampDifferenceExceeds(first_done, now, GATHER_MS);
 		if ((ndone > 0 && gathered) || slept ||
-			(room > 0 && TimestampDifferenceExceeds(last_claim, now, CLAIM_POLL_MS)))
+			(room + reserve > nready &&
+			 TimestampDifferenceExceeds(last_claim, now, CLAIM_POLL_MS)))
 		{
-			record_and_claim(done, ndone, Max(room, 0));
+			record_and_claim(done, ndone, Max(room + reserve - nready, 0));
 			ndone = nfinished = 0;
 			enkash_multi_release();
 			last_claim = now;
@@ -1024,7 +1028,12 @@ enkash_sender_main(Datum arg)
 			ordinary = claimed_ordinary;
 			claimed_multi = claimed_ordinary = NULL;
 			busy = multi != NULL || ordinary != NULL;
-			start_calls(multi, &failed);
+			/* as many as there are places; the rest are held ready */
+			for (QueuedCall *call = multi; call; call = call->next)
+				nready++;
+			append_calls(&ready, multi);
+			room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
+			start_calls(take_calls(&ready, &nready, Min(room, free_transfers())), &failed);
 		}
 		slept = false;
 		/* its writes in the statistics, for autovacuum (at most once a second) */
