@@ -939,6 +939,7 @@ enkash_sender_main(Datum arg)
 	QueuedCall *failed = NULL;
 	QueuedCall *ready = NULL;	/* claimed ahead, not started yet */
 	int			nready = 0;
+	double		transfer_ms = 0;	/* how long transfers take, on average */
 	Finished   *done;
 	int			ndone = 0;		/* finished, not recorded yet */
 	int			nfinished = 0;	/* ... of them from the multi handle */
@@ -963,6 +964,7 @@ enkash_sender_main(Datum arg)
 		int			in_flight;
 		int			room;
 		int			reserve;
+		int			take;
 		void	   *owner;
 		int			retry_after;
 		TimestampTz now;
@@ -977,14 +979,25 @@ enkash_sender_main(Datum arg)
 
 		tidy(&last_orphan_check);
 
-		/* What finished, and what could not even start. */
-		while (ndone < ENKASH_MAX_CONCURRENCY &&
+		/*
+		 * What finished, and what could not even start.  Transfers slower
+		 * than two gatherings are taken a gather's worth at a time: those that
+		 * finish together (they started together) are then recorded in a
+		 * few short transactions, each followed by new transfers, rather
+		 * than in one long one with their places idle until it ends.  Quick
+		 * ones are all taken: fewer, larger transactions.
+		 */
+		take = transfer_ms > 2 * GATHER_MS ?
+			Max(1, enkash_max_concurrency / GATHER_FRACTION) : ENKASH_MAX_CONCURRENCY;
+		while (ndone < take &&
 			   enkash_multi_done(&owner, &done[ndone].http, &retry_after))
 		{
 			if (ndone == 0)
 				first_done = now;
 			done[ndone].call = owner;
 			done[ndone].call->retry_after = retry_after;
+			/* a moving average of how long transfers take */
+			transfer_ms += (done[ndone].http.seconds * 1000.0 - transfer_ms) / 16;
 			ndone++;
 			nfinished++;
 		}
