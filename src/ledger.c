@@ -5,9 +5,12 @@
  *
  * A backend fills a slot in shared memory (claim a key, record a send,
  * record an outcome, or an audit row), wakes the worker and, for money,
- * waits until the worker has committed it.  The worker takes every slot
- * that is ready, writes them in one transaction (one subtransaction each,
- * so that one bad slot does not sink the rest) and commits: many sessions
+ * waits until the worker has committed it (its own latch is set then).
+ * The worker takes every slot that is ready and writes them in one
+ * transaction: new keys with one statement, outcomes and audit rows with
+ * one per kind of row, the rest one at a time, each in a subtransaction (if
+ * a statement over many rows fails, its slots go one at a time too, so that
+ * one bad slot does not sink the rest); then it commits: many sessions
  * share one commit.  The rows therefore outlive the caller's transaction,
  * cancellation or death, which is what money needs.
  *
