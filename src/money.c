@@ -47,8 +47,7 @@ fingerprint_of_canonical(const EnkashEndpoint *ep, const char *json, size_t len)
 	SHA256_Update(&ctx, ep->name, strlen(ep->name) + 1);
 	SHA256_Update(&ctx, json, len);
 	SHA256_Final(digest, &ctx);
-	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-		sprintf(hex + 2 * i, "%02x", digest[i]);
+	hex[hex_encode((const char *) digest, SHA256_DIGEST_LENGTH, hex)] = '\0';
 	return hex;
 }
 
