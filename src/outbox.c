@@ -894,13 +894,18 @@ send_ordinary(QueuedCall *call)
 	PG_END_TRY();
 }
 
-/* Appends the list calls to *list. */
-static void
+/* Appends the list calls to *list; how many it appended. */
+static int
 append_calls(QueuedCall **list, QueuedCall *calls)
 {
+	int			count = 0;
+
 	while (*list)
 		list = &(*list)->next;
 	*list = calls;
+	for (; calls; calls = calls->next)
+		count++;
+	return count;
 }
 
 /* Takes up to n calls off the front of *list (*count of them). */
@@ -1042,9 +1047,7 @@ enkash_sender_main(Datum arg)
 			claimed_multi = claimed_ordinary = NULL;
 			busy = multi != NULL || ordinary != NULL;
 			/* as many as there are places; the rest are held ready */
-			for (QueuedCall *call = multi; call; call = call->next)
-				nready++;
-			append_calls(&ready, multi);
+			nready += append_calls(&ready, multi);
 			room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
 			start_calls(take_calls(&ready, &nready, Min(room, free_transfers())), &failed);
 		}
