@@ -3,16 +3,19 @@
 # synchronous loads at once under keys that collide across sessions: the
 # same request again (a replay, or "in flight" while another session sends
 # it) and the same key with another amount (EK007).  The outcome of a few
-# keys cannot be written (a trigger refuses it), so batches that hold one
-# fail and the worker goes one slot at a time; the caller is warned and the
-# key stays in flight.  EnKash has at most one credit per reference, exactly
-# one for every key that succeeded, and no load request beyond those.
+# keys cannot be written (a trigger refuses it); the caller is warned and
+# the key stays in flight.  EnKash has at most one credit per reference,
+# exactly one for every key that succeeded, and no load request beyond those.
+# Then, with the worker held on a lock, a refused outcome and a good one are
+# made to wait in the same batch: the worker goes one slot at a time and
+# records the good one.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
 use EnkashTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $url = start_private_sandbox();
 my $node = enkash_node('worker_batches', sandbox_url => $url, conf => <<'CONF');
@@ -98,8 +101,85 @@ ok(@bad_credited >= 1, 'the refused keys were sent (' . scalar(@bad_credited) . 
 my $log = slurp_file($node->logfile);
 like($log, qr/WARNING:  the outcome of key "WB-bad-\d+" could not be recorded/,
 	'the caller is warned that the outcome was not recorded');
-like($log, qr/enkash worker: a statement over many rows failed, going one row at a time/,
-	'a batch with a refused outcome was written one slot at a time');
+
+# A batch that holds a refused outcome and a good one.  A key's claim can
+# be made to wait on an advisory lock that a session here holds; while the
+# worker waits on it, two loads that were claimed before come back from
+# EnKash and their outcomes queue up behind it, to be written together.
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.gate() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		PERFORM pg_advisory_xact_lock(4242);
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER gate BEFORE INSERT ON enkash.idempotency_keys
+		FOR EACH ROW WHEN (NEW.key = 'GATE') EXECUTE FUNCTION public.gate();
+});
+
+# Runs SQL in a session of its own, in the background.
+sub start_session
+{
+	my ($sql) = @_;
+	my %out = (stdout => '', stderr => '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', $sql ],
+		'>', \$out{stdout}, '2>', \$out{stderr});
+	return ($h, \%out);
+}
+
+# Polls until the query returns 't' (at most 60 s).
+sub wait_for
+{
+	my ($query, $what) = @_;
+	for (1 .. 600)
+	{
+		return 1 if $node->safe_psql('postgres', $query) eq 't';
+		usleep(100_000);
+	}
+	die "timed out waiting: $what";
+}
+
+my ($holder) = start_session(
+	'SELECT pg_advisory_lock(4242), pg_backend_pid(), pg_sleep(600)');
+wait_for("SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted)",
+	'the lock is held');
+
+sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 1500}');
+my @pair = map { [ start_session(
+	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, '$_') #>> '{}'") ] }
+  ('PAIR-good', 'WB-bad-pair');
+wait_for("SELECT count(*) = 2 FROM enkash.idempotency_keys WHERE key IN ('PAIR-good', 'WB-bad-pair') AND state = 'in_flight'",
+	'both loads are claimed');
+
+my ($gated, $gated_out) = start_session(
+	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'GATE') #>> '{}'");
+wait_for("SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted)",
+	'the worker waits on the lock');
+
+# Both loads are credited after 1.5 s; their outcomes are then handed to
+# the worker, which is still held.
+for (1 .. 600)
+{
+	my $ledger_now = sandbox($url, 'GET', '/__sandbox/ledger');
+	last if $ledger_now =~ /"PAIR-good"/ && $ledger_now =~ /"WB-bad-pair"/;
+	usleep(100_000);
+}
+usleep(2_000_000);
+$node->safe_psql('postgres',
+	"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted");
+$holder->finish;
+$_->[0]->finish for @pair, [ $gated ];
+
+like($pair[0][1]{stdout}, qr/successful/, 'the good load of the pair returned its answer');
+like($pair[1][1]{stderr}, qr/WARNING:  the outcome of key "WB-bad-pair" could not be recorded/,
+	'the refused one warned its caller');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(key || '=' || state, ' ' ORDER BY key) FROM enkash.idempotency_keys WHERE key IN ('PAIR-good', 'WB-bad-pair', 'GATE')"),
+	'GATE=succeeded PAIR-good=succeeded WB-bad-pair=in_flight',
+	'the good outcome was recorded beside the refused one, and the held claim went on');
+$log = slurp_file($node->logfile);
+like($log, qr/enkash worker: a statement over many rows failed, going one row at a time: the outcome of WB-bad-pair is refused/,
+	'the batch with the refused outcome was written one slot at a time');
 unlike($log, qr/enkash worker could not record a call: (?!the outcome of WB-bad-)/,
 	'no other slot failed');
 
