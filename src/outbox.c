@@ -25,7 +25,9 @@
  * Never blindly resent: a transfer that fails after its request may have
  * left makes the key and the row unknown, and libcurl may not re-send a
  * money body on its own (transport.c).  A sender that dies leaves rows
- * "sending" and keys in flight; they count as unknown afterwards.
+ * "sending" and keys in flight; they count as unknown afterwards.  One told
+ * to stop (SIGTERM) puts back the rows it has not sent and records the
+ * answers of its transfers first, waiting for them a few seconds.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,6 +38,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "endpoints.h"
 #include "executor/spi.h"
@@ -48,6 +51,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -232,6 +236,8 @@ enkash_enqueue(PG_FUNCTION_ARGS)
 #define RESERVE_FRACTION 4
 /* How often rows left "sending" by a sender that died are looked for. */
 #define ORPHAN_CHECK_MS 5000
+/* How long a sender told to stop waits for the answers of its transfers. */
+#define STOP_DRAIN_MS 3000
 
 /* A claimed row, from its claim to its recorded outcome. */
 typedef struct QueuedCall
@@ -935,6 +941,143 @@ free_transfers(void)
 	return ENKASH_MAX_CONCURRENCY - enkash_multi_running();
 }
 
+/*
+ * Moves finished transfers (up to take in all) and calls that could not
+ * start into done[*ndone ...], keeping transfer_ms, the moving average of
+ * how long transfers take.  Returns how many came from the multi handle.
+ */
+static int
+collect_done(Finished *done, int *ndone, int take, QueuedCall **failed,
+			 double *transfer_ms)
+{
+	void	   *owner;
+	int			retry_after;
+	int			finished = 0;
+
+	while (*ndone < take &&
+		   enkash_multi_done(&owner, &done[*ndone].http, &retry_after))
+	{
+		done[*ndone].call = owner;
+		done[*ndone].call->retry_after = retry_after;
+		*transfer_ms += (done[*ndone].http.seconds * 1000.0 - *transfer_ms) / 16;
+		(*ndone)++;
+		finished++;
+	}
+	while (*failed && *ndone < ENKASH_MAX_CONCURRENCY)
+	{
+		done[*ndone].call = *failed;
+		memset(&done[*ndone].http, 0, sizeof(EnkashHttpResult));
+		*failed = (*failed)->next;
+		(*ndone)++;
+	}
+	return finished;
+}
+
+/*
+ * The calls held ready never left: their keys are released (their "sent"
+ * audit rows say they were not sent) and their rows go back to the queue
+ * without counting the attempt, to be sent at once after a restart rather
+ * than checked with EnKash first.
+ */
+static void
+put_back(QueuedCall *ready, int nready)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (nready == 0)
+		return;
+	PG_TRY();
+	{
+		ErrorData  *stopped = palloc0(sizeof(ErrorData));
+		Datum	   *ids = palloc(sizeof(Datum) * nready);
+		Datum		arg;
+		Oid			type = INT8ARRAYOID;
+		LedgerBatch *batch;
+		int			n = 0;
+
+		stopped->sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
+		stopped->message = "not sent: the enkash sender stopped first";
+		begin_work();
+		batch = enkash_ledger_batch(GetUserNameFromId(GetUserId(), false), nready);
+		for (QueuedCall *call = ready; call; call = call->next)
+		{
+			if (call->key_id != 0)
+				enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
+									 call->key_id, call->audit_id, stopped, batch);
+			ids[n++] = Int64GetDatum(call->id);
+		}
+		enkash_ledger_write(batch);
+		arg = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (SPI_execute_with_args("UPDATE enkash.requests SET state = 'pending', "
+								  "  attempts = attempts - 1, sender_pid = NULL, "
+								  "  next_attempt_at = now(), updated_at = now() "
+								  "WHERE id = ANY ($1) AND state = 'sending'",
+								  1, &type, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not put queued requests back");
+		commit_work();
+		ereport(LOG,
+				(errmsg("enkash sender: stopping; %d queued requests it had not sent yet are back in the queue",
+						n)));
+	}
+	PG_CATCH();
+	{
+		/* left "sending": checked with EnKash after the restart */
+		log_and_abort(cxt);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
+ * Told to stop: puts back what was not sent, then records the answers of
+ * the transfers in flight as they come, for at most STOP_DRAIN_MS.  Those
+ * still out after that stay "sending" and are checked with EnKash after
+ * the restart, as after a crash.
+ */
+static void
+stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
+			 Finished *done, int ndone)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   STOP_DRAIN_MS);
+	double		transfer_ms = 0;
+
+	put_back(ready, nready);
+	pgstat_report_activity(STATE_RUNNING, "enkash: stopping, waiting for answers");
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		(void) collect_done(done, &ndone, ENKASH_MAX_CONCURRENCY, &failed, &transfer_ms);
+		if (ndone > 0)
+		{
+			record_and_claim(done, ndone, 0);
+			ndone = 0;
+			enkash_multi_release();
+		}
+		if (enkash_multi_running() == 0 || left <= 0)
+			break;
+		enkash_multi_wait(left);
+	}
+	if (enkash_multi_running() > 0)
+		ereport(LOG,
+				(errmsg("enkash sender: stopping with %d requests still waiting for EnKash's answer; they will be checked with EnKash before any resend",
+						enkash_multi_running())));
+}
+
+/* Set while the sender sleeps with nothing in hand: SIGTERM may end it at once. */
+static volatile sig_atomic_t sender_idle = false;
+
+static void
+sender_sigterm(SIGNAL_ARGS)
+{
+	if (sender_idle)
+		die(postgres_signal_arg);
+	else
+		SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
 void
 enkash_sender_main(Datum arg)
 {
@@ -951,7 +1094,7 @@ enkash_sender_main(Datum arg)
 	bool		slept = true;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, sender_sigterm);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 	/* Its SQL runs as a superuser: ignore ALTER DATABASE/ROLE ... SET search_path. */
@@ -970,11 +1113,14 @@ enkash_sender_main(Datum arg)
 		int			room;
 		int			reserve;
 		int			take;
-		void	   *owner;
-		int			retry_after;
 		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+		{
+			stop_sending(ready, nready, failed, done, ndone);
+			proc_exit(0);
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -994,27 +1140,9 @@ enkash_sender_main(Datum arg)
 		 */
 		take = transfer_ms > 2 * GATHER_MS ?
 			Max(1, enkash_max_concurrency / GATHER_FRACTION) : ENKASH_MAX_CONCURRENCY;
-		while (ndone < take &&
-			   enkash_multi_done(&owner, &done[ndone].http, &retry_after))
-		{
-			if (ndone == 0)
-				first_done = now;
-			done[ndone].call = owner;
-			done[ndone].call->retry_after = retry_after;
-			/* a moving average of how long transfers take */
-			transfer_ms += (done[ndone].http.seconds * 1000.0 - transfer_ms) / 16;
-			ndone++;
-			nfinished++;
-		}
-		while (failed && ndone < ENKASH_MAX_CONCURRENCY)
-		{
-			if (ndone == 0)
-				first_done = now;
-			done[ndone].call = failed;
-			memset(&done[ndone].http, 0, sizeof(EnkashHttpResult));
-			failed = failed->next;
-			ndone++;
-		}
+		if (ndone == 0)
+			first_done = now;
+		nfinished += collect_done(done, &ndone, take, &failed, &transfer_ms);
 
 		/*
 		 * Outcomes are gathered for a few milliseconds while other transfers
@@ -1073,7 +1201,10 @@ enkash_sender_main(Datum arg)
 		else if (!busy && failed == NULL && ndone == 0)
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
-			enkash_outbox_sleep(1000);
+			sender_idle = true;
+			if (!ShutdownRequestPending)
+				enkash_outbox_sleep(1000);
+			sender_idle = false;
 			slept = true;
 		}
 	}
