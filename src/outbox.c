@@ -26,8 +26,8 @@
  * left makes the key and the row unknown, and libcurl may not re-send a
  * money body on its own (transport.c).  A sender that dies leaves rows
  * "sending" and keys in flight; they count as unknown afterwards.  One told
- * to stop (SIGTERM) puts back the rows it has not sent and records the
- * answers of its transfers first, waiting for them a few seconds.
+ * to stop (SIGTERM) first puts back the rows it has not sent and records
+ * the answers it already has.
  *
  *-------------------------------------------------------------------------
  */
@@ -236,8 +236,6 @@ enkash_enqueue(PG_FUNCTION_ARGS)
 #define RESERVE_FRACTION 4
 /* How often rows left "sending" by a sender that died are looked for. */
 #define ORPHAN_CHECK_MS 5000
-/* How long a sender told to stop waits for the answers of its transfers. */
-#define STOP_DRAIN_MS 3000
 
 /* A claimed row, from its claim to its recorded outcome. */
 typedef struct QueuedCall
@@ -1030,35 +1028,24 @@ put_back(QueuedCall *ready, int nready)
 }
 
 /*
- * Told to stop: puts back what was not sent, then records the answers of
- * the transfers in flight as they come, for at most STOP_DRAIN_MS.  Those
- * still out after that stay "sending" and are checked with EnKash after
- * the restart, as after a crash.
+ * Told to stop: puts back what was not sent and records the answers that
+ * have already come, without waiting for any (a fast shutdown must not wait
+ * on EnKash).  Transfers still out stay "sending" and are checked with
+ * EnKash after the restart, as after a crash.
  */
 static void
 stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
 			 Finished *done, int ndone)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   STOP_DRAIN_MS);
 	double		transfer_ms = 0;
 
 	put_back(ready, nready);
-	pgstat_report_activity(STATE_RUNNING, "enkash: stopping, waiting for answers");
-	for (;;)
+	enkash_multi_wait(0);
+	(void) collect_done(done, &ndone, ENKASH_MAX_CONCURRENCY, &failed, &transfer_ms);
+	if (ndone > 0)
 	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-
-		(void) collect_done(done, &ndone, ENKASH_MAX_CONCURRENCY, &failed, &transfer_ms);
-		if (ndone > 0)
-		{
-			record_and_claim(done, ndone, 0);
-			ndone = 0;
-			enkash_multi_release();
-		}
-		if (enkash_multi_running() == 0 || left <= 0)
-			break;
-		enkash_multi_wait(left);
+		record_and_claim(done, ndone, 0);
+		enkash_multi_release();
 	}
 	if (enkash_multi_running() > 0)
 		ereport(LOG,
@@ -1066,13 +1053,18 @@ stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
 						enkash_multi_running())));
 }
 
-/* Set while the sender sleeps with nothing in hand: SIGTERM may end it at once. */
-static volatile sig_atomic_t sender_idle = false;
+/*
+ * Set while the sender sleeps with nothing in hand or waits on a call of
+ * its own (a token, a queued row on the ordinary path): SIGTERM ends it at
+ * once, as it would a backend.  Otherwise it stops at the top of its loop,
+ * through stop_sending, with no row it claimed and did not send lost.
+ */
+static volatile sig_atomic_t die_on_sigterm = false;
 
 static void
 sender_sigterm(SIGNAL_ARGS)
 {
-	if (sender_idle)
+	if (die_on_sigterm)
 		die(postgres_signal_arg);
 	else
 		SignalHandlerForShutdownRequest(postgres_signal_arg);
@@ -1128,7 +1120,9 @@ enkash_sender_main(Datum arg)
 		}
 		now = GetCurrentTimestamp();
 
+		die_on_sigterm = true;
 		tidy(&last_orphan_check);
+		die_on_sigterm = false;
 
 		/*
 		 * What finished, and what could not even start.  Transfers slower
@@ -1184,7 +1178,8 @@ enkash_sender_main(Datum arg)
 		pgstat_report_stat(false);
 
 		/* Calls that need the ordinary path's decisions, one at a time. */
-		while (ordinary)
+		die_on_sigterm = true;
+		while (ordinary && !ShutdownRequestPending)
 		{
 			QueuedCall *call = ordinary;
 
@@ -1192,6 +1187,9 @@ enkash_sender_main(Datum arg)
 			ordinary = call->next;
 			forget_call(call);
 		}
+		die_on_sigterm = false;
+		/* told to stop before: those not sent are put back with the rest */
+		nready += append_calls(&ready, ordinary);
 
 		if (enkash_multi_running() > nfinished)
 		{
@@ -1201,10 +1199,10 @@ enkash_sender_main(Datum arg)
 		else if (!busy && failed == NULL && ndone == 0)
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
-			sender_idle = true;
+			die_on_sigterm = true;
 			if (!ShutdownRequestPending)
 				enkash_outbox_sleep(1000);
-			sender_idle = false;
+			die_on_sigterm = false;
 			slept = true;
 		}
 	}
