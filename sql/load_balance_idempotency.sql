@@ -79,9 +79,17 @@ CREATE EXTENSION IF NOT EXISTS dblink;
 SELECT dblink_connect('other', format('dbname=%s host=%s port=%s', current_database(),
                       split_part(current_setting('unix_socket_directories'), ',', 1),
                       current_setting('port')));
-SELECT sandbox.fault('{"latency_ms": 1500}');
+SELECT sandbox.fault('{"latency_ms": 3000}');
 SELECT dblink_send_query('other', $$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 90, 'IDEM-8')$$);
-SELECT pg_sleep(0.5);
+DO $$
+BEGIN
+    -- until the other session's claim has committed (at most 30 s)
+    FOR i IN 1..300 LOOP
+        EXIT WHEN EXISTS (SELECT FROM enkash.idempotency_keys
+                          WHERE key = 'IDEM-8' AND state = 'in_flight');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
 SELECT * FROM sandbox.try($$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 90, 'IDEM-8')$$);
 SELECT * FROM dblink_get_result('other') AS r(result jsonb);
 SELECT dblink_disconnect('other');

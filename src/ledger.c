@@ -32,6 +32,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/condition_variable.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -376,6 +377,7 @@ static bool
 slot_wait(LedgerSlot *slot)
 {
 	volatile TimestampTz absent_since = 0;
+	volatile bool done = false;
 
 	PG_TRY();
 	{
@@ -387,7 +389,10 @@ slot_wait(LedgerSlot *slot)
 			state = slot->state;
 			LWLockRelease(ledger->lock);
 			if (state == SLOT_DONE)
+			{
+				done = true;
 				break;
+			}
 
 			if (!worker_alive())
 			{
@@ -395,12 +400,10 @@ slot_wait(LedgerSlot *slot)
 
 				if (absent_since == 0)
 					absent_since = now;
-				else if (TimestampDifferenceExceeds(absent_since, now,
-													WORKER_ABSENT_LIMIT_MS))
-				{
-					slot_abandon(slot);
-					return false;
-				}
+				/* a process told to stop does not wait for a worker that is gone */
+				if (ShutdownRequestPending ||
+					TimestampDifferenceExceeds(absent_since, now, WORKER_ABSENT_LIMIT_MS))
+					break;		/* given up; not "return": PG_END_TRY must run */
 			}
 			else
 				absent_since = 0;
@@ -416,7 +419,9 @@ slot_wait(LedgerSlot *slot)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	return true;
+	if (!done)
+		slot_abandon(slot);
+	return done;
 }
 
 /* Money is recorded in the worker's database; calls elsewhere are refused. */

@@ -356,12 +356,16 @@ commit_work(void)
 	CommitTransactionCommand();
 }
 
-/* In PG_CATCH: logs the error and ends the transaction, back in cxt. */
+/*
+ * In PG_CATCH: logs the error and ends the transaction, back in cxt.  The
+ * cancel that SIGTERM makes to stop the sender is no error.
+ */
 static void
 log_and_abort(MemoryContext cxt)
 {
 	MemoryContextSwitchTo(cxt);
-	EmitErrorReport();
+	if (!(ShutdownRequestPending && geterrcode() == ERRCODE_QUERY_CANCELED))
+		EmitErrorReport();
 	FlushErrorState();
 	AbortCurrentTransaction();
 }
@@ -1054,20 +1058,43 @@ stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
 }
 
 /*
- * Set while the sender sleeps with nothing in hand or waits on a call of
- * its own (a token, a queued row on the ordinary path): SIGTERM ends it at
- * once, as it would a backend.  Otherwise it stops at the top of its loop,
- * through stop_sending, with no row it claimed and did not send lost.
+ * What SIGTERM does.  The sender stops at the top of its loop, through
+ * stop_sending, so that no row it claimed and did not send is lost; a call
+ * of its own in progress (a token, a row on the ordinary path) is cancelled
+ * first, as a backend's would be.  Asleep with nothing in hand, it ends at
+ * once.
  */
-static volatile sig_atomic_t die_on_sigterm = false;
+typedef enum SenderStop
+{
+	STOP_AT_TOP,
+	STOP_CANCELLING,
+	STOP_NOW
+} SenderStop;
+
+static volatile sig_atomic_t on_sigterm = STOP_AT_TOP;
 
 static void
 sender_sigterm(SIGNAL_ARGS)
 {
-	if (die_on_sigterm)
+	if (on_sigterm == STOP_NOW)
+	{
 		die(postgres_signal_arg);
-	else
-		SignalHandlerForShutdownRequest(postgres_signal_arg);
+		return;
+	}
+	if (on_sigterm == STOP_CANCELLING)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
+/* Between calls of its own: a cancel meant for the one that ended goes. */
+static void
+calls_of_own_done(void)
+{
+	on_sigterm = STOP_AT_TOP;
+	QueryCancelPending = false;
 }
 
 void
@@ -1120,9 +1147,9 @@ enkash_sender_main(Datum arg)
 		}
 		now = GetCurrentTimestamp();
 
-		die_on_sigterm = true;
+		on_sigterm = STOP_CANCELLING;
 		tidy(&last_orphan_check);
-		die_on_sigterm = false;
+		calls_of_own_done();
 
 		/*
 		 * What finished, and what could not even start.  Transfers slower
@@ -1178,7 +1205,7 @@ enkash_sender_main(Datum arg)
 		pgstat_report_stat(false);
 
 		/* Calls that need the ordinary path's decisions, one at a time. */
-		die_on_sigterm = true;
+		on_sigterm = STOP_CANCELLING;
 		while (ordinary && !ShutdownRequestPending)
 		{
 			QueuedCall *call = ordinary;
@@ -1187,7 +1214,7 @@ enkash_sender_main(Datum arg)
 			ordinary = call->next;
 			forget_call(call);
 		}
-		die_on_sigterm = false;
+		calls_of_own_done();
 		/* told to stop before: those not sent are put back with the rest */
 		nready += append_calls(&ready, ordinary);
 
@@ -1199,10 +1226,10 @@ enkash_sender_main(Datum arg)
 		else if (!busy && failed == NULL && ndone == 0)
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
-			die_on_sigterm = true;
+			on_sigterm = ready ? STOP_AT_TOP : STOP_NOW;
 			if (!ShutdownRequestPending)
 				enkash_outbox_sleep(1000);
-			die_on_sigterm = false;
+			on_sigterm = STOP_AT_TOP;
 			slept = true;
 		}
 	}
