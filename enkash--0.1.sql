@@ -51,8 +51,11 @@ CREATE TABLE enkash.idempotency_keys (
 COMMENT ON TABLE enkash.idempotency_keys IS
 'One row per money call by idempotency key: its request (masked), state and recorded outcome.';
 
--- One row per HTTP exchange with EnKash, token calls included.  outcome:
--- sent (in flight), ok, declined, failed (nothing happened), unknown, error.
+-- Append-only: one row per HTTP exchange with EnKash, token calls included;
+-- a money call also has a "sent" row, written with its key before the
+-- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
+-- declined, failed (nothing happened), unknown, error.  An answer's row
+-- names its "sent" row (sent_id) and does not repeat the request.
 CREATE TABLE enkash.audit_log (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
@@ -60,6 +63,7 @@ CREATE TABLE enkash.audit_log (
     endpoint text NOT NULL,
     idempotency_key text,
     key_id bigint,
+    sent_id bigint,
     outcome text NOT NULL,
     http_status integer,
     enkash_code text,
@@ -68,8 +72,7 @@ CREATE TABLE enkash.audit_log (
     latency_ms double precision,
     request jsonb,
     response jsonb
-) WITH (fillfactor = 70);	-- a money call's "sent" row is updated with its answer (HOT);
-							-- look-up rows, most of the table, are never updated
+);
 -- BRIN: rows arrive in time order, so block ranges are time ranges, kept at
 -- a fraction of a btree's cost per insert (one per exchange, look-ups
 -- included) for the few queries by time (enkash.stats, archiving).  Rows
@@ -78,6 +81,17 @@ CREATE INDEX ON enkash.audit_log USING brin (at);
 CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
 COMMENT ON TABLE enkash.audit_log IS
 'Append-only record of every exchange with EnKash, bodies masked.';
+
+-- Rows are never changed; archiving deletes old ones (README).
+CREATE FUNCTION enkash.audit_log_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    RAISE EXCEPTION 'enkash.audit_log is append-only: its rows cannot be changed'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Archive old rows with COPY and DELETE; nothing else changes them.';
+END $$;
+CREATE TRIGGER append_only BEFORE UPDATE ON enkash.audit_log
+    FOR EACH ROW EXECUTE FUNCTION enkash.audit_log_append_only();
 
 -- pg_dump keeps their rows.
 SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys', '');
@@ -166,7 +180,7 @@ COMMENT ON VIEW enkash.queue IS 'Queued requests by state, with the age of the o
 -- the audit log.
 CREATE VIEW enkash.stats AS
 SELECT endpoint,
-       count(*) AS calls,
+       count(*) FILTER (WHERE outcome <> 'sent') AS calls,
        count(*) FILTER (WHERE outcome NOT IN ('ok', 'sent')) AS errors,
        round((percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p50_ms,
        round((percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p95_ms,

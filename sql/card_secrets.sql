@@ -49,7 +49,7 @@ ORDER BY id DESC LIMIT 1;
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'SECRET-TEXT-1',
                            description => 'refund to card 4111 1111 1111 1111');
 SELECT request->>'description' AS stored_description
-FROM enkash.audit_log WHERE idempotency_key = 'SECRET-TEXT-1';
+FROM enkash.audit_log WHERE idempotency_key = 'SECRET-TEXT-1' AND outcome = 'sent';
 SELECT request->>'description' AS stored_description
 FROM enkash.idempotency_keys WHERE key = 'SECRET-TEXT-1';
 

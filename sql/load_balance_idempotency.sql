@@ -35,7 +35,12 @@ BEGIN;
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 75, 'IDEM-4');
 ROLLBACK;
 SELECT state, amount FROM enkash.money_movements WHERE reference_number = 'IDEM-4';
-SELECT outcome, http_status FROM enkash.audit_log WHERE idempotency_key = 'IDEM-4';
+-- Its audit rows: the request as it left, then the answer naming it.  The
+-- log is append-only: not even its owner changes a row.
+SELECT outcome, http_status, request IS NOT NULL AS has_request,
+       sent_id = lag(id) OVER (ORDER BY id) AS answers_the_sent_row
+FROM enkash.audit_log WHERE idempotency_key = 'IDEM-4' ORDER BY id;
+SELECT * FROM sandbox.try($$UPDATE enkash.audit_log SET outcome = 'ok' WHERE idempotency_key = 'IDEM-4'$$);
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 75, 'IDEM-4');
 SELECT * FROM sandbox.credits('IDEM-4');
 

@@ -465,6 +465,25 @@ worker_unavailable_after(const char *endpoint)
 			 errdetail("EnKash answered, but its answer is withheld until it can be recorded.")));
 }
 
+/*
+ * The calling role's name, kept: a finish may be recorded from an error's
+ * PG_CATCH, where the catalog is better left unread, and its claim has
+ * looked the name up already.
+ */
+static const char *
+calling_role(void)
+{
+	static Oid	role = InvalidOid;
+	static char name[NAMEDATALEN];
+
+	if (GetUserId() != role)
+	{
+		strlcpy(name, GetUserNameFromId(GetUserId(), false), sizeof(name));
+		role = GetUserId();
+	}
+	return name;
+}
+
 static char *
 copy_or_null(const char *s)
 {
@@ -487,7 +506,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	slot_put(slot, F_ENDPOINT, endpoint, false);
 	slot_put(slot, F_KEY, key, false);
 	slot_put(slot, F_FINGERPRINT, fingerprint, false);
-	slot_put(slot, F_ROLE, GetUserNameFromId(GetUserId(), false), false);
+	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put(slot, F_REQUEST, request, true);
 	slot_submit(slot);
 	if (!slot_wait(slot))
@@ -519,7 +538,7 @@ enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
 	slot->key_id = key_id;
 	slot_put(slot, F_ENDPOINT, endpoint, false);
 	slot_put(slot, F_KEY, key, false);
-	slot_put(slot, F_ROLE, GetUserNameFromId(GetUserId(), false), false);
+	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put(slot, F_REQUEST, request, true);
 	slot_submit(slot);
 	if (!slot_wait(slot))
@@ -556,6 +575,7 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 	slot->key_id = key_id;
 	slot->audit_id = audit_id;
 	slot->key_state = state;
+	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put_exchange(slot, exchange);
 	slot_put(slot, F_PAYLOAD, payload, true);
 	slot_put(slot, F_ERR_SQLSTATE, err_sqlstate, false);
@@ -608,7 +628,7 @@ enkash_ledger_audit(const LedgerExchange *exchange, bool wait)
 						exchange->endpoint)));
 		return;
 	}
-	slot_put(slot, F_ROLE, GetUserNameFromId(GetUserId(), false), false);
+	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put_exchange(slot, exchange);
 	slot_submit(slot);
 	if (wait)
@@ -715,7 +735,6 @@ static SPIPlanPtr plan_claim_retake;
 static SPIPlanPtr plan_audit_sent;
 static SPIPlanPtr plan_finish_key;
 static SPIPlanPtr plan_release_key;
-static SPIPlanPtr plan_finish_audit;
 static SPIPlanPtr plan_audit;
 static SPIPlanPtr plan_audits;
 /* ... and the outbox sender's, many rows to a statement */
@@ -723,17 +742,20 @@ static SPIPlanPtr plan_claim_inserts;
 static SPIPlanPtr plan_audits_sent;
 static SPIPlanPtr plan_finish_keys;
 static SPIPlanPtr plan_release_keys;
-static SPIPlanPtr plan_finish_audits;
 
 /* The columns of plan_claim_inserts and plan_audits_sent. */
 static const Oid claim_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID};
 static const Oid sent_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 
 /* The columns of an audit row as plan_audit takes them, in order. */
-#define AUDIT_COLUMNS 11
+#define AUDIT_COLUMNS 13
+StaticAssertDecl(AUDIT_COLUMNS <= ENKASH_COLUMNS_MAX, "audit rows are written as columns");
+#define AUDIT_COLUMN_NAMES \
+	"role, endpoint, idempotency_key, key_id, sent_id, request, outcome, " \
+	"http_status, enkash_code, message, sqlstate, latency_ms, response"
 static const Oid audit_types[AUDIT_COLUMNS] = {
-	TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, TEXTOID,
-	TEXTOID, TEXTOID, FLOAT8OID, JSONBOID
+	TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, JSONBOID, TEXTOID, INT4OID,
+	TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, JSONBOID
 };
 
 /* A statement prepared and kept for the process's life. */
@@ -935,10 +957,8 @@ prepare_plans(void)
 	Oid			t5[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 	Oid			tf[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Oid			t1[] = {INT8OID};
-	Oid			ta[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
-	FLOAT8OID, JSONBOID};
 
-	if (plan_finish_audits)
+	if (plan_release_keys)		/* the last one prepared below */
 		return;
 	plan_claim_insert = enkash_keep_plan(
 		"INSERT INTO enkash.idempotency_keys AS k "
@@ -964,18 +984,13 @@ prepare_plans(void)
 		"  THEN now() END WHERE id = $1", 7, tf);
 	plan_release_key = enkash_keep_plan(
 		"DELETE FROM enkash.idempotency_keys WHERE id = $1", 1, t1);
-	plan_finish_audit = enkash_keep_plan(
-		"UPDATE enkash.audit_log SET outcome = $2, http_status = $3, enkash_code = $4, "
-		"  message = $5, sqlstate = $6, latency_ms = $7, response = $8 WHERE id = $1", 8, ta);
 	plan_audit = enkash_keep_plan(
-		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
-		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", AUDIT_COLUMNS,
+		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", AUDIT_COLUMNS,
 		(Oid *) audit_types);
 	plan_audits = enkash_prepare_columns(
-		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, "
-		"  http_status, enkash_code, message, sqlstate, latency_ms, response) "
-		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
+		"SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 		audit_types, AUDIT_COLUMNS);
 
 	/* the outbox sender's batches: the statements above, many rows each */
@@ -999,13 +1014,6 @@ prepare_plans(void)
 		"WHERE k.id = u.id", tf, lengthof(tf));
 	plan_release_keys = enkash_prepare_columns(
 		"DELETE FROM enkash.idempotency_keys WHERE id = ANY ($1)", t1, 1);
-	plan_finish_audits = enkash_prepare_columns(
-		"UPDATE enkash.audit_log a SET outcome = u.outcome, http_status = u.http_status, "
-		"  enkash_code = u.enkash_code, message = u.message, sqlstate = u.sqlstate, "
-		"  latency_ms = u.latency_ms, response = u.response "
-		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
-		"  AS u(id, outcome, http_status, enkash_code, message, sqlstate, latency_ms, response) "
-		"WHERE a.id = u.id", ta, lengthof(ta));
 }
 
 static Datum
@@ -1053,6 +1061,44 @@ put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
 	v[6] = jsonb_field_arg(slot, F_RESPONSE, n, 6);
 	if (slot->mask_response && n[6] != 'n')
 		v[6] = JsonbPGetDatum(enkash_mask(DatumGetJsonbP(v[6])));
+}
+
+/*
+ * The audit row of a slot, as plan_audit takes it: an exchange with no key
+ * (AUDIT), or the answer to a money call's request (FINISH), which names
+ * its "sent" row and its key and leaves the request to the "sent" row.
+ */
+static void
+audit_args(LedgerSlot *slot, Datum *v, char *n)
+{
+	bool		answer = slot->op == OP_FINISH;
+
+	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
+	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
+	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
+	v[3] = Int64GetDatum(slot->key_id);
+	n[3] = answer && slot->key_id != 0 ? ' ' : 'n';
+	v[4] = Int64GetDatum(slot->audit_id);
+	n[4] = answer ? ' ' : 'n';
+	if (answer)
+	{
+		v[5] = (Datum) 0;
+		n[5] = 'n';
+	}
+	else
+		v[5] = jsonb_field_arg(slot, F_REQUEST, n, 5);
+	put_exchange_args(slot, v + 6, n + 6);
+}
+
+static void
+insert_audit(LedgerSlot *slot)
+{
+	Datum		v[AUDIT_COLUMNS];
+	char		n[AUDIT_COLUMNS];
+
+	audit_args(slot, v, n);
+	if (SPI_execute_plan(plan_audit, v, n, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write to enkash.audit_log");
 }
 
 /* The "sent" audit row of a key; request is the masked request as jsonb. */
@@ -1216,15 +1262,6 @@ finish_key_args(LedgerSlot *slot, Datum *v, char *n)
 	n[6] = slot->http_status ? ' ' : 'n';
 }
 
-/* The arguments of plan_finish_audit (and plan_finish_audits). */
-static void
-finish_audit_args(LedgerSlot *slot, Datum *v, char *n)
-{
-	v[0] = Int64GetDatum(slot->audit_id);
-	n[0] = ' ';
-	put_exchange_args(slot, v + 1, n + 1);
-}
-
 static void
 process_finish(LedgerSlot *slot)
 {
@@ -1248,34 +1285,14 @@ process_finish(LedgerSlot *slot)
 		}
 	}
 	if (slot->audit_id != 0)
-	{
-		finish_audit_args(slot, v, n);
-		if (SPI_execute_plan(plan_finish_audit, v, n, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not record the outcome in enkash.audit_log");
-	}
+		insert_audit(slot);
 	slot->verdict = LEDGER_CLAIMED;
-}
-
-/* The audit row of an OP_AUDIT slot, as plan_audit takes it. */
-static void
-audit_args(LedgerSlot *slot, Datum *v, char *n)
-{
-	v[0] = text_arg(slot_get(slot, F_ROLE), n, 0);
-	v[1] = text_arg(slot_get(slot, F_ENDPOINT), n, 1);
-	v[2] = text_arg(slot_get(slot, F_KEY), n, 2);
-	v[3] = jsonb_field_arg(slot, F_REQUEST, n, 3);
-	put_exchange_args(slot, v + 4, n + 4);
 }
 
 static void
 process_audit(LedgerSlot *slot)
 {
-	Datum		v[AUDIT_COLUMNS];
-	char		n[AUDIT_COLUMNS];
-
-	audit_args(slot, v, n);
-	if (SPI_execute_plan(plan_audit, v, n, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not write to enkash.audit_log");
+	insert_audit(slot);
 	slot->verdict = LEDGER_CLAIMED;
 }
 
@@ -1588,10 +1605,10 @@ enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
 }
 
 /*
- * The outcomes of FINISH slots and the rows of AUDIT slots with four
- * statements: keys released, keys finished, their audit rows, new audit
- * rows.  Look-ups come in crowds, and one statement costs far less than one
- * a row.
+ * The outcomes of FINISH slots and the rows of AUDIT slots with three
+ * statements: keys released, keys finished, audit rows (answers to money
+ * calls and look-ups alike).  Look-ups come in crowds, and one statement
+ * costs far less than one a row.
  */
 static void
 write_together(void *arg)
@@ -1599,16 +1616,12 @@ write_together(void *arg)
 	SlotBatch  *batch = arg;
 	Oid			id_type[] = {INT8OID};
 	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
-	Oid			finish_types[] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
-	FLOAT8OID, JSONBOID};
 	EnkashColumns released;
 	EnkashColumns keys;
-	EnkashColumns finished;
 	EnkashColumns audits;
 
 	enkash_columns_init(&released, id_type, 1, batch->count);
 	enkash_columns_init(&keys, key_types, lengthof(key_types), batch->count);
-	enkash_columns_init(&finished, finish_types, lengthof(finish_types), batch->count);
 	enkash_columns_init(&audits, audit_types, AUDIT_COLUMNS, batch->count);
 	for (int i = 0; i < batch->count; i++)
 	{
@@ -1634,16 +1647,14 @@ write_together(void *arg)
 		}
 		if (slot->audit_id != 0)
 		{
-			finish_audit_args(slot, v, n);
-			enkash_columns_add(&finished, v, n);
+			audit_args(slot, v, n);
+			enkash_columns_add(&audits, v, n);
 		}
 	}
 	if (released.count > 0)
 		enkash_columns_execute(&released, plan_release_keys, SPI_OK_DELETE);
 	if (keys.count > 0)
 		enkash_columns_execute(&keys, plan_finish_keys, SPI_OK_UPDATE);
-	if (finished.count > 0)
-		enkash_columns_execute(&finished, plan_finish_audits, SPI_OK_UPDATE);
 	if (audits.count > 0)
 		enkash_columns_execute(&audits, plan_audits, SPI_OK_INSERT);
 }

@@ -119,7 +119,7 @@ extern void enkash_ledger_write(LedgerBatch *batch);
  * Statements over many rows: one array argument per column ($1 ... $n, as
  * unnest($1, ...) takes them), filled one row at a time.
  */
-#define ENKASH_COLUMNS_MAX 12
+#define ENKASH_COLUMNS_MAX 13
 typedef struct EnkashColumns
 {
 	const Oid  *types;			/* element types */

@@ -140,6 +140,8 @@ sql(q{CREATE TABLE payroll (run_id text, employee_id text, card_account_id text,
 is(sql(q{SELECT enkash_wait(max(id)) ->> 'state' FROM enkash.requests WHERE idempotency_key = 'payroll-LOG-E1'}),
 	'succeeded', 'enkash_load_balance_trigger works');
 $done{enkash_load_balance_trigger} = 1;
+# The audit log's guard has one job, refusing a change: done below.
+$done{'enkash.audit_log_append_only'} = 1;
 
 my @functions = split /\n/, sql(q{SELECT CASE WHEN n.nspname = 'public' THEN '' ELSE n.nspname || '.' END || p.proname
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -200,6 +202,8 @@ push @errors, err_call('enkash.claim_requests', q{SELECT count(*) FROM enkash.cl
 push @errors, err_call('enkash_call', q{SELECT enkash_call('no_such_endpoint', '{}')}, qr/^42704$/);
 push @errors, err_call('enkash_wait', q{SELECT enkash_wait(-1)}, qr/^P0002$/);
 push @errors, err_call('enkash_load_balance_trigger', q{SELECT enkash_load_balance_trigger()}, qr/^0A000$/);
+push @errors, err_call('enkash.audit_log_append_only',
+	q{UPDATE enkash.audit_log SET outcome = outcome WHERE id = (SELECT max(id) FROM enkash.audit_log)}, qr/^42501$/);
 # Nothing to fail on: no arguments to get wrong (enkash_retry of any id
 # answers NULL when there is nothing dead to re-arm).
 $failed{$_} = 'cannot fail' for qw(enkash_endpoints enkash_token_status enkash_token_calls enkash_retry);
