@@ -31,8 +31,8 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "storage/condition_variable.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -1043,9 +1043,9 @@ jsonb_field_arg(LedgerSlot *slot, SlotField field, char *nulls, int i)
 }
 
 /*
- * The seven outcome columns of an audit row, in the order both statements
- * take them: outcome, http_status, enkash_code, message, sqlstate,
- * latency_ms, response.
+ * The seven outcome columns of an audit row, the last of plan_audit's:
+ * outcome, http_status, enkash_code, message, sqlstate, latency_ms,
+ * response.
  */
 static void
 put_exchange_args(LedgerSlot *slot, Datum *v, char *n)
