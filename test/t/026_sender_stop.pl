@@ -88,6 +88,30 @@ is($node->safe_psql('postgres', q{
 	WHERE r.idempotency_key LIKE 'STOP-%' AND a.sqlstate = '57P01' AND a.outcome = 'failed'}),
 	'1', 'the audit log shows the load put back unsent, whose attempt was not counted');
 
+# pg_terminate_backend of the sender alone: the same, and the launcher
+# starts another sender, which sends the rest.
+$loads_before = sent_to($load_path);
+my $lookups_before = sent_to($lookup_path);
+my $log_at = -s $node->logfile;
+enqueue('TERM', 12);
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 5 FROM enkash.requests WHERE idempotency_key LIKE 'TERM-%' AND state = 'sending'")
+  or die 'the sender did not claim 4 + 1 rows';
+my $sender_sql = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash sender'";
+my $first = $node->safe_psql('postgres', $sender_sql);
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($first)");
+wait_all_succeeded('TERM', 12);
+my $second = $node->safe_psql('postgres', $sender_sql);
+ok($second && $second != $first, 'another sender took over');
+like(substr(slurp_file($node->logfile), $log_at),
+	qr/enkash sender: stopping; 1 queued requests it had not sent yet are back in the queue/,
+	'the terminated sender put its ready row back');
+is(sent_to($lookup_path) - $lookups_before, 4, 'only the 4 on the wire were checked with EnKash');
+is(sent_to($load_path) - $loads_before, 12, 'none was sent twice');
+$count = credits('TERM-');
+is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each reference credited once');
+is(scalar(keys %$count), 12, 'all 12');
+
 # A fast shutdown while EnKash takes 30 s to answer: a session's load, a
 # queued load on the wire, and a queued load whose key's outcome is unknown,
 # being checked with EnKash on the ordinary path.  The server is down long
@@ -98,7 +122,7 @@ $node->psql('postgres', "SET statement_timeout = '500ms'; "
 is($node->safe_psql('postgres', "SELECT state FROM enkash.idempotency_keys WHERE key = 'SLOW-unknown'"),
 	'unknown', 'a load timed out: its outcome is unknown');
 usleep(3_100_000);    # enkash.unknown_grace_ms: it may be checked now
-my $lookups_before = sent_to($lookup_path);
+$lookups_before = sent_to($lookup_path);
 $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1, 'SLOW-unknown'), "
 	  . "enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1, 'SLOW-queued')");
@@ -117,14 +141,14 @@ for (1 .. 100)
 }
 is(sent_to($lookup_path), $lookups_before + 1, 'the unknown load is being checked with EnKash');
 usleep(300_000);    # all on the wire
-my $log_before = -s $node->logfile;
+$log_at = -s $node->logfile;
 my $t0 = time;
 $node->stop('fast');
 my $seconds = time - $t0;
 $session->finish;
 cmp_ok($seconds, '<', 8, sprintf('the fast shutdown took %.1f s against 30 s answers', $seconds));
 like($stderr, qr/terminating connection due to administrator command/, 'the session was ended');
-my $stop_log = substr(slurp_file($node->logfile), $log_before);
+my $stop_log = substr(slurp_file($node->logfile), $log_at);
 like($stop_log, qr/enkash sender: stopping with 1 requests still waiting for EnKash's answer/,
 	'the sender left its transfer in flight');
 unlike($stop_log, qr/ERROR:  canceling statement due to user request/,
