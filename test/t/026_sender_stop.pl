@@ -3,7 +3,8 @@
 # back to the queue (its key released, the attempt not counted) and is sent
 # at once after the restart; the transfers that were in flight are left
 # "sending", checked with EnKash after the restart, and not sent again.
-# Each reference is credited once.
+# Each reference is credited once.  pg_terminate_backend of the sender
+# alone does the same, and the launcher starts another.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
