@@ -15,10 +15,10 @@ use Time::HiRes qw(time usleep);
 
 my $url = start_private_sandbox();
 # 4 places and 1 row held ready (a quarter of max_concurrency).  An unknown
-# outcome is checked once EnKash has surely finished (latency 1 s).
+# outcome is checked once EnKash has surely finished (latency 3 s).
 my $node = enkash_node('sender_stop', sandbox_url => $url, conf => <<'CONF');
 enkash.max_concurrency = 4
-enkash.unknown_grace_ms = 3000
+enkash.unknown_grace_ms = 4000
 CONF
 
 my $load_path = '/api/v0/partner/enKashCard/balance';
@@ -59,8 +59,8 @@ sub wait_all_succeeded
 
 $node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");   # a token
 
-# 12 loads, 1 s each: 4 in flight and 1 held ready when the stop comes.
-sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 1000}');
+# 12 loads, 3 s each: 4 in flight and 1 held ready when the stop comes.
+sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 3000}');
 my $loads_before = sent_to($load_path);
 enqueue('STOP', 12);
 $node->poll_query_until('postgres',
@@ -120,9 +120,10 @@ is(scalar(keys %$count), 12, 'all 12');
 sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 30000}');
 $node->psql('postgres', "SET statement_timeout = '500ms'; "
 	  . "SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'SLOW-unknown')");
-is($node->safe_psql('postgres', "SELECT state FROM enkash.idempotency_keys WHERE key = 'SLOW-unknown'"),
-	'unknown', 'a load timed out: its outcome is unknown');
-usleep(3_100_000);    # enkash.unknown_grace_ms: it may be checked now
+ok($node->poll_query_until('postgres',
+	"SELECT state = 'unknown' FROM enkash.idempotency_keys WHERE key = 'SLOW-unknown'"),
+	'a load timed out: its outcome is unknown');
+usleep(4_100_000);    # enkash.unknown_grace_ms: it may be checked now
 $lookups_before = sent_to($lookup_path);
 $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1, 'SLOW-unknown'), "
