@@ -944,6 +944,17 @@ free_transfers(void)
 }
 
 /*
+ * Starts up to n of the calls held ready, as free transfers allow; none
+ * once the sender is told to stop: they are put back instead.
+ */
+static void
+start_ready(QueuedCall **ready, int *nready, int n, QueuedCall **failed)
+{
+	if (!ShutdownRequestPending)
+		start_calls(take_calls(ready, nready, Min(n, free_transfers())), failed);
+}
+
+/*
  * Moves finished transfers (up to take in all) and calls that could not
  * start into done[*ndone ...], keeping transfer_ms, the moving average of
  * how long transfers take.  Returns how many came from the multi handle.
@@ -1150,6 +1161,8 @@ enkash_sender_main(Datum arg)
 		on_sigterm = STOP_CANCELLING;
 		tidy(&last_orphan_check);
 		calls_of_own_done();
+		if (ShutdownRequestPending)
+			continue;			/* nothing more is claimed or started */
 
 		/*
 		 * What finished, and what could not even start.  Transfers slower
@@ -1176,7 +1189,7 @@ enkash_sender_main(Datum arg)
 		if (ready && room > 0)
 		{
 			/* places freed: the calls held ready go at once */
-			start_calls(take_calls(&ready, &nready, Min(room, free_transfers())), &failed);
+			start_ready(&ready, &nready, room, &failed);
 			in_flight = enkash_multi_running() - nfinished;
 			room = enkash_max_concurrency - in_flight;
 		}
@@ -1198,7 +1211,7 @@ enkash_sender_main(Datum arg)
 			/* as many as there are places; the rest are held ready */
 			nready += append_calls(&ready, multi);
 			room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
-			start_calls(take_calls(&ready, &nready, Min(room, free_transfers())), &failed);
+			start_ready(&ready, &nready, room, &failed);
 		}
 		slept = false;
 		/* its writes in the statistics, for autovacuum (at most once a second) */
