@@ -987,47 +987,61 @@ collect_done(Finished *done, int *ndone, int take, QueuedCall **failed,
 }
 
 /*
- * The calls held ready never left: their keys are released (their "sent"
- * audit rows say they were not sent) and their rows go back to the queue
- * without counting the attempt, to be sent at once after a restart rather
- * than checked with EnKash first.
+ * The calls held ready never left: their keys are released (the audit log
+ * says they were not sent) and their rows go back to the queue without
+ * counting the attempt, to be sent at once after a restart rather than
+ * checked with EnKash first.  Returns how many.
  */
+static int
+put_back_calls(QueuedCall *ready)
+{
+	ErrorData  *stopped = palloc0(sizeof(ErrorData));
+	int			nready = 0;
+	Datum	   *ids;
+	Datum		arg;
+	Oid			type = INT8ARRAYOID;
+	LedgerBatch *batch;
+
+	for (QueuedCall *call = ready; call; call = call->next)
+		nready++;
+	ids = palloc(sizeof(Datum) * nready);
+	stopped->sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
+	stopped->message = "not sent: the enkash sender stopped first";
+	batch = enkash_ledger_batch(GetUserNameFromId(GetUserId(), false), nready);
+	nready = 0;
+	for (QueuedCall *call = ready; call; call = call->next)
+	{
+		if (call->key_id != 0)
+			enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
+								 call->key_id, call->audit_id, stopped, batch);
+		ids[nready++] = Int64GetDatum(call->id);
+	}
+	enkash_ledger_write(batch);
+	arg = PointerGetDatum(construct_array(ids, nready, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("UPDATE enkash.requests SET state = 'pending', "
+							  "  attempts = attempts - 1, sender_pid = NULL, "
+							  "  next_attempt_at = now(), updated_at = now() "
+							  "WHERE id = ANY ($1) AND state = 'sending'",
+							  1, &type, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not put queued requests back");
+	return nready;
+}
+
+/* The same in a transaction of its own; if that fails, they stay "sending". */
 static void
-put_back(QueuedCall *ready, int nready)
+put_back(QueuedCall *ready)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (nready == 0)
+	if (ready == NULL)
 		return;
 	PG_TRY();
 	{
-		ErrorData  *stopped = palloc0(sizeof(ErrorData));
-		Datum	   *ids = palloc(sizeof(Datum) * nready);
-		Datum		arg;
-		Oid			type = INT8ARRAYOID;
-		LedgerBatch *batch;
-		int			n = 0;
+		int			n;
 
-		stopped->sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
-		stopped->message = "not sent: the enkash sender stopped first";
 		begin_work();
-		batch = enkash_ledger_batch(GetUserNameFromId(GetUserId(), false), nready);
-		for (QueuedCall *call = ready; call; call = call->next)
-		{
-			if (call->key_id != 0)
-				enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
-									 call->key_id, call->audit_id, stopped, batch);
-			ids[n++] = Int64GetDatum(call->id);
-		}
-		enkash_ledger_write(batch);
-		arg = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		if (SPI_execute_with_args("UPDATE enkash.requests SET state = 'pending', "
-								  "  attempts = attempts - 1, sender_pid = NULL, "
-								  "  next_attempt_at = now(), updated_at = now() "
-								  "WHERE id = ANY ($1) AND state = 'sending'",
-								  1, &type, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not put queued requests back");
+		n = put_back_calls(ready);
 		commit_work();
 		ereport(LOG,
 				(errmsg("enkash sender: stopping; %d queued requests it had not sent yet are back in the queue",
@@ -1035,7 +1049,7 @@ put_back(QueuedCall *ready, int nready)
 	}
 	PG_CATCH();
 	{
-		/* left "sending": checked with EnKash after the restart */
+		/* checked with EnKash after the restart, as after a crash */
 		log_and_abort(cxt);
 	}
 	PG_END_TRY();
@@ -1049,12 +1063,11 @@ put_back(QueuedCall *ready, int nready)
  * EnKash after the restart, as after a crash.
  */
 static void
-stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
-			 Finished *done, int ndone)
+stop_sending(QueuedCall *ready, QueuedCall *failed, Finished *done, int ndone)
 {
 	double		transfer_ms = 0;
 
-	put_back(ready, nready);
+	put_back(ready);
 	enkash_multi_wait(0);
 	(void) collect_done(done, &ndone, ENKASH_MAX_CONCURRENCY, &failed, &transfer_ms);
 	if (ndone > 0)
@@ -1064,7 +1077,7 @@ stop_sending(QueuedCall *ready, int nready, QueuedCall *failed,
 	}
 	if (enkash_multi_running() > 0)
 		ereport(LOG,
-				(errmsg("enkash sender: stopping with %d requests still waiting for EnKash's answer; they will be checked with EnKash before any resend",
+				(errmsg("enkash sender: stopping with %d requests still waiting for EnKash's answer; they will count as unknown, and a load is checked with EnKash before any resend",
 						enkash_multi_running())));
 }
 
@@ -1148,7 +1161,7 @@ enkash_sender_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 		{
-			stop_sending(ready, nready, failed, done, ndone);
+			stop_sending(ready, failed, done, ndone);
 			proc_exit(0);
 		}
 		if (ConfigReloadPending)
