@@ -101,6 +101,11 @@ SELECT dblink_disconnect('other');
 SELECT sandbox.fault('{"clear": true}');
 SELECT * FROM sandbox.credits('IDEM-8');
 
+-- enkash.stats counts an exchange once: a load's "sent" row is not a call.
+SELECT coalesce(sum(calls), 0) AS load_calls_before FROM enkash.stats WHERE endpoint = 'load_balance' \gset
+SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 5, 'IDEM-9') IS NOT NULL AS loaded;
+SELECT sum(calls) - :load_calls_before AS new_load_calls FROM enkash.stats WHERE endpoint = 'load_balance';
+
 -- In the end: one credit per reference, and the table agrees with EnKash.
 SELECT reference, count, amount FROM jsonb_to_recordset(sandbox.call('GET', '/__sandbox/ledger')->'credits')
     AS c(reference text, count int, amount numeric) ORDER BY reference;
