@@ -55,7 +55,8 @@ COMMENT ON TABLE enkash.idempotency_keys IS
 -- a money call also has a "sent" row, written with its key before the
 -- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
 -- declined, failed (nothing happened), unknown, error.  An answer's row
--- names its "sent" row (sent_id) and does not repeat the request.
+-- names its "sent" row (sent_id) and does not repeat the request; one whose
+-- answer was lost to a crash is answered "unknown" once that is found.
 CREATE TABLE enkash.audit_log (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),

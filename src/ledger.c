@@ -735,6 +735,7 @@ static SPIPlanPtr plan_claim_retake;
 static SPIPlanPtr plan_audit_sent;
 static SPIPlanPtr plan_finish_key;
 static SPIPlanPtr plan_release_key;
+static SPIPlanPtr plan_answer_lost;
 static SPIPlanPtr plan_audit;
 static SPIPlanPtr plan_audits;
 /* ... and the outbox sender's, many rows to a statement */
@@ -957,6 +958,7 @@ prepare_plans(void)
 	Oid			t5[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 	Oid			tf[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Oid			t1[] = {INT8OID};
+	Oid			tl[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTOID};
 
 	if (plan_release_keys)		/* the last one prepared below */
 		return;
@@ -984,6 +986,17 @@ prepare_plans(void)
 		"  THEN now() END WHERE id = $1", 7, tf);
 	plan_release_key = enkash_keep_plan(
 		"DELETE FROM enkash.idempotency_keys WHERE id = $1", 1, t1);
+	/* (by idempotency_key: the audit log's index; a key has few rows) */
+	plan_answer_lost = enkash_keep_plan(
+		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
+		"SELECT s.role, s.endpoint, s.idempotency_key, s.key_id, s.id, NULL, 'unknown', "
+		"       NULL, NULL, $3, 'EK006', NULL, NULL "
+		"FROM unnest($1, $2) AS k(id, key) "
+		"JOIN enkash.audit_log s ON s.idempotency_key = k.key AND s.key_id = k.id "
+		"WHERE s.outcome = 'sent' AND NOT EXISTS "
+		"  (SELECT FROM enkash.audit_log a "
+		"   WHERE a.idempotency_key = s.idempotency_key AND a.sent_id = s.id)",
+		3, tl);
 	plan_audit = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)", AUDIT_COLUMNS,
@@ -1101,6 +1114,37 @@ insert_audit(LedgerSlot *slot)
 		elog(ERROR, "could not write to enkash.audit_log");
 }
 
+/*
+ * Requests whose answers were lost (the session or the server ended while
+ * they were on the wire) get an "unknown" answer row, so that every "sent"
+ * row is answered.  keys: the keys' ids and texts, as arrays.
+ */
+static Datum
+int8_array(const int64 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static Datum
+text_array(Datum *values, int n)
+{
+	return PointerGetDatum(construct_array(values, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static void
+answer_lost(Datum ids, Datum keys, const char *why)
+{
+	Datum		v[3] = {ids, keys, CStringGetTextDatum(why)};
+
+	if (SPI_execute_plan(plan_answer_lost, v, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write to enkash.audit_log");
+}
+
 /* The "sent" audit row of a key; request is the masked request as jsonb. */
 static int64
 insert_sent(const char *role, const char *endpoint, const char *key,
@@ -1215,6 +1259,8 @@ process_claim(LedgerSlot *slot)
 			slot->verdict = LEDGER_IN_FLIGHT;
 			return;
 		}
+		answer_lost(int8_array(&slot->key_id, 1), text_array(&v[1], 1),
+					"the session sending this call ended before its answer was recorded; the outcome is unknown");
 	}
 
 	/* Unknown only just now: EnKash may still be processing the request. */
@@ -1824,20 +1870,40 @@ enkash_ledger_batch_failed(void)
 	LWLockRelease(ledger->lock);
 }
 
-/* Marks keys that were in flight when the server last stopped as unknown. */
+/*
+ * Marks keys that were in flight when the server last stopped as unknown,
+ * and answers their requests "unknown" in the audit log.
+ */
 static void
 sweep_in_flight(void)
 {
+	int64	   *ids;
+	Datum	   *keys;
+	uint64		n;
 	int			rc = SPI_execute("UPDATE enkash.idempotency_keys SET state = 'unknown', "
 								 "owner_pid = NULL, updated_at = now() "
-								 "WHERE state = 'in_flight'", false, 0);
+								 "WHERE state = 'in_flight' RETURNING id, key", false, 0);
 
-	if (rc != SPI_OK_UPDATE)
+	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not mark in-flight keys unknown");
-	if (SPI_processed > 0)
-		ereport(LOG,
-				(errmsg("enkash worker: %llu idempotency keys were in flight when the server stopped; they are now \"unknown\" and will be checked with EnKash before any resend",
-						(unsigned long long) SPI_processed)));
+	n = SPI_processed;
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(int64) * n);
+	keys = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+											 1, &isnull));
+		keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+	}
+	answer_lost(int8_array(ids, n), text_array(keys, n),
+				"the server stopped while this call was on its way; the outcome is unknown");
+	ereport(LOG,
+			(errmsg("enkash worker: %llu idempotency keys were in flight when the server stopped; they are now \"unknown\" and will be checked with EnKash before any resend",
+					(unsigned long long) n)));
 }
 
 /* Whether anything in the batch is money, or waited for: then the commit is flushed. */

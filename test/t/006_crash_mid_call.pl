@@ -121,8 +121,8 @@ is(credits('CRASH-3'), 1, 'one credit after an immediate restart');
 is($node->safe_psql('postgres',
 	"SELECT string_agg(idempotency_key || ':' || outcome, ',' ORDER BY id) FROM enkash.audit_log "
 	  . "WHERE idempotency_key LIKE 'CRASH-%' AND endpoint = 'load_balance'"),
-	'CRASH-1:sent,CRASH-2:sent,CRASH-2:sent,CRASH-2:ok,CRASH-3:sent',
-	'a "sent" row per request that left (CRASH-2 twice), and the answer of the one that came back');
+	'CRASH-1:sent,CRASH-1:unknown,CRASH-2:sent,CRASH-2:unknown,CRASH-2:sent,CRASH-2:ok,CRASH-3:sent,CRASH-3:unknown',
+	'a "sent" row per request that left (CRASH-2 twice), each answered: "unknown" for those the crash cut off');
 
 $node->stop;
 done_testing();

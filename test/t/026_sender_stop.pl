@@ -40,6 +40,15 @@ sub credits
 	return \%count;
 }
 
+# "sent" audit rows of these keys with no answer row naming them.
+sub unanswered
+{
+	my ($prefix) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FROM enkash.audit_log s WHERE s.idempotency_key LIKE '$prefix%' "
+		  . "AND s.outcome = 'sent' AND NOT EXISTS (SELECT FROM enkash.audit_log a WHERE a.sent_id = s.id)");
+}
+
 sub enqueue
 {
 	my ($prefix, $n) = @_;
@@ -83,6 +92,7 @@ is(sent_to($load_path) - $loads_before, 12, 'one load request per reference: non
 my $count = credits('STOP-');
 is(scalar(keys %$count), 12, 'every reference was credited');
 is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each exactly once');
+is(unanswered('STOP-'), '0', 'every request that left has an answer row ("unknown" for the 4 cut off)');
 is($node->safe_psql('postgres', q{
 	SELECT string_agg(r.attempts::text, ' ')
 	FROM enkash.requests r JOIN enkash.audit_log a ON a.idempotency_key = r.idempotency_key
@@ -112,6 +122,11 @@ is(sent_to($load_path) - $loads_before, 12, 'none was sent twice');
 $count = credits('TERM-');
 is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each reference credited once');
 is(scalar(keys %$count), 12, 'all 12');
+is(unanswered('TERM-'), '0', 'every request that left has an answer row');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM enkash.audit_log WHERE idempotency_key LIKE 'TERM-%' AND outcome = 'unknown' "
+	  . "AND message LIKE 'the session sending this call ended%'"),
+	'4', 'the 4 cut off by the terminated sender are answered "unknown"');
 
 # A fast shutdown while EnKash takes 30 s to answer: a session's load, a
 # queued load on the wire, and a queued load whose key's outcome is unknown,
