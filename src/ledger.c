@@ -1114,11 +1114,7 @@ insert_audit(LedgerSlot *slot)
 		elog(ERROR, "could not write to enkash.audit_log");
 }
 
-/*
- * Requests whose answers were lost (the session or the server ended while
- * they were on the wire) get an "unknown" answer row, so that every "sent"
- * row is answered.  keys: the keys' ids and texts, as arrays.
- */
+/* Arrays for statements over many keys. */
 static Datum
 int8_array(const int64 *values, int n)
 {
@@ -1136,6 +1132,11 @@ text_array(Datum *values, int n)
 	return PointerGetDatum(construct_array(values, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/*
+ * Requests whose answers were lost (the session or the server ended while
+ * they were on the wire) get an "unknown" answer row, so that every "sent"
+ * row is answered.  ids, keys: the keys' ids and texts, as arrays.
+ */
 static void
 answer_lost(Datum ids, Datum keys, const char *why)
 {
@@ -1253,13 +1254,16 @@ process_claim(LedgerSlot *slot)
 		bool		stale = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 													   SPI_tuptable->tupdesc, 9, &isnull));
 
+		bool		alive = owner && BackendPidGetProc(atoi(owner)) != NULL;
+
 		/* Still being sent by a live session: wait for it to finish. */
-		if (owner && BackendPidGetProc(atoi(owner)) != NULL && !stale)
+		if (alive && !stale)
 		{
 			slot->verdict = LEDGER_IN_FLIGHT;
 			return;
 		}
-		answer_lost(int8_array(&slot->key_id, 1), text_array(&v[1], 1),
+		answer_lost(int8_array(&slot->key_id, 1), text_array(&v[1], 1), alive ?
+					"this call was in flight for longer than enkash.stale_claim_ms; the outcome is unknown" :
 					"the session sending this call ended before its answer was recorded; the outcome is unknown");
 	}
 
