@@ -4,6 +4,7 @@
 -- new token and succeeds.
 --
 SELECT sandbox.reset();
+SELECT coalesce(max(id), 0) AS audit_start FROM enkash.audit_log \gset
 SELECT enkash_get_card_account('CASANDBOX1') IS NOT NULL AS warmed_up;
 
 SELECT sandbox.token_requests() AS token_requests_before \gset
@@ -27,3 +28,22 @@ SELECT sandbox.token_requests() - :token_requests_before AS new_token_requests;
 SELECT count(*) AS settings_holding_a_token
 FROM pg_settings s
 WHERE s.setting IN (SELECT jsonb_array_elements_text(sandbox.call('GET', '/__sandbox/tokens')->'tokens'));
+
+-- Every token exchange is in the audit log, the refused one too, with no
+-- token in it.  (Token calls do not wait for their rows: wait for them.)
+CREATE FUNCTION pg_temp.token_rows_after(after bigint, expected int) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN (SELECT count(*) FROM enkash.audit_log
+                   WHERE endpoint = 'token' AND id > after) >= expected;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT pg_temp.token_rows_after(:audit_start, 4);
+SELECT outcome, http_status, count(*) AS token_exchanges
+FROM enkash.audit_log WHERE endpoint = 'token' AND id > :audit_start
+GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS token_rows_holding_a_token
+FROM enkash.audit_log a, jsonb_array_elements_text(sandbox.call('GET', '/__sandbox/tokens')->'tokens') t
+WHERE a.endpoint = 'token' AND (a.request::text LIKE '%' || t || '%' OR a.response::text LIKE '%' || t || '%');
