@@ -2,7 +2,8 @@
 # 200 ms per call and enkash.max_concurrency = 16, 64 queued loads are in
 # flight up to 16 at a time (the sandbox's max_in_flight), on at most 16
 # connections that the next batch reuses, and finish in a fraction of the
-# time one at a time would take.  Exactly one credit per reference.
+# time one at a time would take.  Exactly one credit per reference.  A
+# reload to enkash.max_concurrency = 4 takes effect without a restart.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -72,6 +73,17 @@ is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE 'CONC-%' "
 	  . "AND (http_status IS DISTINCT FROM 200 OR latency_ms < 150)"),
 	'0', 'each row records its HTTP status and latency');
+
+# enkash.max_concurrency follows a reload (SIGHUP), without a restart.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET enkash.max_concurrency = 4; SELECT pg_reload_conf()');
+$node->poll_query_until('postgres', "SELECT current_setting('enkash.max_concurrency') = '4'")
+  or die 'the reload did not take';
+sleep 2;    # the sender reads it at the top of its loop (it wakes at least once a second)
+sandbox($url, 'POST', '/__sandbox/reset', '{}');
+sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 200}');
+batch('CONC-C');
+($max_in_flight) = sandbox($url, 'GET', '/__sandbox/requests') =~ /"max_in_flight":(\d+)/;
+is($max_in_flight, 4, 'after a reload to 4 the sender keeps exactly 4 in flight');
 
 $node->stop;
 done_testing();
