@@ -1114,9 +1114,9 @@ insert_audit(LedgerSlot *slot)
 		elog(ERROR, "could not write to enkash.audit_log");
 }
 
-/* Arrays for statements over many keys. */
-static Datum
-int8_array(const int64 *values, int n)
+/* An int8[] of values, for statements over many rows. */
+Datum
+enkash_int8_array(const int64 *values, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 
@@ -1126,6 +1126,7 @@ int8_array(const int64 *values, int n)
 										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/* A text[] of values. */
 static Datum
 text_array(Datum *values, int n)
 {
@@ -1262,7 +1263,7 @@ process_claim(LedgerSlot *slot)
 			slot->verdict = LEDGER_IN_FLIGHT;
 			return;
 		}
-		answer_lost(int8_array(&slot->key_id, 1), text_array(&v[1], 1), alive ?
+		answer_lost(enkash_int8_array(&slot->key_id, 1), text_array(&v[1], 1), alive ?
 					"this call was in flight for longer than enkash.stale_claim_ms; the outcome is unknown" :
 					"the session sending this call ended before its answer was recorded; the outcome is unknown");
 	}
@@ -1903,7 +1904,7 @@ sweep_in_flight(void)
 											 1, &isnull));
 		keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
 	}
-	answer_lost(int8_array(ids, n), text_array(keys, n),
+	answer_lost(enkash_int8_array(ids, n), text_array(keys, n),
 				"the server stopped while this call was on its way; the outcome is unknown");
 	ereport(LOG,
 			(errmsg("enkash worker: %llu idempotency keys were in flight when the server stopped; they are now \"unknown\" and will be checked with EnKash before any resend",

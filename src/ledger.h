@@ -132,6 +132,7 @@ typedef struct EnkashColumns
 extern SPIPlanPtr enkash_keep_plan(const char *sql, int nargs, const Oid *types);
 extern SPIPlanPtr enkash_keep_generic_plan(const char *sql, int nargs, const Oid *types);
 extern int	enkash_execute_pinned(SPIPlanPtr plan, Datum *args, const char *nulls);
+extern Datum enkash_int8_array(const int64 *values, int n);
 extern SPIPlanPtr enkash_prepare_columns(const char *sql, const Oid *types, int ncols);
 extern void enkash_columns_init(EnkashColumns *cols, const Oid *types, int ncols, int size);
 extern void enkash_columns_add(EnkashColumns *cols, const Datum *v, const char *n);

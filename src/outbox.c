@@ -51,7 +51,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -997,14 +996,14 @@ put_back_calls(QueuedCall *ready)
 {
 	ErrorData  *stopped = palloc0(sizeof(ErrorData));
 	int			nready = 0;
-	Datum	   *ids;
+	int64	   *ids;
 	Datum		arg;
 	Oid			type = INT8ARRAYOID;
 	LedgerBatch *batch;
 
 	for (QueuedCall *call = ready; call; call = call->next)
 		nready++;
-	ids = palloc(sizeof(Datum) * nready);
+	ids = palloc(sizeof(int64) * nready);
 	stopped->sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
 	stopped->message = "not sent: the enkash sender stopped first";
 	batch = enkash_ledger_batch(GetUserNameFromId(GetUserId(), false), nready);
@@ -1014,11 +1013,10 @@ put_back_calls(QueuedCall *ready)
 		if (call->key_id != 0)
 			enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
 								 call->key_id, call->audit_id, stopped, batch);
-		ids[nready++] = Int64GetDatum(call->id);
+		ids[nready++] = call->id;
 	}
 	enkash_ledger_write(batch);
-	arg = PointerGetDatum(construct_array(ids, nready, INT8OID, sizeof(int64),
-										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	arg = enkash_int8_array(ids, nready);
 	if (SPI_execute_with_args("UPDATE enkash.requests SET state = 'pending', "
 							  "  attempts = attempts - 1, sender_pid = NULL, "
 							  "  next_attempt_at = now(), updated_at = now() "
