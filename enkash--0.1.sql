@@ -686,35 +686,62 @@ COMMENT ON FUNCTION enkash_wait(bigint, interval) IS
 -- A payroll table's trigger: AFTER INSERT ... FOR EACH ROW EXECUTE FUNCTION
 -- enkash_load_balance_trigger(card_account_column, card_id_column,
 -- amount_column, reference_column [, reference_column ...]).  The reference
--- number is the table name and the reference columns' values joined by "-",
--- so a re-fired or re-inserted row reuses it (and is not loaded twice).
+-- number is the schema, the table and the reference columns' values, each
+-- after its length ("6:public/7:payroll/7:2026-11/4:E001"): a re-fired or
+-- re-inserted row reuses it (and is not loaded twice), and no two different
+-- rows of any tables share one, however their values split.
+-- It runs with the inserting role's rights, never the owner's: to_jsonb(NEW)
+-- runs the casts of the row's column types, which whoever made the table
+-- chose.  Queuing itself needs no right on enkash.* (see enqueue, outbox.c).
 CREATE FUNCTION enkash_load_balance_trigger() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    row_json jsonb := to_jsonb(NEW);
-    reference text := TG_TABLE_NAME;
+    row_json jsonb;
+    reference text;
+    part text;
     i integer;
 BEGIN
+    IF NOT has_function_privilege(
+            '@extschema@.enkash_load_balance_async(pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text)',
+            'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" may not queue card loads', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('A row inserted into %I.%I queues a card load, which needs the inserting role to have the rights of enkash_operate.',
+                                  TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                  HINT = format('GRANT enkash_operate TO %I;', current_user);
+    END IF;
     IF TG_NARGS < 4 THEN
         RAISE EXCEPTION 'enkash_load_balance_trigger needs the card account, card id, amount and at least one reference column'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'EXECUTE FUNCTION enkash_load_balance_trigger(''card_account_id'', ''enkash_card_id'', ''amount'', ''run_id'', ''employee_id'')';
     END IF;
+    row_json := to_jsonb(NEW);
     FOR i IN 0 .. 3 LOOP
         IF NOT row_json ? TG_ARGV[i] THEN
             RAISE EXCEPTION 'table "%" has no column "%"', TG_TABLE_NAME, TG_ARGV[i]
                 USING ERRCODE = 'undefined_column';
         END IF;
     END LOOP;
+    reference := length(TG_TABLE_SCHEMA) || ':' || TG_TABLE_SCHEMA || '/'
+                 || length(TG_TABLE_NAME) || ':' || TG_TABLE_NAME;
     FOR i IN 3 .. TG_NARGS - 1 LOOP
-        IF row_json->>TG_ARGV[i] IS NULL THEN
+        part := row_json->>TG_ARGV[i];
+        IF part IS NULL THEN
             RAISE EXCEPTION 'reference column "%" is NULL', TG_ARGV[i]
                 USING ERRCODE = 'null_value_not_allowed';
         END IF;
-        reference := reference || '-' || (row_json->>TG_ARGV[i]);
+        reference := reference || '/' || length(part) || ':' || part;
     END LOOP;
+    -- EnKash identifiers have at most 64 characters (MAX_ID_CHARS, api.c).
+    IF length(reference) > 64 THEN
+        RAISE EXCEPTION 'the reference number of this card load is too long for EnKash'
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = format('"%s" (from table %I.%I) has %s characters; EnKash takes at most 64.',
+                                  reference, TG_TABLE_SCHEMA, TG_TABLE_NAME, length(reference)),
+                  HINT = 'Use fewer or shorter reference columns, or a table with a shorter name.';
+    END IF;
     -- All ten arguments (card account, card id, amount, reference,
     -- description, remarks, created_by, company_id, type, transaction_code),
     -- positionally and of their exact types: a named or defaulted call could

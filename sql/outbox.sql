@@ -30,15 +30,15 @@ INSERT INTO payroll VALUES
     ('2026-11', 'E2', 'CASANDBOX1', 'EKCSANDBOX2', 1500.50);
 SELECT r.idempotency_key, w->>'state' AS state
 FROM enkash.requests r, LATERAL enkash_wait(r.id, '20 seconds') w ORDER BY r.id;
-SELECT * FROM sandbox.credits('payroll-2026-11-E1');
-SELECT * FROM sandbox.credits('payroll-2026-11-E2');
+SELECT * FROM sandbox.credits('6:public/7:payroll/7:2026-11/2:E1');
+SELECT * FROM sandbox.credits('6:public/7:payroll/7:2026-11/2:E2');
 
 -- The same rows inserted again: queued again, but not loaded again.
 DELETE FROM payroll;
 INSERT INTO payroll VALUES ('2026-11', 'E1', 'CASANDBOX1', 'EKCSANDBOX1', 1000);
 SELECT w->>'state' AS state, w->'response' AS response
 FROM (SELECT max(id) AS id FROM enkash.requests) r, LATERAL enkash_wait(r.id, '20 seconds') w;
-SELECT * FROM sandbox.credits('payroll-2026-11-E1');
+SELECT * FROM sandbox.credits('6:public/7:payroll/7:2026-11/2:E1');
 
 -- Bad input is refused when queued, in the caller's transaction.
 INSERT INTO payroll VALUES ('2026-11', 'E3', 'CASANDBOX1', 'EKCSANDBOX1', 0);
@@ -96,4 +96,4 @@ SELECT state, requests FROM enkash.queue ORDER BY state;
 SELECT enkash_sync_transactions('CASANDBOX1') > 0 AS synced;
 SELECT enkash_sync_transactions('CASANDBOX1') = (SELECT count(*) FROM enkash.transactions) AS rerun_upserts_same_rows;
 SELECT reference_number, amount FROM enkash.transactions
-WHERE reference_number LIKE 'payroll-%' OR reference_number LIKE 'Q-%' ORDER BY reference_number;
+WHERE reference_number LIKE '6:public/7:payroll/%' OR reference_number LIKE 'Q-%' ORDER BY reference_number;

@@ -468,7 +468,9 @@ worker_unavailable_after(const char *endpoint)
 /*
  * The calling role's name, kept: a finish may be recorded from an error's
  * PG_CATCH, where the catalog is better left unread, and its claim has
- * looked the name up already.
+ * looked the name up already.  The session's role (SET ROLE included), not
+ * the current user: inside a SECURITY DEFINER function (enkash_transactions,
+ * enkash_sync_transactions) that is the function's owner, not who called.
  */
 static const char *
 calling_role(void)
@@ -476,10 +478,10 @@ calling_role(void)
 	static Oid	role = InvalidOid;
 	static char name[NAMEDATALEN];
 
-	if (GetUserId() != role)
+	if (GetOuterUserId() != role)
 	{
-		strlcpy(name, GetUserNameFromId(GetUserId(), false), sizeof(name));
-		role = GetUserId();
+		strlcpy(name, GetUserNameFromId(GetOuterUserId(), false), sizeof(name));
+		role = GetOuterUserId();
 	}
 	return name;
 }

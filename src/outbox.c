@@ -126,7 +126,8 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 	values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(body));
 	values[2] = key ? CStringGetTextDatum(key) : (Datum) 0;
 	nulls[2] = key ? ' ' : 'n';
-	values[3] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	/* Who queued it: the session's role, not a SECURITY DEFINER's owner. */
+	values[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 
 	/*
 	 * EXECUTE on the function is the whole grant: the row is written with the

@@ -46,7 +46,7 @@ sub wait_all_final
 {
 	my ($run) = @_;
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM enkash.requests WHERE idempotency_key LIKE 'payroll-$run-%' "
+		"SELECT count(*) = 0 FROM enkash.requests WHERE idempotency_key LIKE '6:public/7:payroll/1:$run/%' "
 		  . "AND state NOT IN ('succeeded', 'failed', 'dead')", 't')
 	  or diag($node->safe_psql('postgres',
 		"SELECT state, count(*) FROM enkash.requests GROUP BY state"));
@@ -62,11 +62,11 @@ wait_all_final('A');
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 is($node->safe_psql('postgres',
 	"SELECT string_agg(state || ':' || n, ',') FROM (SELECT state, count(*) n FROM enkash.requests "
-	  . "WHERE idempotency_key LIKE 'payroll-A-%' GROUP BY state) s"),
+	  . "WHERE idempotency_key LIKE '6:public/7:payroll/1:A/%' GROUP BY state) s"),
 	'succeeded:1000', 'every queued row succeeded');
-ledger_check('payroll-A-', 1000);
+ledger_check('6:public/7:payroll/1:A/', 1000);
 ok($node->safe_psql('postgres',
-	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE 'payroll-A-%' AND attempts > 1") > 0,
+	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE '6:public/7:payroll/1:A/%' AND attempts > 1") > 0,
 	'some rows needed retries');
 
 # 2. A sender killed mid-batch, then an immediate restart mid-batch.
@@ -75,23 +75,23 @@ $node->safe_psql('postgres', q{
 	INSERT INTO payroll SELECT 'B', g, 'CASANDBOX1', 'EKCSANDBOX1', 1 FROM generate_series(1, 300) g;
 });
 $node->poll_query_until('postgres',
-	"SELECT count(*) > 30 FROM enkash.requests WHERE idempotency_key LIKE 'payroll-B-%' AND state = 'succeeded'")
+	"SELECT count(*) > 30 FROM enkash.requests WHERE idempotency_key LIKE '6:public/7:payroll/1:B/%' AND state = 'succeeded'")
   or die 'batch did not start';
 my $sender = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash sender' LIMIT 1");
 kill 'KILL', $sender;
 $node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
 $node->poll_query_until('postgres',
-	"SELECT count(*) > 150 FROM enkash.requests WHERE idempotency_key LIKE 'payroll-B-%' AND state = 'succeeded'")
+	"SELECT count(*) > 150 FROM enkash.requests WHERE idempotency_key LIKE '6:public/7:payroll/1:B/%' AND state = 'succeeded'")
   or die 'batch did not go on';
 $node->stop('immediate');
 $node->start;
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 wait_all_final('B');
 is($node->safe_psql('postgres',
-	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE 'payroll-B-%' AND state = 'succeeded'"),
+	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE '6:public/7:payroll/1:B/%' AND state = 'succeeded'"),
 	'300', 'no queued row lost across a killed sender and an immediate restart');
-ledger_check('payroll-B-', 300);
+ledger_check('6:public/7:payroll/1:B/', 300);
 
 $node->stop;
 done_testing();

@@ -343,7 +343,7 @@ is($node->safe_psql('postgres', q{SET ROLE operator;
 	'succeeded', 'operate: attaches the payroll trigger and reads enkash.money_movements');
 is($node->safe_psql('postgres', q{SELECT enkash_wait(max(id), '30 s') ->> 'state' FROM enkash.requests}),
 	'succeeded', 'operate: the payroll row was loaded');
-is(sandbox_json('GET', '/__sandbox/ledger?reference=payroll-PRIV-E1', 'count'), 1, 'operate: the trigger credited once');
+is(sandbox_json('GET', '/__sandbox/ledger?reference=6:public/7:payroll/4:PRIV/2:E1', 'count'), 1, 'operate: the trigger credited once');
 is($node->safe_psql('postgres', q{SELECT created_by FROM enkash.requests WHERE idempotency_key = 'PRIV-OP-2'}),
 	'operator', 'operate: a queued row records who queued it');
 is($node->safe_psql('postgres', q{SET ROLE administrator;

@@ -137,7 +137,7 @@ sql(q{CREATE TABLE payroll (run_id text, employee_id text, card_account_id text,
 	CREATE TRIGGER load AFTER INSERT ON payroll FOR EACH ROW
 	    EXECUTE FUNCTION enkash_load_balance_trigger('card_account_id', 'enkash_card_id', 'allowance', 'run_id', 'employee_id');
 	INSERT INTO payroll VALUES ('LOG', 'E1', 'CASANDBOX1', 'EKCSANDBOX1', 3)});
-is(sql(q{SELECT enkash_wait(max(id)) ->> 'state' FROM enkash.requests WHERE idempotency_key = 'payroll-LOG-E1'}),
+is(sql(q{SELECT enkash_wait(max(id)) ->> 'state' FROM enkash.requests WHERE idempotency_key = '6:public/7:payroll/3:LOG/2:E1'}),
 	'succeeded', 'enkash_load_balance_trigger works');
 $done{enkash_load_balance_trigger} = 1;
 # The audit log's guard has one job, refusing a change: done below.
