@@ -178,7 +178,7 @@ for my $label (sort keys %paths)
 	my $sp = $paths{$label};
 	my $as_mallory = "SET ROLE mallory; $temp SET search_path = $sp;";
 
-	# The payroll trigger (SECURITY DEFINER) and the queued path (C, SPI).
+	# The payroll trigger (the inserting role's rights) and the queued path (C, SPI).
 	$node->safe_psql('postgres', qq{SET ROLE mallory; SET search_path = $sp;
 		CREATE TABLE public.payroll_$n (run_id pg_catalog.text, employee_id pg_catalog.text,
 		    card_account_id pg_catalog.text, enkash_card_id pg_catalog.text, allowance numeric);
@@ -202,12 +202,12 @@ for my $label (sort keys %paths)
 		SELECT public.enkash_wait($enqueued, '30 s') OPERATOR(pg_catalog.->>) 'state'}),
 		'succeeded', "$label: enkash_wait sees the enqueued look-up succeed");
 	my $payroll_id = $node->safe_psql('postgres', qq{SET search_path = pg_catalog;
-		SELECT id FROM enkash.requests WHERE idempotency_key = 'payroll_$n-HIJ-E$n'});
+		SELECT id FROM enkash.requests WHERE idempotency_key = '6:public/9:payroll_$n/3:HIJ/2:E$n'});
 	like($payroll_id, qr/^\d+$/, "$label: the payroll row was queued under its reference");
 	is($node->safe_psql('postgres', qq{$as_mallory
 		SELECT public.enkash_wait($payroll_id, '30 s') OPERATOR(pg_catalog.->>) 'state'}),
 		'succeeded', "$label: the payroll row's load succeeded");
-	is(credits("payroll_$n-HIJ-E$n"), 1, "$label: the payroll load was credited once");
+	is(credits("6:public/9:payroll_$n/3:HIJ/2:E$n"), 1, "$label: the payroll load was credited once");
 	is(credits("HIJ-ASYNC-$n"), 1, "$label: the queued load was credited once");
 	is($node->safe_psql('postgres', qq{SET search_path = pg_catalog;
 		SELECT (body->>'amount') || ' ' || (body->>'enKashCardId') || ' ' || (body->>'description')
@@ -222,7 +222,7 @@ for my $label (sort keys %paths)
 	is($node->safe_psql('postgres', qq{$as_mallory
 		SELECT pg_catalog.count(*) OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) pg_catalog.sum(amount)
 		FROM public.enkash_transactions('CASANDBOX1', card_transaction_type => 'CR')
-		WHERE reference_number OPERATOR(pg_catalog.=) 'payroll_$n-HIJ-E$n'}),
+		WHERE reference_number OPERATOR(pg_catalog.=) '6:public/9:payroll_$n/3:HIJ/2:E$n'}),
 		'1 12.34', "$label: enkash_transactions returns the credit");
 	my $synced = $node->safe_psql('postgres', qq{$as_mallory
 		SELECT public.enkash_sync_transactions('CASANDBOX1')});

@@ -236,6 +236,21 @@ for my $r (@refs)
 like(sq(q{SET ROLE operator; SELECT try_sql($$INSERT INTO payroll VALUES (repeat('R', 40), 'E001', 'CASANDBOX1', 'EKCSANDBOX1', 1)$$)}),
 	qr/^22001 \| .*reference number.*too long/, 'a reference number longer than EnKash takes is refused (22001)');
 
+# --- views read with the owner's rights leak no row they filter out -------------
+sq(q{INSERT INTO enkash.idempotency_keys (endpoint, key, fingerprint, state, role)
+	VALUES ('create_card_account', 'HIDDEN-KEY', 'f', 'succeeded', 'postgres')});
+sq(q{SET ROLE operator;
+	SET enable_indexscan = off; SET enable_bitmapscan = off; SET enable_indexonlyscan = off;
+	CREATE SCHEMA peek;
+	CREATE TABLE peek.seen (v text);
+	CREATE FUNCTION peek.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.000001
+	    AS $$ BEGIN INSERT INTO peek.seen VALUES ($1); RETURN true; END $$;
+	SELECT count(*) FROM enkash.money_movements WHERE peek.leak(reference_number);
+	SELECT count(*) FROM enkash.queue WHERE peek.leak(state);});
+is(sq(q{SELECT count(*) FROM peek.seen WHERE v = 'HIDDEN-KEY'}), '0',
+	'operator: a cheap function of its own in a WHERE on enkash.money_movements sees no other endpoint\'s key');
+cmp_ok(sq(q{SELECT count(*) FROM peek.seen}), '>', 0, 'the function did run on the rows shown');
+
 # --- the calling role is recorded, not the extension's owner ---------------------
 for my $role (qw(reader administrator))
 {
