@@ -2054,12 +2054,12 @@ static MemoryContext batch_cxt = NULL;
 static LedgerSlot *batch_copies[LEDGER_SLOTS];
 static int	batch_ncopies = 0;
 
-/* Drops the copies, wiping what they hold. */
+/* Drops the copies, wiping what they held (answers may have moved "used" back). */
 static void
 batch_discard(void)
 {
 	for (int i = 0; i < batch_ncopies; i++)
-		explicit_bzero(batch_copies[i]->data, batch_copies[i]->used);
+		explicit_bzero(batch_copies[i]->data, LEDGER_DATA);
 	batch_ncopies = 0;
 	if (batch_cxt)
 		MemoryContextReset(batch_cxt);
