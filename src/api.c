@@ -34,7 +34,6 @@
 
 /* Longest text value we pass on; EnKash's own limits are lower. */
 #define MAX_TEXT_CHARS 1000
-#define MAX_ID_CHARS 64
 #define MAX_ARRAY_ITEMS 100
 
 /* EnKash is in India: times go on the wire in IST. */
@@ -277,7 +276,7 @@ format_problem(const EnkashField *field, const char *value)
 			for (const char *p = value; *p; p++)
 				if (!(isalnum((unsigned char) *p) || strchr("-_./:", *p)))
 					return "contains a character not allowed in an EnKash identifier";
-			return pg_mbstrlen(value) > MAX_ID_CHARS ?
+			return pg_mbstrlen(value) > ENKASH_MAX_ID_CHARS ?
 				"is too long to be an EnKash identifier" : NULL;
 		case EV_MOBILE:
 			return all_digits(value, 10, 10) ? NULL : "must be 10 digits";
@@ -299,6 +298,23 @@ format_problem(const EnkashField *field, const char *value)
 				"is not a PAN (five capital letters, four digits, a capital letter)";
 	}
 	return NULL;
+}
+
+/*
+ * An idempotency key, on every path that takes one (typed, raw, queued):
+ * one EnKash would accept, refused before anything is recorded or sent.
+ */
+void
+enkash_check_key(const char *key)
+{
+	if (key == NULL)
+		return;
+	if (pg_mbstrlen(key) > ENKASH_MAX_ID_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("the idempotency key is too long: at most %d characters", ENKASH_MAX_ID_CHARS),
+				 errdetail("The key has %d characters; nothing was sent.", pg_mbstrlen(key)),
+				 errhint("Use a shorter reference number or idempotency key.")));
 }
 
 static void

@@ -169,6 +169,9 @@ typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len, const char *key);
 #define ENKASH_API_HEADERS 5
+/* Longest EnKash identifier, idempotency keys included (characters). */
+#define ENKASH_MAX_ID_CHARS 64
+extern void enkash_check_key(const char *key);
 #define ENKASH_BEARER_MAX 2100
 extern uint64 enkash_api_headers(const char **headers, char *bearer,
 								 const char *partner_header);

@@ -28,6 +28,7 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "ledger.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -81,6 +82,40 @@ typedef enum SlotField
 	NUM_FIELDS
 } SlotField;
 
+/*
+ * Which fields are kept whole or not at all (a key cut short would be
+ * another key); the others may be cut (text) or noted (JSON).
+ */
+static const struct
+{
+	const char *name;
+	bool		exact;
+}			slot_fields[NUM_FIELDS] = {
+	[F_ENDPOINT] = {"endpoint", true},
+	[F_KEY] = {"idempotency key", true},
+	[F_FINGERPRINT] = {"fingerprint", true},
+	[F_ROLE] = {"role", true},
+	[F_REQUEST] = {"request", false},
+	[F_RESPONSE] = {"response", false},
+	[F_OUTCOME] = {"outcome", true},
+	[F_CODE] = {"EnKash code", false},
+	[F_MESSAGE] = {"message", false},
+	[F_SQLSTATE] = {"SQLSTATE", true},
+	[F_PAYLOAD] = {"payload", false},
+	[F_ERR_SQLSTATE] = {"error SQLSTATE", true},
+	[F_ERR_MESSAGE] = {"error message", false},
+	[F_ERR_DETAIL] = {"error detail", false},
+};
+
+/*
+ * An exact field is at most a key's length in bytes, and the fields that
+ * may be cut leave room for one of each exact field: those always fit.
+ */
+#define SLOT_EXACT_MAX (ENKASH_MAX_ID_CHARS * MAX_MULTIBYTE_CHAR_LEN)
+#define SLOT_EXACT_RESERVE (NUM_FIELDS * (SLOT_EXACT_MAX + 1))
+#define SLOT_CUT_LIMIT (LEDGER_DATA - SLOT_EXACT_RESERVE)
+StaticAssertDecl(SLOT_CUT_LIMIT > LEDGER_DATA / 2, "JSON of half a slot must fit");
+
 typedef struct LedgerSlot
 {
 	SlotState	state;
@@ -122,6 +157,9 @@ typedef struct LedgerShared
 } LedgerShared;
 
 static LedgerShared *ledger = NULL;
+
+/* This backend's slot while it fills it or waits for its answer. */
+static LedgerSlot *held_slot = NULL;
 
 Size
 enkash_ledger_shmem_size(void)
@@ -177,32 +215,61 @@ size_note(char *note, size_t bytes)
 }
 
 /*
- * Stores a text field.  JSON that does not fit is replaced by a note of its
- * size (half a document is worse than none); other text is cut.
+ * A field that cannot be stored whole is refused: the slot is given back
+ * if this backend was filling it, and nothing is recorded or sent.
+ */
+pg_attribute_noreturn()
+static void
+slot_refuse(LedgerSlot *slot, SlotField field, size_t len)
+{
+	if (slot == held_slot)
+	{
+		LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
+		slot->state = SLOT_FREE;
+		LWLockRelease(ledger->lock);
+		held_slot = NULL;
+		ConditionVariableSignal(&ledger->freed);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+			 errmsg("the %s is too long to be recorded; nothing was sent", slot_fields[field].name),
+			 errdetail("It has %zu bytes; at most %d can be recorded.", len, SLOT_EXACT_MAX)));
+}
+
+/*
+ * Stores a text field.  An exact field that does not fit is an error; JSON
+ * that does not fit is replaced by a note of its size (half a document is
+ * worse than none); other text is cut at a character boundary.  Nothing is
+ * ever written past the slot's data.
  */
 static void
 slot_put(LedgerSlot *slot, SlotField field, const char *value, bool is_json)
 {
 	char		note[SIZE_NOTE_MAX];
+	bool		exact = slot_fields[field].exact;
+	int			room = (exact ? LEDGER_DATA : SLOT_CUT_LIMIT) - slot->used - 1;
 	size_t		len;
-	size_t		room;
 
+	slot->off[field] = -1;
 	if (value == NULL)
-	{
-		slot->off[field] = -1;
 		return;
-	}
 	len = strlen(value);
-	room = LEDGER_DATA - slot->used - 1;
-	if (is_json && (len > room || len > LEDGER_DATA / 2))
+	if (exact)
+	{
+		if (len > SLOT_EXACT_MAX || room < 0 || len > (size_t) room)
+			slot_refuse(slot, field, len);
+	}
+	else if (room < 0)
+		return;
+	else if (is_json && (len > (size_t) room || len > LEDGER_DATA / 2))
 	{
 		value = size_note(note, len);
 		len = strlen(note);
-		if (len > room)
+		if (len > (size_t) room)
 			return;
 	}
-	else if (len > room)
-		len = room;
+	else if (len > (size_t) room)
+		len = pg_mbcliplen(value, len, room);
 	memcpy(slot->data + slot->used, value, len);
 	slot->data[slot->used + len] = '\0';
 	slot->off[field] = slot->used;
@@ -225,7 +292,7 @@ slot_put_jsonb(LedgerSlot *slot, SlotField field, const Jsonb *value)
 		return;
 	}
 	size = VARSIZE(value);
-	if (size > LEDGER_DATA / 2 || start + size > LEDGER_DATA)
+	if (size > LEDGER_DATA / 2 || start + size > SLOT_CUT_LIMIT)
 	{
 		char		note[SIZE_NOTE_MAX];
 
@@ -276,6 +343,23 @@ worker_alive(void)
 	return alive;
 }
 
+static void slot_abandon(LedgerSlot *slot);
+
+/*
+ * A backend that exits (FATAL, terminated) while it fills or waits for a
+ * slot gives it up, as a cancel does: otherwise the slot would stay taken
+ * for the server's life.
+ */
+static void
+slot_exit(int code, Datum arg)
+{
+	if (held_slot == NULL)
+		return;
+	if (LWLockHeldByMe(ledger->lock))
+		LWLockRelease(ledger->lock);
+	slot_abandon(held_slot);
+}
+
 /*
  * Takes a free slot, waiting for one if all are busy; NULL if none frees
  * up because the worker is away, or within max_wait_ms (-1: no limit but
@@ -284,8 +368,18 @@ worker_alive(void)
 static LedgerSlot *
 slot_acquire(LedgerOp op, bool reply, int max_wait_ms)
 {
+	static bool exit_callback = false;
 	TimestampTz started = GetCurrentTimestamp();
 
+	/* (not before_shmem_exit: this may run inside PG_ENSURE_ERROR_CLEANUP) */
+	if (!exit_callback)
+	{
+		on_shmem_exit(slot_exit, (Datum) 0);
+		exit_callback = true;
+	}
+	/* one an error left behind while it was being filled */
+	if (held_slot != NULL)
+		slot_abandon(held_slot);
 	ConditionVariablePrepareToSleep(&ledger->freed);
 	for (;;)
 	{
@@ -307,6 +401,7 @@ slot_acquire(LedgerOp op, bool reply, int max_wait_ms)
 				slot->processed = slot->undone = false;
 				slot->seq = 0;
 				slot_reset_fields(slot);
+				held_slot = slot;
 				LWLockRelease(ledger->lock);
 				ConditionVariableCancelSleep();
 				return slot;
@@ -338,32 +433,64 @@ slot_submit(LedgerSlot *slot)
 	slot->state = SLOT_SUBMITTED;
 	latch = ledger->worker_latch;
 	LWLockRelease(ledger->lock);
+	if (!slot->reply)
+		held_slot = NULL;		/* the worker frees it */
 	if (latch)
 		SetLatch(latch);
+}
+
+/* Frees a slot; what a look-up's answer left in it is wiped first. */
+static void
+slot_free(LedgerSlot *slot)
+{
+	if (slot->mask_response)
+		explicit_bzero(slot->data, slot->used);
+	slot->used = 0;
+	slot->mask_response = false;
+	slot->state = SLOT_FREE;
 }
 
 static void
 slot_release(LedgerSlot *slot)
 {
 	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	slot->state = SLOT_FREE;
+	slot_free(slot);
 	LWLockRelease(ledger->lock);
+	held_slot = NULL;
 	ConditionVariableSignal(&ledger->freed);
 }
 
-/* Gives up on a slot: the worker will process it and free it. */
+static bool needs_undo(const LedgerSlot *slot);
+
+/*
+ * Gives up on a slot: the worker will process it and free it.  A claim
+ * answered but not heard (a cancel just as it came) goes back to the
+ * worker too, which undoes it.
+ */
 static void
 slot_abandon(LedgerSlot *slot)
 {
-	bool		done;
+	Latch	   *latch = NULL;
+	bool		freed = false;
 
 	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	done = (slot->state == SLOT_DONE);
-	if (!done)
+	if (slot->state == SLOT_FILLING ||
+		(slot->state == SLOT_DONE && !needs_undo(slot)))
+	{
+		slot_free(slot);
+		freed = true;
+	}
+	else
+	{
 		slot->state = SLOT_ABANDONED;
+		latch = ledger->worker_latch;
+	}
 	LWLockRelease(ledger->lock);
-	if (done)
-		slot_release(slot);
+	held_slot = NULL;
+	if (freed)
+		ConditionVariableSignal(&ledger->freed);
+	if (latch)
+		SetLatch(latch);
 }
 
 /*
@@ -595,11 +722,26 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 		return;
 	}
 	if (slot->verdict == LEDGER_ERROR)
-		ereport(WARNING,
-				(errmsg("the outcome of key \"%s\" could not be recorded in enkash.idempotency_keys",
+	{
+		char	   *reason = pstrdup(slot_get(slot, F_ERR_MESSAGE) ?
+									 slot_get(slot, F_ERR_MESSAGE) : "The worker gave no reason.");
+		bool		lost = slot_get(slot, F_ERR_SQLSTATE) &&
+			strcmp(slot_get(slot, F_ERR_SQLSTATE),
+				   unpack_sql_state(ERRCODE_ENKASH_OUTCOME_UNKNOWN)) == 0;
+
+		slot_release(slot);
+		/*
+		 * A success whose key is gone is not one the caller may rely on: the
+		 * same key would be claimed afresh.  (A failure's own error goes on.)
+		 */
+		ereport(lost && state == LEDGER_SUCCEEDED ? ERROR : WARNING,
+				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
+				 errmsg("the outcome of key \"%s\" could not be recorded in enkash.idempotency_keys",
 						exchange->key ? exchange->key : "?"),
-				 errdetail("%s", slot_get(slot, F_ERR_MESSAGE) ? slot_get(slot, F_ERR_MESSAGE) : "The worker gave no reason."),
-				 errhint("The key stays in flight and will count as unknown: EnKash is asked before it is sent again.")));
+				 errdetail("%s; EnKash's answer is in enkash.audit_log.", reason),
+				 errhint("Treat the outcome as unknown: check with EnKash (enkash_transactions) before using the key again.")));
+		return;
+	}
 	slot_release(slot);
 }
 
@@ -1179,6 +1321,23 @@ insert_sent_audit(LedgerSlot *slot, int64 key_id, Datum request, char request_nu
 					   slot_get(slot, F_KEY), request, request_null, key_id);
 }
 
+/*
+ * Drops a slot's fields but those that name the call (endpoint, key, role),
+ * which an undo of its claim records with it.
+ */
+static void
+slot_keep_names(LedgerSlot *slot)
+{
+	char	   *endpoint = copy_or_null(slot_get(slot, F_ENDPOINT));
+	char	   *key = copy_or_null(slot_get(slot, F_KEY));
+	char	   *role = copy_or_null(slot_get(slot, F_ROLE));
+
+	slot_reset_fields(slot);
+	slot_put(slot, F_ENDPOINT, endpoint, false);
+	slot_put(slot, F_KEY, key, false);
+	slot_put(slot, F_ROLE, role, false);
+}
+
 /* Stores a text answer field from column col of the current SPI row. */
 static void
 answer_from_column(LedgerSlot *slot, SlotField field, int col)
@@ -1235,7 +1394,7 @@ process_claim(LedgerSlot *slot)
 		slot->verdict = LEDGER_MISMATCH;
 		return;
 	}
-	slot_reset_fields(slot);	/* the inputs are done with; answers go here */
+	slot_keep_names(slot);		/* the rest of the inputs is done with; answers go here */
 
 	if (strcmp(state, "succeeded") == 0)
 	{
@@ -1315,11 +1474,17 @@ finish_key_args(LedgerSlot *slot, Datum *v, char *n)
 	n[6] = slot->http_status ? ' ' : 'n';
 }
 
+/*
+ * Records an outcome.  One whose key is not there (it was never committed,
+ * or was released) is still written to the audit log, and the caller is
+ * told: nothing stands between the key and a second send but this record.
+ */
 static void
 process_finish(LedgerSlot *slot)
 {
 	Datum		v[8];
 	char		n[8];
+	bool		lost = false;
 
 	if (slot->key_id != 0)
 	{
@@ -1335,11 +1500,25 @@ process_finish(LedgerSlot *slot)
 			finish_key_args(slot, v, n);
 			if (SPI_execute_plan(plan_finish_key, v, n, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record the outcome of the key");
+			lost = (SPI_processed == 0);
 		}
 	}
 	if (slot->audit_id != 0)
 		insert_audit(slot);
 	slot->verdict = LEDGER_CLAIMED;
+	if (lost)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
+				 errmsg("enkash worker: the outcome of key \"%s\" has no key to be recorded against",
+						slot_get(slot, F_KEY) ? slot_get(slot, F_KEY) : "?"),
+				 errdetail("The answer is in enkash.audit_log; enkash.idempotency_keys has no row %lld.",
+						   (long long) slot->key_id)));
+		slot_reset_fields(slot);
+		slot->verdict = LEDGER_ERROR;
+		slot_put(slot, F_ERR_SQLSTATE, unpack_sql_state(ERRCODE_ENKASH_OUTCOME_UNKNOWN), false);
+		slot_put(slot, F_ERR_MESSAGE, "its idempotency key is not in enkash.idempotency_keys", false);
+	}
 }
 
 static void
@@ -1817,7 +1996,9 @@ undo_abandoned_claim(LedgerSlot *slot)
 		return;
 	none.outcome = "abandoned";
 	slot->key_state = (slot->verdict == LEDGER_CLAIMED) ? LEDGER_RELEASED : LEDGER_UNKNOWN;
-	slot_reset_fields(slot);
+	slot_keep_names(slot);
+	none.endpoint = slot_get(slot, F_ENDPOINT);
+	none.key = slot_get(slot, F_KEY);
 	slot_put_exchange(slot, &none);
 	process_finish(slot);
 }
@@ -1859,22 +2040,71 @@ process_slot(LedgerSlot *slot, bool abandoned)
 
 /* A claim that was answered but whose backend left: undo it next time. */
 static bool
-needs_undo(LedgerSlot *slot)
+needs_undo(const LedgerSlot *slot)
 {
 	return slot->op == OP_CLAIM && slot->processed && !slot->undone &&
 		(slot->verdict == LEDGER_CLAIMED || slot->verdict == LEDGER_RECONCILE);
 }
 
-/* The batch's transaction failed: its slots are to be processed again. */
+/*
+ * The worker's private copies of a batch's slots.  It works on these and
+ * publishes them to the shared slots only once the batch has committed: a
+ * worker that dies before that leaves its slots as they were submitted, to
+ * be processed afresh, and no backend hears of a key that does not exist.
+ */
+static MemoryContext batch_cxt = NULL;
+static LedgerSlot *batch_copies[LEDGER_SLOTS];
+static int	batch_ncopies = 0;
+
+/* Drops the copies, wiping what they held (answers may have moved "used" back). */
+static void
+batch_discard(void)
+{
+	for (int i = 0; i < batch_ncopies; i++)
+		explicit_bzero(batch_copies[i]->data, LEDGER_DATA);
+	batch_ncopies = 0;
+	if (batch_cxt)
+		MemoryContextReset(batch_cxt);
+}
+
+/* A submitted slot as the worker works on it (under the lock). */
+static LedgerSlot *
+batch_copy(const LedgerSlot *slot)
+{
+	LedgerSlot *copy;
+
+	if (batch_cxt == NULL)
+		batch_cxt = AllocSetContextCreate(TopMemoryContext, "enkash ledger batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	copy = MemoryContextAlloc(batch_cxt, sizeof(LedgerSlot));
+	memcpy(copy, slot, offsetof(LedgerSlot, data) + slot->used);
+	batch_copies[batch_ncopies++] = copy;
+	return copy;
+}
+
+/* The committed answer of a copy, into its shared slot (under the lock). */
+static void
+slot_publish(LedgerSlot *slot, const LedgerSlot *copy)
+{
+	slot->key_id = copy->key_id;
+	slot->audit_id = copy->audit_id;
+	slot->verdict = copy->verdict;
+	slot->processed = copy->processed;
+	slot->undone = copy->undone;
+	if (slot->mask_response)
+		explicit_bzero(slot->data, slot->used);
+	memcpy(slot->off, copy->off, sizeof(slot->off));
+	memcpy(slot->binary, copy->binary, sizeof(slot->binary));
+	slot->mask_response = copy->mask_response;
+	memcpy(slot->data, copy->data, copy->used);
+	slot->used = copy->used;
+}
+
+/* The batch's transaction failed: its slots are processed again, afresh. */
 void
 enkash_ledger_batch_failed(void)
 {
-	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < ledger->slots_used; i++)
-		if (ledger->slots[i].state == SLOT_SUBMITTED ||
-			ledger->slots[i].state == SLOT_ABANDONED)
-			ledger->slots[i].processed = ledger->slots[i].undone = false;
-	LWLockRelease(ledger->lock);
+	batch_discard();
 }
 
 /*
@@ -1939,7 +2169,8 @@ seq_order(const void *a, const void *b)
 bool
 enkash_ledger_process(void)
 {
-	LedgerSlot *batch[LEDGER_SLOTS];
+	LedgerSlot *shared[LEDGER_SLOTS];
+	LedgerSlot *batch[LEDGER_SLOTS];	/* private copies of shared[] */
 	bool		abandoned[LEDGER_SLOTS];
 	Latch	   *waiters[LEDGER_SLOTS];
 	int			count = 0;
@@ -1947,17 +2178,24 @@ enkash_ledger_process(void)
 	bool		need_sweep;
 	MemoryContext outer = CurrentMemoryContext;
 
+	batch_discard();
 	LWLockAcquire(ledger->lock, LW_SHARED);
 	for (int i = 0; i < ledger->slots_used; i++)
 		if (ledger->slots[i].state == SLOT_SUBMITTED ||
 			ledger->slots[i].state == SLOT_ABANDONED)
-			batch[count++] = &ledger->slots[i];
+			shared[count++] = &ledger->slots[i];
 	need_sweep = !ledger->swept;
 	LWLockRelease(ledger->lock);
 
 	if (count == 0 && !need_sweep)
 		return false;
-	qsort(batch, count, sizeof(LedgerSlot *), seq_order);
+	qsort(shared, count, sizeof(LedgerSlot *), seq_order);
+
+	/* The backends leave a submitted slot alone but to abandon it. */
+	LWLockAcquire(ledger->lock, LW_SHARED);
+	for (int i = 0; i < count; i++)
+		batch[i] = batch_copy(shared[i]);
+	LWLockRelease(ledger->lock);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1972,19 +2210,14 @@ enkash_ledger_process(void)
 	{
 		prepare_plans();
 		if (need_sweep)
-		{
 			sweep_in_flight();
-			LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-			ledger->swept = true;
-			LWLockRelease(ledger->lock);
-		}
 	}
 
 	if (installed)
 	{
 		LWLockAcquire(ledger->lock, LW_SHARED);
 		for (int i = 0; i < count; i++)
-			abandoned[i] = (batch[i]->state == SLOT_ABANDONED);
+			abandoned[i] = (shared[i]->state == SLOT_ABANDONED);
 		LWLockRelease(ledger->lock);
 		process_writes_together(batch, count);
 		process_claims_together(batch, abandoned, count);
@@ -1996,7 +2229,7 @@ enkash_ledger_process(void)
 		ResourceOwner owner = CurrentResourceOwner;
 
 		LWLockAcquire(ledger->lock, LW_SHARED);
-		abandoned[i] = (slot->state == SLOT_ABANDONED);
+		abandoned[i] = (shared[i]->state == SLOT_ABANDONED);
 		LWLockRelease(ledger->lock);
 		if (installed && slot->processed && (!abandoned[i] || slot->undone))
 			continue;			/* done together, nothing to undo */
@@ -2052,24 +2285,28 @@ enkash_ledger_process(void)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	/* Committed: answer the waiting backends, free the rest. */
+	/* Committed: publish the answers, wake the waiting backends, free the rest. */
 	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
+	if (installed && need_sweep)
+		ledger->swept = true;
 	for (int i = 0; i < count; i++)
 	{
-		LedgerSlot *slot = batch[i];
+		LedgerSlot *slot = shared[i];
 
 		waiters[i] = NULL;
-		if (slot->state == SLOT_ABANDONED && needs_undo(slot))
-			continue;			/* abandoned mid-batch: undone in the next one */
-		if (slot->state == SLOT_ABANDONED || !slot->reply)
-			slot->state = SLOT_FREE;
+		if (slot->state == SLOT_ABANDONED && needs_undo(batch[i]))
+			slot_publish(slot, batch[i]);	/* abandoned mid-batch: undone in the next one */
+		else if (slot->state == SLOT_ABANDONED || !slot->reply)
+			slot_free(slot);
 		else
 		{
+			slot_publish(slot, batch[i]);
 			slot->state = SLOT_DONE;
 			waiters[i] = slot->waiter;
 		}
 	}
 	LWLockRelease(ledger->lock);
+	batch_discard();
 	for (int i = 0; i < count; i++)
 		if (waiters[i])
 			SetLatch(waiters[i]);

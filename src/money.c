@@ -405,6 +405,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s needs an idempotency key", ep->label)));
+	enkash_check_key(key);
 	/* A standby cannot record the key: money waits for the primary. */
 	if (RecoveryInProgress())
 		ereport(ERROR,

@@ -116,6 +116,7 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a queued %s needs an idempotency key", ep->label)));
+	enkash_check_key(key);
 	requests = get_relname_relid("requests", get_namespace_oid("enkash", true));
 	if (!OidIsValid(requests))
 		ereport(ERROR,
