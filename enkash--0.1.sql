@@ -42,6 +42,11 @@ CREATE TABLE enkash.idempotency_keys (
     http_status integer,
     role text NOT NULL,
     owner_pid integer,
+    -- in_flight: until when its owner may still be sending (the claim plus
+    -- the longest its call can take); a live owner is trusted until then
+    owner_deadline timestamptz,
+    -- each claim or takeover adds one; an outcome is recorded only by the
+    -- attempt that holds the key (a late owner's goes to the audit log)
     attempts integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),

@@ -250,6 +250,7 @@ typedef struct QueuedCall
 	/* sent on the multi handle (else: the ordinary path, one at a time) */
 	const EnkashEndpoint *ep;
 	int64		key_id;			/* enkash.idempotency_keys.id, 0 if no key */
+	int			key_attempt;	/* its attempt, which fences its outcome */
 	int64		audit_id;
 	uint64		token_generation;
 	ErrorData  *start_error;	/* failed before the request could leave */
@@ -350,6 +351,8 @@ begin_work(void)
 static void
 commit_work(void)
 {
+	/* claims and outcomes of money: on disk before a request leaves */
+	enkash_durable_commit();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -652,6 +655,7 @@ claim_rows(int room, const char *role)
 
 			on_multi = k->claimed;
 			call->key_id = k->key_id;
+			call->key_attempt = k->attempt;
 			call->audit_id = k->audit_id;
 		}
 		if (on_multi)
@@ -701,10 +705,10 @@ record_sent(QueuedCall *call, const EnkashHttpResult *http, LedgerBatch *batch,
 
 	if (error)
 		enkash_finish_unsent(call->ep, call->body, len, call->key, call->key_id,
-							 call->audit_id, error, batch);
+							 call->key_attempt, call->audit_id, error, batch);
 	else
 		response = enkash_finish_sent(call->ep, call->body, len, call->key,
-									  call->key_id, call->audit_id, http,
+									  call->key_id, call->key_attempt, call->audit_id, http,
 									  call->token_generation, batch, &error);
 	outcome_args(call, response, error, call->start_error ? NULL : http, values, nulls);
 	enkash_columns_add(outcomes, values, nulls);
@@ -1012,7 +1016,8 @@ put_back_calls(QueuedCall *ready)
 	{
 		if (call->key_id != 0)
 			enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
-								 call->key_id, call->audit_id, stopped, batch);
+								 call->key_id, call->key_attempt, call->audit_id,
+								 stopped, batch);
 		ids[nready++] = call->id;
 	}
 	enkash_ledger_write(batch);
