@@ -128,7 +128,8 @@ is(key_state('FENCE-LATE'), 'succeeded', 'the new owner recorded success');
 # The old owner resumes and records its "unknown": it must not overwrite.
 kill 'CONT', $pid;
 $h->finish;
-like($$stderr, qr/WARNING: .*superseded/, 'the late owner is warned that its outcome was superseded');
+like($$stderr, qr/WARNING:  the outcome of key "FENCE-LATE" came after another attempt had taken the key over/,
+	'the late owner is warned that its outcome was superseded');
 is(key_state('FENCE-LATE'), 'succeeded', 'the late owner did not overwrite the key');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.audit_log WHERE idempotency_key = 'FENCE-LATE' AND outcome = 'superseded'"),
