@@ -423,11 +423,13 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 	double		wait;
 
 	/*
-	 * "unknown" waits for EnKash to finish, as a synchronous retry would;
-	 * and EnKash's Retry-After (429, 503) is honoured.
+	 * "unknown" waits for EnKash to finish, as a synchronous retry would,
+	 * as does a key refused as too soon to ask EnKash about (55P03); and
+	 * EnKash's Retry-After (429, 503) is honoured.
 	 */
 	wait = backoff_seconds(call->attempts);
-	if (strcmp(state, "unknown") == 0)
+	if (strcmp(state, "unknown") == 0 ||
+		(error && error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE))
 		wait = Max(wait, enkash_unknown_grace_ms / 1000.0);
 	wait = Max(wait, (double) call->retry_after);
 
