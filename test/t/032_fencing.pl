@@ -47,14 +47,21 @@ sub start_load
 	my $h = IPC::Run::start(
 		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', ($settings // '') . load($ref) ],
 		'>', \$out, '2>', \$err);
-	for (1 .. 100)
+	my $pid = '';
+	for (1 .. 400)
+	{
+		$pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE query LIKE '%$ref%' AND pid <> pg_backend_pid()");
+		last if $pid ne '';
+		usleep(20_000);
+	}
+	die "the load $ref did not start" if $pid eq '';
+	for (1 .. 1000)
 	{
 		last if loads_sent() > $sent;
-		usleep(50_000);
+		usleep(20_000);
 	}
 	die "the load $ref did not reach the sandbox" unless loads_sent() > $sent;
-	my $pid = $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE query LIKE '%$ref%' AND pid <> pg_backend_pid()");
 	return ($h, $pid, \$err);
 }
 
@@ -91,10 +98,10 @@ is(key_state('FENCE-DEAD'), 'succeeded', 'the key is succeeded');
 # its call can take (its timeouts are short).  EnKash credits the load and
 # drops the connection, so the owner, once it resumes, can only say
 # "unknown".
-faults('{"latency_ms": 800, "drop": {"count": 1, "after_apply": true}}');
+faults('{"latency_ms": 1500, "drop": {"count": 1, "after_apply": true}}');
 my $stderr;
 ($h, $pid, $stderr) = start_load('FENCE-LATE',
-	'SET enkash.timeout_ms = 1000; SET enkash.connect_timeout_ms = 200; ');
+	'SET enkash.timeout_ms = 2000; SET enkash.connect_timeout_ms = 200; ');
 kill 'STOP', $pid;
 is(key_state('FENCE-LATE'), 'in_flight', 'the hung owner holds the key');
 
@@ -105,7 +112,7 @@ like($node->safe_psql('postgres', 'SELECT try_sql($$' . load('FENCE-LATE') . '$$
 
 # Past it, the key is unknown, and EnKash is asked only after the grace.
 my $stale = 0;
-for (1 .. 60)
+for (1 .. 100)
 {
 	my $r = $node->safe_psql('postgres', 'SELECT try_sql($$' . load('FENCE-LATE') . '$$)');
 	if ($r !~ /being sent by another session/)
