@@ -1,9 +1,10 @@
 # The claim of a money call is on disk before its request leaves, even with
 # synchronous_commit = off in postgresql.conf and for the database, and a
-# WAL writer that flushes only every 10 s: an immediate stop right after
-# the request reached EnKash keeps the key (unknown after the restart), and
-# the next call checks with EnKash instead of sending again.  For a load
-# from a session and for one sent by the outbox sender.  One credit each.
+# WAL writer that flushes only every 10 s: when the request reaches EnKash,
+# the WAL is flushed past the claim's commit record (pg_walinspect finds
+# it); an immediate stop right then keeps the key, and the next call
+# checks with EnKash instead of sending again.  For a load from a session
+# and for one sent by the outbox sender.  One credit each.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -22,6 +23,8 @@ $node->safe_psql('postgres', 'ALTER SYSTEM SET synchronous_commit = off');
 $node->safe_psql('postgres', 'ALTER DATABASE postgres SET synchronous_commit = off');
 $node->restart;
 is($node->safe_psql('postgres', 'SHOW synchronous_commit'), 'off', 'synchronous_commit is off');
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_walinspect');
+my $wal_start = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 
 my $load_path = '/api/v0/partner/enKashCard/balance';
 sub loads_sent
@@ -34,21 +37,29 @@ sub credits
 	return sandbox_json($url, 'GET', "/__sandbox/ledger?reference=$_[0]", 'count');
 }
 
-# Waits until the next load reaches the sandbox, then stops the server at
-# once and starts it again.
+# Waits until the load of reference ref reaches the sandbox, notes how far
+# the WAL is flushed then and the claim's transaction, then stops the
+# server at once and starts it again.  Returns whether the claim's commit
+# record lies within what was flushed.
 sub crash_when_load_arrives
 {
-	my ($sent) = @_;
-	for (1 .. 200)
+	my ($sent, $ref) = @_;
+	for (1 .. 500)
 	{
 		last if loads_sent() > $sent;
 		usleep(20_000);
 	}
 	die 'the load did not reach the sandbox' unless loads_sent() > $sent;
-	note 'unflushed WAL bytes when the load arrived: ' . $node->safe_psql('postgres',
-		'SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn())');
+	my ($flushed, $xid) = split /\|/, $node->safe_psql('postgres',
+		"SELECT pg_current_wal_flush_lsn(), "
+		  . "(SELECT xmin FROM enkash.idempotency_keys WHERE key = '$ref')");
 	$node->stop('immediate');
 	$node->start;
+	note "claim $ref: transaction $xid, WAL flushed to $flushed when the request arrived";
+	return 'no claim' if ($xid // '') eq '';
+	return $node->safe_psql('postgres',
+		"SELECT bool_and(end_lsn <= '$flushed') FROM pg_get_wal_records_info('$wal_start', "
+		  . "pg_current_wal_flush_lsn()) WHERE resource_manager = 'Transaction' AND xid = '$xid'");
 }
 
 sub load_after_restart
@@ -74,7 +85,8 @@ my $h = IPC::Run::start(
 	[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
 	  "SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 7, 'SYNC-1')" ],
 	'>', \$out, '2>', \$err);
-crash_when_load_arrives(0);
+is(crash_when_load_arrives(0, 'SYNC-1'), 't',
+	'when the load reached EnKash, its claim\'s commit was flushed');
 $h->finish;
 is($node->safe_psql('postgres', "SELECT count(*) FROM enkash.idempotency_keys WHERE key = 'SYNC-1'"),
 	1, 'after an immediate stop the session\'s key is there');
@@ -86,7 +98,8 @@ is(credits('SYNC-1'), 1, 'one credit for SYNC-1');
 # 2. A load queued for the outbox sender.
 $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 7, 'SYNC-2')");
-crash_when_load_arrives(1);
+is(crash_when_load_arrives(1, 'SYNC-2'), 't',
+	'when the queued load reached EnKash, its claim\'s commit was flushed');
 is($node->safe_psql('postgres', "SELECT count(*) FROM enkash.idempotency_keys WHERE key = 'SYNC-2'"),
 	1, 'after an immediate stop the queued load\'s key is there');
 sandbox($url, 'POST', '/__sandbox/faults', '{"clear": true}');
