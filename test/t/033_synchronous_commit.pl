@@ -40,7 +40,8 @@ sub credits
 # Waits until the load of reference ref reaches the sandbox, notes how far
 # the WAL is flushed then and the claim's transaction, then stops the
 # server at once and starts it again.  Returns whether the claim's commit
-# record lies within what was flushed.
+# record (its transaction's, or its parent's: the worker claims in a
+# subtransaction) lies within what was flushed.
 sub crash_when_load_arrives
 {
 	my ($sent, $ref) = @_;
@@ -59,7 +60,8 @@ sub crash_when_load_arrives
 	return 'no claim' if ($xid // '') eq '';
 	return $node->safe_psql('postgres',
 		"SELECT bool_and(end_lsn <= '$flushed') FROM pg_get_wal_records_info('$wal_start', "
-		  . "pg_current_wal_flush_lsn()) WHERE resource_manager = 'Transaction' AND xid = '$xid'");
+		  . "pg_current_wal_flush_lsn()) WHERE resource_manager = 'Transaction' "
+		  . "AND record_type = 'COMMIT' AND (xid = '$xid' OR description ~ 'subxacts:[ 0-9]* $xid([^0-9]|\$)')");
 }
 
 sub load_after_restart
