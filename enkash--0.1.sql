@@ -42,6 +42,11 @@ CREATE TABLE enkash.idempotency_keys (
     http_status integer,
     role text NOT NULL,
     owner_pid integer,
+    -- in_flight: until when its owner may still be sending (the claim plus
+    -- the longest its call can take); a live owner is trusted until then
+    owner_deadline timestamptz,
+    -- each claim or takeover adds one; an outcome is recorded only by the
+    -- attempt that holds the key (a late owner's goes to the audit log)
     attempts integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
@@ -54,7 +59,8 @@ COMMENT ON TABLE enkash.idempotency_keys IS
 -- Append-only: one row per HTTP exchange with EnKash, token calls included;
 -- a money call also has a "sent" row, written with its key before the
 -- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
--- declined, failed (nothing happened), unknown, error.  An answer's row
+-- declined, failed (nothing happened), unknown, error, superseded (an
+-- answer that came after a later attempt took its key over).  An answer's row
 -- names its "sent" row (sent_id) and does not repeat the request; one whose
 -- answer was lost to a crash is answered "unknown" once that is found.
 CREATE TABLE enkash.audit_log (

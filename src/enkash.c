@@ -210,8 +210,8 @@ define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("enkash.stale_claim_ms",
-							"Age after which an in-flight key of a live session counts as unknown.",
-							"A session that is still sending after this long has surely lost its answer.",
+							"Least age at which an in-flight key of a live session counts as unknown.",
+							"The session is also trusted for the longest its call can take by its own timeouts; past both, the key is unknown and EnKash is asked after enkash.unknown_grace_ms.",
 							&enkash_stale_claim_ms, 120000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 

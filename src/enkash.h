@@ -194,12 +194,13 @@ extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
 								const char *key);
 extern Jsonb *enkash_finish_sent(const EnkashEndpoint *endpoint, const char *json,
 								 size_t len, const char *key, int64 key_id,
-								 int64 audit_id, const EnkashHttpResult *http,
+								 int key_attempt, int64 audit_id,
+								 const EnkashHttpResult *http,
 								 uint64 token_generation, struct LedgerBatch *batch,
 								 ErrorData **error);
 extern void enkash_finish_unsent(const EnkashEndpoint *endpoint, const char *json,
 								 size_t len, const char *key, int64 key_id,
-								 int64 audit_id, ErrorData *edata,
+								 int key_attempt, int64 audit_id, ErrorData *edata,
 								 struct LedgerBatch *batch);
 extern char *enkash_request_fingerprint(const EnkashEndpoint *endpoint,
 										const char *json, size_t len);

@@ -126,6 +126,8 @@ typedef struct LedgerSlot
 	Latch	   *waiter;			/* its latch, set when the answer is in */
 	int64		key_id;
 	int64		audit_id;
+	int			attempt;		/* the key's attempt: fences OP_FINISH */
+	int			call_ms;		/* OP_CLAIM: the longest the call can take */
 	int			key_state;		/* LedgerState, for OP_FINISH */
 	int			http_status;
 	double		latency_ms;
@@ -619,6 +621,36 @@ copy_or_null(const char *s)
 	return s ? pstrdup(s) : NULL;
 }
 
+/*
+ * The longest a claimed call can go on before its request has surely left
+ * and been answered, by this process's settings: two exchanges (a look-up
+ * and the send when reconciling, or a send and its one retry after a
+ * refused token), each made of a rate-limit wait, a wait for another
+ * process's token fetch, a token fetch and the POST, every one bounded by
+ * the connect and total timeouts.  Until then a live owner is trusted.
+ */
+int
+enkash_longest_call_ms(void)
+{
+	int64		ms = (int64) 2 * 5 * ((int64) enkash_connect_timeout_ms + enkash_timeout_ms);
+
+	return (int) Min(ms, INT_MAX);
+}
+
+/*
+ * The current transaction's commit is to be flushed (and reach synchronous
+ * standbys) before anything goes on, whatever synchronous_commit the server,
+ * database or role says: a claim that a crash could undo after its request
+ * left would let the call be sent twice.  remote_apply is kept.
+ */
+void
+enkash_durable_commit(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_REMOTE_FLUSH)
+		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
 void
 enkash_ledger_claim(const char *endpoint, const char *key,
 					const char *fingerprint, const char *request,
@@ -637,6 +669,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	slot_put(slot, F_FINGERPRINT, fingerprint, false);
 	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put(slot, F_REQUEST, request, true);
+	slot->call_ms = enkash_longest_call_ms();
 	slot_submit(slot);
 	if (!slot_wait(slot))
 		worker_unavailable();
@@ -644,6 +677,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	memset(claim, 0, sizeof(*claim));
 	claim->verdict = (LedgerVerdict) slot->verdict;
 	claim->key_id = slot->key_id;
+	claim->attempt = slot->attempt;
 	claim->audit_id = slot->audit_id;
 	strlcpy(claim->sqlstate, slot_get(slot, F_ERR_SQLSTATE) ?
 			slot_get(slot, F_ERR_SQLSTATE) : "", sizeof(claim->sqlstate));
@@ -681,12 +715,28 @@ enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
 }
 
 /*
+ * An outcome that came after another attempt had taken the key over: its
+ * owner was presumed gone (ended, or past the longest its call could take).
+ */
+static void
+superseded_warning(const char *key)
+{
+	ereport(WARNING,
+			(errmsg("the outcome of key \"%s\" came after another attempt had taken the key over; it was not recorded on the key",
+					key ? key : "?"),
+			 errdetail("The answer is in enkash.audit_log as \"superseded\"; the key keeps the later attempt's record."),
+			 errhint("Compare the two in enkash.audit_log; EnKash's record of the reference number decides.")));
+}
+
+/*
  * Records the outcome of a key and of its send.  With wait, returns once it
  * is committed (or warns that the worker is away: the key then stays
- * in_flight, and so is treated as unknown later: safe, if slower).
+ * in_flight, and so is treated as unknown later: safe, if slower).  The
+ * outcome is recorded on the key only if attempt is still the key's
+ * attempt: an owner that was taken over keeps its answer to the audit log.
  */
 void
-enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
+enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,
 					 const char *payload, const char *err_sqlstate,
 					 const char *err_message, const char *err_detail,
 					 const LedgerExchange *exchange, bool wait)
@@ -702,6 +752,7 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 		return;
 	}
 	slot->key_id = key_id;
+	slot->attempt = attempt;
 	slot->audit_id = audit_id;
 	slot->key_state = state;
 	slot_put(slot, F_ROLE, calling_role(), false);
@@ -742,6 +793,8 @@ enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
 				 errhint("Treat the outcome as unknown: check with EnKash (enkash_transactions) before using the key again.")));
 		return;
 	}
+	else if (slot->verdict == LEDGER_SUPERSEDED)
+		superseded_warning(exchange->key);
 	slot_release(slot);
 }
 
@@ -876,6 +929,7 @@ enkash_ledger_attach_worker(void)
 static SPIPlanPtr plan_claim_insert;
 static SPIPlanPtr plan_claim_select;
 static SPIPlanPtr plan_claim_retake;
+static SPIPlanPtr plan_claim_unknown;
 static SPIPlanPtr plan_audit_sent;
 static SPIPlanPtr plan_finish_key;
 static SPIPlanPtr plan_release_key;
@@ -889,7 +943,7 @@ static SPIPlanPtr plan_finish_keys;
 static SPIPlanPtr plan_release_keys;
 
 /* The columns of plan_claim_inserts and plan_audits_sent. */
-static const Oid claim_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID};
+static const Oid claim_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, FLOAT8OID};
 static const Oid sent_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 
 /* The columns of an audit row as plan_audit takes them, in order. */
@@ -1096,40 +1150,49 @@ enkash_try_together(void (*fn) (void *arg), void *arg)
 static void
 prepare_plans(void)
 {
-	Oid			t6[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID};
+	Oid			t7[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, FLOAT8OID};
 	Oid			t4[] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID};
-	Oid			t2b[] = {INT8OID, INT4OID};
+	Oid			t3b[] = {INT8OID, INT4OID, FLOAT8OID};
 	Oid			t5[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
-	Oid			tf[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Oid			tf[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID};
 	Oid			t1[] = {INT8OID};
+	Oid			t2r[] = {INT8OID, INT4OID};
 	Oid			tl[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTOID};
 
 	if (plan_release_keys)		/* the last one prepared below */
 		return;
 	plan_claim_insert = enkash_keep_plan(
 		"INSERT INTO enkash.idempotency_keys AS k "
-		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
-		"VALUES ($1, $2, $3, $4, $5, $6, 'in_flight') "
-		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id", 6, t6);
+		"  (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) "
+		"VALUES ($1, $2, $3, $4, $5, $6, 'in_flight', now() + make_interval(secs => $7)) "
+		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, attempts", 7, t7);
+	/* stale: past the owner's deadline, and at least enkash.stale_claim_ms old */
 	plan_claim_select = enkash_keep_plan(
 		"SELECT id, fingerprint, state, outcome::text, error_sqlstate, error_message, "
 		"       error_detail, owner_pid, "
-		"       updated_at < now() - make_interval(secs => $3) AS stale, "
+		"       greatest(owner_deadline, updated_at + make_interval(secs => $3)) < now() AS stale, "
 		"       updated_at < now() - make_interval(secs => $4) AS grace_over "
 		"FROM enkash.idempotency_keys WHERE endpoint = $1 AND key = $2 FOR UPDATE", 4, t4);
 	plan_claim_retake = enkash_keep_plan(
 		"UPDATE enkash.idempotency_keys SET state = 'in_flight', owner_pid = $2, "
-		"  attempts = attempts + 1, updated_at = now() WHERE id = $1", 2, t2b);
+		"  attempts = attempts + 1, updated_at = now(), "
+		"  owner_deadline = now() + make_interval(secs => $3) "
+		"WHERE id = $1 RETURNING attempts", 3, t3b);
+	/* the grace is counted from here; the attempt stays its owner's */
+	plan_claim_unknown = enkash_keep_plan(
+		"UPDATE enkash.idempotency_keys SET state = 'unknown', owner_pid = NULL, "
+		"  owner_deadline = NULL, updated_at = now() WHERE id = $1", 1, t1);
 	plan_audit_sent = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, key_id) "
 		"VALUES ($1, $2, $3, $4, 'sent', $5) RETURNING id", 5, t5);
 	plan_finish_key = enkash_keep_plan(
 		"UPDATE enkash.idempotency_keys SET state = $2, outcome = $3, error_sqlstate = $4, "
 		"  error_message = $5, error_detail = $6, http_status = $7, owner_pid = NULL, "
-		"  updated_at = now(), finished_at = CASE WHEN $2 IN ('succeeded', 'failed') "
-		"  THEN now() END WHERE id = $1", 7, tf);
+		"  owner_deadline = NULL, updated_at = now(), "
+		"  finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN now() END "
+		"WHERE id = $1 AND attempts = $8", 8, tf);
 	plan_release_key = enkash_keep_plan(
-		"DELETE FROM enkash.idempotency_keys WHERE id = $1", 1, t1);
+		"DELETE FROM enkash.idempotency_keys WHERE id = $1 AND attempts = $2", 2, t2r);
 	/* (by idempotency_key: the audit log's index; a key has few rows) */
 	plan_answer_lost = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
@@ -1153,8 +1216,9 @@ prepare_plans(void)
 	/* the outbox sender's batches: the statements above, many rows each */
 	plan_claim_inserts = enkash_prepare_columns(
 		"INSERT INTO enkash.idempotency_keys AS k "
-		"  (endpoint, key, fingerprint, request, role, owner_pid, state) "
-		"SELECT *, 'in_flight' FROM unnest($1, $2, $3, $4, $5, $6) "
+		"  (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) "
+		"SELECT e, k, f, r, o, p, 'in_flight', now() + make_interval(secs => d) "
+		"FROM unnest($1, $2, $3, $4, $5, $6, $7) AS u(e, k, f, r, o, p, d) "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, endpoint, key",
 		claim_types, lengthof(claim_types));
 	plan_audits_sent = enkash_prepare_columns(
@@ -1164,13 +1228,15 @@ prepare_plans(void)
 	plan_finish_keys = enkash_prepare_columns(
 		"UPDATE enkash.idempotency_keys k SET state = u.state, outcome = u.outcome, "
 		"  error_sqlstate = u.sqlstate, error_message = u.message, error_detail = u.detail, "
-		"  http_status = u.http_status, owner_pid = NULL, updated_at = now(), "
+		"  http_status = u.http_status, owner_pid = NULL, owner_deadline = NULL, "
+		"  updated_at = now(), "
 		"  finished_at = CASE WHEN u.state IN ('succeeded', 'failed') THEN now() END "
-		"FROM unnest($1, $2, $3, $4, $5, $6, $7) "
-		"  AS u(id, state, outcome, sqlstate, message, detail, http_status) "
-		"WHERE k.id = u.id", tf, lengthof(tf));
+		"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
+		"  AS u(id, state, outcome, sqlstate, message, detail, http_status, attempt) "
+		"WHERE k.id = u.id AND k.attempts = u.attempt", tf, lengthof(tf));
 	plan_release_keys = enkash_prepare_columns(
-		"DELETE FROM enkash.idempotency_keys WHERE id = ANY ($1)", t1, 1);
+		"DELETE FROM enkash.idempotency_keys k USING unnest($1, $2) AS u(id, attempt) "
+		"WHERE k.id = u.id AND k.attempts = u.attempt", t2r, lengthof(t2r));
 }
 
 static Datum
@@ -1350,8 +1416,8 @@ answer_from_column(LedgerSlot *slot, SlotField field, int col)
 static void
 process_claim(LedgerSlot *slot)
 {
-	Datum		v[6];
-	char		n[6];
+	Datum		v[7];
+	char		n[7];
 	bool		isnull;
 	char	   *state;
 	char	   *fingerprint;
@@ -1363,6 +1429,8 @@ process_claim(LedgerSlot *slot)
 	v[4] = text_arg(slot_get(slot, F_ROLE), n, 4);
 	v[5] = Int32GetDatum(slot->pid);
 	n[5] = ' ';
+	v[6] = Float8GetDatum(slot->call_ms / 1000.0);
+	n[6] = ' ';
 
 	if (SPI_execute_plan(plan_claim_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not claim the key in enkash.idempotency_keys");
@@ -1370,6 +1438,8 @@ process_claim(LedgerSlot *slot)
 	{
 		slot->key_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												   SPI_tuptable->tupdesc, 1, &isnull));
+		slot->attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 2, &isnull));
 		slot->audit_id = insert_sent_audit(slot, slot->key_id, v[3], n[3]);
 		slot->verdict = LEDGER_CLAIMED;
 		return;
@@ -1424,9 +1494,21 @@ process_claim(LedgerSlot *slot)
 			slot->verdict = LEDGER_IN_FLIGHT;
 			return;
 		}
+
+		/*
+		 * Its owner is gone, or past the longest its call could take; but
+		 * EnKash may still be processing the request, and would not know
+		 * it yet.  The key is unknown from now, asked about after the grace.
+		 */
 		answer_lost(enkash_int8_array(&slot->key_id, 1), text_array(&v[1], 1), alive ?
-					"this call was in flight for longer than enkash.stale_claim_ms; the outcome is unknown" :
+					"this call was in flight for longer than it could take; the outcome is unknown" :
 					"the session sending this call ended before its answer was recorded; the outcome is unknown");
+		v[0] = Int64GetDatum(slot->key_id);
+		n[0] = ' ';
+		if (SPI_execute_plan(plan_claim_unknown, v, n, false, 1) != SPI_OK_UPDATE)
+			elog(ERROR, "could not mark the key unknown in enkash.idempotency_keys");
+		slot->verdict = LEDGER_TOO_SOON;
+		return;
 	}
 
 	/* Unknown only just now: EnKash may still be processing the request. */
@@ -1438,12 +1520,16 @@ process_claim(LedgerSlot *slot)
 		return;
 	}
 
-	/* unknown, or in flight for a session that is gone: ask EnKash first */
+	/* unknown past the grace: ask EnKash first */
 	v[0] = Int64GetDatum(slot->key_id);
 	v[1] = Int32GetDatum(slot->pid);
-	n[0] = n[1] = ' ';
-	if (SPI_execute_plan(plan_claim_retake, v, n, false, 1) != SPI_OK_UPDATE)
+	v[2] = Float8GetDatum(slot->call_ms / 1000.0);
+	n[0] = n[1] = n[2] = ' ';
+	if (SPI_execute_plan(plan_claim_retake, v, n, false, 1) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
 		elog(ERROR, "could not retake the key in enkash.idempotency_keys");
+	slot->attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
 	slot->verdict = LEDGER_RECONCILE;
 }
 
@@ -1472,26 +1558,47 @@ finish_key_args(LedgerSlot *slot, Datum *v, char *n)
 	v[5] = text_arg(slot_get(slot, F_ERR_DETAIL), n, 5);
 	v[6] = Int32GetDatum(slot->http_status);
 	n[6] = slot->http_status ? ' ' : 'n';
+	v[7] = Int32GetDatum(slot->attempt);
+	n[7] = ' ';
 }
 
 /*
- * Records an outcome.  One whose key is not there (it was never committed,
- * or was released) is still written to the audit log, and the caller is
- * told: nothing stands between the key and a second send but this record.
+ * The key was taken over by a later attempt: the outcome goes to the audit
+ * log only, as "superseded", saying what it was.
+ */
+static void
+supersede(LedgerSlot *slot)
+{
+	const char *outcome = slot_get(slot, F_OUTCOME);
+
+	slot_put(slot, F_MESSAGE,
+			 psprintf("answered \"%s\" after a later attempt had taken the key over; the key keeps that attempt's record",
+					  outcome ? outcome : "?"), false);
+	slot_put(slot, F_OUTCOME, "superseded", false);
+	slot->verdict = LEDGER_SUPERSEDED;
+	/* a backend waiting for the answer warns its caller; else the log */
+	if (!slot->reply)
+		superseded_warning(slot_get(slot, F_KEY));
+}
+
+/*
+ * The key's outcome (or its release), if the key is still this attempt's,
+ * and the answer's audit row.
  */
 static void
 process_finish(LedgerSlot *slot)
 {
 	Datum		v[8];
 	char		n[8];
-	bool		lost = false;
 
+	slot->verdict = LEDGER_CLAIMED;
 	if (slot->key_id != 0)
 	{
 		if (slot->key_state == LEDGER_RELEASED)
 		{
 			v[0] = Int64GetDatum(slot->key_id);
-			n[0] = ' ';
+			v[1] = Int32GetDatum(slot->attempt);
+			n[0] = n[1] = ' ';
 			if (SPI_execute_plan(plan_release_key, v, n, false, 0) != SPI_OK_DELETE)
 				elog(ERROR, "could not release the key");
 		}
@@ -1500,25 +1607,12 @@ process_finish(LedgerSlot *slot)
 			finish_key_args(slot, v, n);
 			if (SPI_execute_plan(plan_finish_key, v, n, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record the outcome of the key");
-			lost = (SPI_processed == 0);
 		}
+		if (SPI_processed == 0)
+			supersede(slot);
 	}
 	if (slot->audit_id != 0)
 		insert_audit(slot);
-	slot->verdict = LEDGER_CLAIMED;
-	if (lost)
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
-				 errmsg("enkash worker: the outcome of key \"%s\" has no key to be recorded against",
-						slot_get(slot, F_KEY) ? slot_get(slot, F_KEY) : "?"),
-				 errdetail("The answer is in enkash.audit_log; enkash.idempotency_keys has no row %lld.",
-						   (long long) slot->key_id)));
-		slot_reset_fields(slot);
-		slot->verdict = LEDGER_ERROR;
-		slot_put(slot, F_ERR_SQLSTATE, unpack_sql_state(ERRCODE_ENKASH_OUTCOME_UNKNOWN), false);
-		slot_put(slot, F_ERR_MESSAGE, "its idempotency key is not in enkash.idempotency_keys", false);
-	}
 }
 
 static void
@@ -1547,8 +1641,10 @@ local_slot(LedgerOp op)
 	LedgerSlot *slot = palloc(sizeof(LedgerSlot));
 
 	slot->op = op;
+	slot->reply = false;
 	slot->pid = MyProcPid;
 	slot->key_id = slot->audit_id = 0;
+	slot->attempt = 0;
 	slot_reset_fields(slot);
 	prepare_plans();
 	return slot;
@@ -1591,6 +1687,7 @@ typedef struct NewKey
 	const char *fingerprint;
 	const char *role;
 	int			pid;			/* owner_pid: the process that sends it */
+	double		call_secs;		/* the longest its call can take */
 	Datum		request;		/* masked, jsonb */
 	char		request_null;
 	bool		claimed;		/* out: claimed, with its "sent" audit row */
@@ -1610,14 +1707,16 @@ new_key_args(const NewKey *k, Datum *v, char *n)
 	v[4] = text_arg(k->role, n, 4);
 	v[5] = Int32GetDatum(k->pid);
 	n[5] = ' ';
+	v[6] = Float8GetDatum(k->call_secs);
+	n[6] = ' ';
 }
 
 /* Claims one new key with its "sent" audit row; false if the key exists. */
 static bool
 claim_new_key(NewKey *k)
 {
-	Datum		v[6];
-	char		n[6];
+	Datum		v[7];
+	char		n[7];
 	bool		isnull;
 
 	new_key_args(k, v, n);
@@ -1657,8 +1756,8 @@ claim_new_keys_together(void *arg)
 	enkash_columns_init(&keys, claim_types, lengthof(claim_types), batch->count);
 	for (int i = 0; i < batch->count; i++)
 	{
-		Datum		v[6];
-		char		n[6];
+		Datum		v[7];
+		char		n[7];
 
 		new_key_args(batch->keys[i], v, n);
 		enkash_columns_add(&keys, v, n);
@@ -1768,6 +1867,7 @@ enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
 		rows[i].fingerprint = keys[i].fingerprint;
 		rows[i].role = role;
 		rows[i].pid = MyProcPid;
+		rows[i].call_secs = enkash_longest_call_ms() / 1000.0;
 		rows[i].request = json_arg(keys[i].request, &rows[i].request_null, 0);
 	}
 	if (!claim_new_keys_together_or_not(rows, count, &distinct))
@@ -1780,6 +1880,7 @@ enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role)
 	{
 		keys[i].claimed = rows[i].claimed;
 		keys[i].key_id = rows[i].key_id;
+		keys[i].attempt = rows[i].claimed ? 1 : 0; /* a new key's first attempt */
 		keys[i].audit_id = rows[i].audit_id;
 	}
 	pfree(rows);
@@ -1812,7 +1913,7 @@ enkash_ledger_batch(const char *role, int size)
 
 /* Queues the outcome of a key and its send (key_id 0: an audit row of its own). */
 void
-enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
+enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int attempt, int64 audit_id,
 						   LedgerState state, const char *payload,
 						   const char *err_sqlstate, const char *err_message,
 						   const char *err_detail, const LedgerExchange *exchange)
@@ -1820,6 +1921,7 @@ enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
 	LedgerSlot *slot = local_slot(key_id || audit_id ? OP_FINISH : OP_AUDIT);
 
 	slot->key_id = key_id;
+	slot->attempt = attempt;
 	slot->audit_id = audit_id;
 	slot->key_state = state;
 	slot_put(slot, F_ROLE, batch->role, false);
@@ -1846,13 +1948,13 @@ static void
 write_together(void *arg)
 {
 	SlotBatch  *batch = arg;
-	Oid			id_type[] = {INT8OID};
-	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Oid			release_types[] = {INT8OID, INT4OID};
+	Oid			key_types[] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID};
 	EnkashColumns released;
 	EnkashColumns keys;
 	EnkashColumns audits;
 
-	enkash_columns_init(&released, id_type, 1, batch->count);
+	enkash_columns_init(&released, release_types, lengthof(release_types), batch->count);
 	enkash_columns_init(&keys, key_types, lengthof(key_types), batch->count);
 	enkash_columns_init(&audits, audit_types, AUDIT_COLUMNS, batch->count);
 	for (int i = 0; i < batch->count; i++)
@@ -1870,7 +1972,8 @@ write_together(void *arg)
 		if (slot->key_id != 0 && slot->key_state == LEDGER_RELEASED)
 		{
 			v[0] = Int64GetDatum(slot->key_id);
-			enkash_columns_add(&released, v, " ");
+			v[1] = Int32GetDatum(slot->attempt);
+			enkash_columns_add(&released, v, "  ");
 		}
 		else if (slot->key_id != 0)
 		{
@@ -1969,6 +2072,7 @@ process_claims_together(LedgerSlot **batch, const bool *abandoned, int count)
 		k->fingerprint = slot_get(slot, F_FINGERPRINT);
 		k->role = slot_get(slot, F_ROLE);
 		k->pid = slot->pid;
+		k->call_secs = slot->call_ms / 1000.0;
 		k->request = jsonb_field_arg(slot, F_REQUEST, &k->request_null, 0);
 		claims[nkeys++] = slot;
 	}
@@ -1979,6 +2083,7 @@ process_claims_together(LedgerSlot **batch, const bool *abandoned, int count)
 		if (!keys[i].claimed)
 			continue;
 		claims[i]->key_id = keys[i].key_id;
+		claims[i]->attempt = 1; /* a new key's first attempt */
 		claims[i]->audit_id = keys[i].audit_id;
 		claims[i]->verdict = LEDGER_CLAIMED;
 		claims[i]->processed = true;
@@ -2118,7 +2223,7 @@ sweep_in_flight(void)
 	Datum	   *keys;
 	uint64		n;
 	int			rc = SPI_execute("UPDATE enkash.idempotency_keys SET state = 'unknown', "
-								 "owner_pid = NULL, updated_at = now() "
+								 "owner_pid = NULL, owner_deadline = NULL, updated_at = now() "
 								 "WHERE state = 'in_flight' RETURNING id, key", false, 0);
 
 	if (rc != SPI_OK_UPDATE_RETURNING)
@@ -2277,7 +2382,9 @@ enkash_ledger_process(void)
 	 * Look-ups' audit rows alone need no flush of the WAL before the worker
 	 * goes on: nobody waits for them (SET LOCAL synchronous_commit = off).
 	 */
-	if (!batch_needs_flush(batch, count))
+	if (batch_needs_flush(batch, count) || need_sweep)
+		enkash_durable_commit();
+	else
 		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_finish();

@@ -28,6 +28,7 @@ typedef enum LedgerVerdict
 	LEDGER_MISMATCH,			/* the key was used for a different request */
 	LEDGER_IN_FLIGHT,			/* another session is sending it right now */
 	LEDGER_TOO_SOON,			/* unknown, but EnKash may still be at it */
+	LEDGER_SUPERSEDED,			/* (finish) a later attempt owns the key */
 	LEDGER_ERROR				/* the worker could not record it */
 } LedgerVerdict;
 
@@ -35,6 +36,7 @@ typedef struct LedgerClaim
 {
 	LedgerVerdict verdict;
 	int64		key_id;			/* enkash.idempotency_keys.id */
+	int			attempt;		/* its attempts: fences the outcome */
 	int64		audit_id;		/* enkash.audit_log.id of the send, if any */
 	char		sqlstate[6];	/* stored failure, or the worker's error */
 	char	   *payload;		/* stored payload (REPLAY_SUCCESS) */
@@ -79,11 +81,13 @@ extern void enkash_ledger_claim(const char *endpoint, const char *key,
 								LedgerClaim *claim);
 extern int64 enkash_ledger_sending(int64 key_id, const char *endpoint,
 								   const char *key, const char *request);
-extern void enkash_ledger_finish(int64 key_id, int64 audit_id, LedgerState state,
+extern void enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,
 								 const char *payload, const char *err_sqlstate,
 								 const char *err_message, const char *err_detail,
 								 const LedgerExchange *exchange, bool wait);
 extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
+extern int	enkash_longest_call_ms(void);
+extern void enkash_durable_commit(void);
 
 /* The outbox's wake-up call (outbox.c) */
 extern void enkash_outbox_wake(void);
@@ -103,13 +107,14 @@ typedef struct LedgerNewKey
 	const char *request;		/* masked JSON */
 	bool		claimed;		/* out: claimed here, with its "sent" audit row */
 	int64		key_id;
+	int			attempt;
 	int64		audit_id;
 } LedgerNewKey;
 extern void enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const char *role);
 
 typedef struct LedgerBatch LedgerBatch;
 extern LedgerBatch *enkash_ledger_batch(const char *role, int size);
-extern void enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int64 audit_id,
+extern void enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int attempt, int64 audit_id,
 									   LedgerState state, const char *payload,
 									   const char *err_sqlstate, const char *err_message,
 									   const char *err_detail, const LedgerExchange *exchange);

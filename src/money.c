@@ -110,7 +110,7 @@ audit_outcome(LedgerState state)
  */
 static Jsonb *
 record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
-				const char *key, int64 key_id, int64 audit_id,
+				const char *key, int64 key_id, int attempt, int64 audit_id,
 				const EnkashHttpResult *http, const EnkashAnswer *answer,
 				Jsonb *payload, ErrorData *edata, bool request_left,
 				LedgerBatch *batch)
@@ -137,13 +137,13 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 		stored = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
 	}
 	if (batch == NULL)
-		enkash_ledger_finish(key_id, audit_id, state, stored,
+		enkash_ledger_finish(key_id, attempt, audit_id, state, stored,
 							 state == LEDGER_FAILED ? x.sqlstate : NULL,
 							 state == LEDGER_FAILED ? edata->message : NULL,
 							 state == LEDGER_FAILED ? edata->detail : NULL,
 							 &x, true);
 	else
-		enkash_ledger_finish_later(batch, key_id, audit_id, state, stored,
+		enkash_ledger_finish_later(batch, key_id, attempt, audit_id, state, stored,
 								   state == LEDGER_FAILED ? x.sqlstate : NULL,
 								   state == LEDGER_FAILED ? edata->message : NULL,
 								   state == LEDGER_FAILED ? edata->detail : NULL, &x);
@@ -156,7 +156,7 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
  */
 static Jsonb *
 send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
-			 const char *key, int64 key_id, int64 audit_id)
+			 const char *key, int64 key_id, int attempt, int64 audit_id)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	EnkashHttpResult http = {0};
@@ -173,14 +173,14 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		ErrorData  *edata = enkash_current_error(cxt);
 
-		(void) record_exchange(ep, json, len, key, key_id, audit_id, &http, NULL,
-							   NULL, edata, request_left, NULL);
+		(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
+							   NULL, NULL, edata, request_left, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	(void) record_exchange(ep, json, len, key, key_id, audit_id, &http, &answer,
-						   payload, NULL, true, NULL);
+	(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
+						   &answer, payload, NULL, true, NULL);
 	return payload;
 }
 
@@ -194,7 +194,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
  */
 Jsonb *
 enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
-				   const char *key, int64 key_id, int64 audit_id,
+				   const char *key, int64 key_id, int key_attempt, int64 audit_id,
 				   const EnkashHttpResult *http, uint64 token_generation,
 				   LedgerBatch *batch, ErrorData **error)
 {
@@ -221,18 +221,18 @@ enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 	PG_END_TRY();
 
 	*error = edata;
-	return record_exchange(ep, json, len, key, key_id, audit_id, http, &answer,
-						   payload, edata, true, batch);
+	return record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, http,
+						   &answer, payload, edata, true, batch);
 }
 
 /* The same for a call that failed before its request could leave. */
 void
 enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
-					 const char *key, int64 key_id, int64 audit_id,
+					 const char *key, int64 key_id, int key_attempt, int64 audit_id,
 					 ErrorData *edata, LedgerBatch *batch)
 {
-	(void) record_exchange(ep, json, len, key, key_id, audit_id, NULL, NULL, NULL,
-						   edata, false, batch);
+	(void) record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, NULL,
+						   NULL, NULL, edata, false, batch);
 }
 
 /* The fingerprint of a body built as text: jsonb's text of it is hashed. */
@@ -337,7 +337,7 @@ find_load(const char *json, size_t len, const char *key)
  */
 static Jsonb *
 reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
-		  const char *key, int64 key_id)
+		  const char *key, int64 key_id, int attempt)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *volatile found = NULL;
@@ -348,7 +348,8 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		memset(&x, 0, sizeof(x));
 		x.endpoint = ep->name;
 		x.key = key;
-		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
+		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL,
+							 &x, true);
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
 				 errmsg("the outcome of an earlier attempt at %s with key \"%s\" is unknown; nothing was sent",
@@ -369,7 +370,8 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		memset(&x, 0, sizeof(x));
 		x.endpoint = ep->name;
 		x.key = key;
-		enkash_ledger_finish(key_id, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
+		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL,
+							 &x, true);
 		(void) edata;
 		PG_RE_THROW();
 	}
@@ -384,7 +386,7 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		Jsonb	   *stored = enkash_mask(found);
 
-		enkash_ledger_finish(key_id, 0, LEDGER_SUCCEEDED,
+		enkash_ledger_finish(key_id, attempt, 0, LEDGER_SUCCEEDED,
 							 JsonbToCString(NULL, &stored->root, VARSIZE(stored)),
 							 NULL, NULL, NULL, &x, true);
 	}
@@ -418,13 +420,14 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 	switch (claim.verdict)
 	{
 		case LEDGER_CLAIMED:
-			return send_claimed(ep, json, len, key, claim.key_id, claim.audit_id);
+			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
+								claim.audit_id);
 
 		case LEDGER_RECONCILE:
-			outcome = reconcile(ep, json, len, key, claim.key_id);
+			outcome = reconcile(ep, json, len, key, claim.key_id, claim.attempt);
 			if (outcome)
 				return outcome;
-			return send_claimed(ep, json, len, key, claim.key_id,
+			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
 								enkash_ledger_sending(claim.key_id, ep->name, key, request));
 
 		case LEDGER_REPLAY_SUCCESS:
@@ -472,6 +475,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 					 errhint("Call again when it has finished to get its outcome.")));
 			break;
 
+		case LEDGER_SUPERSEDED:	/* (an outcome's verdict, never a claim's) */
 		case LEDGER_ERROR:
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

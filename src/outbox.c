@@ -252,6 +252,7 @@ typedef struct QueuedCall
 	/* sent on the multi handle (else: the ordinary path, one at a time) */
 	const EnkashEndpoint *ep;
 	int64		key_id;			/* enkash.idempotency_keys.id, 0 if no key */
+	int			key_attempt;	/* its attempt, which fences its outcome */
 	int64		audit_id;
 	uint64		token_generation;
 	ErrorData  *start_error;	/* failed before the request could leave */
@@ -352,6 +353,8 @@ begin_work(void)
 static void
 commit_work(void)
 {
+	/* claims and outcomes of money: on disk before a request leaves */
+	enkash_durable_commit();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -422,11 +425,13 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 	double		wait;
 
 	/*
-	 * "unknown" waits for EnKash to finish, as a synchronous retry would;
-	 * and EnKash's Retry-After (429, 503) is honoured.
+	 * "unknown" waits for EnKash to finish, as a synchronous retry would,
+	 * as does a key refused as too soon to ask EnKash about (55P03); and
+	 * EnKash's Retry-After (429, 503) is honoured.
 	 */
 	wait = backoff_seconds(call->attempts);
-	if (strcmp(state, "unknown") == 0)
+	if (strcmp(state, "unknown") == 0 ||
+		(error && error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE))
 		wait = Max(wait, enkash_unknown_grace_ms / 1000.0);
 	wait = Max(wait, (double) call->retry_after);
 
@@ -654,6 +659,7 @@ claim_rows(int room, const char *role)
 
 			on_multi = k->claimed;
 			call->key_id = k->key_id;
+			call->key_attempt = k->attempt;
 			call->audit_id = k->audit_id;
 		}
 		if (on_multi)
@@ -703,10 +709,10 @@ record_sent(QueuedCall *call, const EnkashHttpResult *http, LedgerBatch *batch,
 
 	if (error)
 		enkash_finish_unsent(call->ep, call->body, len, call->key, call->key_id,
-							 call->audit_id, error, batch);
+							 call->key_attempt, call->audit_id, error, batch);
 	else
 		response = enkash_finish_sent(call->ep, call->body, len, call->key,
-									  call->key_id, call->audit_id, http,
+									  call->key_id, call->key_attempt, call->audit_id, http,
 									  call->token_generation, batch, &error);
 	outcome_args(call, response, error, call->start_error ? NULL : http, values, nulls);
 	enkash_columns_add(outcomes, values, nulls);
@@ -1014,7 +1020,8 @@ put_back_calls(QueuedCall *ready)
 	{
 		if (call->key_id != 0)
 			enkash_finish_unsent(call->ep, call->body, strlen(call->body), call->key,
-								 call->key_id, call->audit_id, stopped, batch);
+								 call->key_id, call->key_attempt, call->audit_id,
+								 stopped, batch);
 		ids[nready++] = call->id;
 	}
 	enkash_ledger_write(batch);

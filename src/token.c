@@ -211,6 +211,7 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 
 	PG_TRY();
 	{
+		enkash_rate_limit_wait();
 		enkash_http_post(url, headers, lengthof(headers), form.data, form.len,
 						 true, &http);
 	}
@@ -498,10 +499,15 @@ enkash_token_status(PG_FUNCTION_ARGS)
 /*
  * Waits for a slot under enkash.rate_limit (requests per second across the
  * server: backends and workers share one bucket, a second's worth deep).
+ * No longer than enkash.timeout_ms: a claimed call must be over within the
+ * deadline its claim was given (enkash_longest_call_ms), and a request
+ * that has not left can be given up safely.
  */
 void
 enkash_rate_limit_wait(void)
 {
+	TimestampTz started = GetCurrentTimestamp();
+
 	for (;;)
 	{
 		double		rate = enkash_rate_limit;
@@ -525,6 +531,12 @@ enkash_rate_limit_wait(void)
 		LWLockRelease(shared->lock);
 		if (wait_s <= 0)
 			return;
+		if (TimestampDifferenceExceeds(started, now, enkash_timeout_ms))
+			ereport(ERROR,
+					(errcode(ERRCODE_ENKASH_UNAVAILABLE),
+					 errmsg("the call waited longer than enkash.timeout_ms for its turn under enkash.rate_limit; nothing was sent"),
+					 errdetail("enkash.rate_limit allows %g requests a second across the server.", rate),
+					 errhint("Call again later, or raise enkash.rate_limit.")));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(1, (long) (wait_s * 1000)), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

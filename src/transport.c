@@ -423,7 +423,8 @@ run_transfer(void)
  * POST body to url.  The outcome says whether a response arrived and, if
  * not, whether EnKash may have seen the request: the difference between an
  * error that is safe to retry and one whose effect is unknown.  Unless
- * may_resend, libcurl is kept from re-sending the body on its own.
+ * may_resend, libcurl is kept from re-sending the body on its own.  The
+ * caller has waited its turn under enkash.rate_limit.
  */
 void
 enkash_http_post(const char *url, const char *const *headers, int nheaders,
@@ -432,7 +433,6 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 {
 	volatile CURLcode code;
 
-	enkash_rate_limit_wait();
 	setup_sync();
 	enkash_last_retry_after = 0;
 	transfer_prepare(&sync_xfer, url, headers, nheaders, body, len, may_resend);
