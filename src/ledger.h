@@ -18,6 +18,13 @@
 #include "executor/spi.h"
 #include "utils/jsonb.h"
 
+/*
+ * The longest idempotency key, in characters: an EnKash identifier (a
+ * load's uniqueReferenceNumber), and well inside what the ledger's unique
+ * index can hold.
+ */
+#define ENKASH_MAX_KEY_CHARS 64
+
 /* What the worker said about a claimed key. */
 typedef enum LedgerVerdict
 {
