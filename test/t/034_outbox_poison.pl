@@ -20,13 +20,6 @@ enkash.retry_max_ms = 200
 enkash.max_attempts = 3
 CONF
 
-sub sent_to
-{
-	my ($path) = @_;
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ m{"/api/v0/partner/enKashCard\Q$path\E"\s*:\s*(\d+)} ? $1 : 0;
-}
-
 sub credits
 {
 	my $ledger = sandbox($url, 'GET', '/__sandbox/ledger');
@@ -35,7 +28,7 @@ sub credits
 	return \%count;
 }
 
-# 1. The poison row is queued first (as an older release could), the good
+# The poison row is queued first (as an older release could), the good
 # ones after it: it heads every claim.
 $node->safe_psql('postgres', q{
 	INSERT INTO enkash.requests (endpoint, body, idempotency_key, max_attempts)
@@ -64,21 +57,5 @@ is($node->safe_psql('postgres',
 	"SELECT state || ' ' || attempts || ' ' || jsonb_array_length(errors) || ' ' || last_sqlstate "
 	  . "|| ' ' || (last_error IS NOT NULL) FROM enkash.requests WHERE length(idempotency_key) > 64"),
 	'dead 3 3 54000 true', 'the poison row is dead after max_attempts, each error recorded');
-
-# 2. A card block whose answer is lost after EnKash applied it.
-sandbox($url, 'POST', '/__sandbox/faults', '{"drop": {"count": 1, "after_apply": true}}');
-my $id = $node->safe_psql('postgres', q{
-	SELECT enkash_enqueue('block_card',
-	    '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1", "enKashCardId": "EKCSANDBOX2",
-	      "blockCode": "L", "createdBy": "test"}')
-});
-ok($node->poll_query_until('postgres',
-	"SELECT state IN ('succeeded', 'failed', 'dead') FROM enkash.requests WHERE id = $id"),
-	'the queued block is final');
-sleep(2);    # well past unknown_grace_ms and the retry backoff
-is($node->safe_psql('postgres',
-	"SELECT state || ' ' || last_sqlstate FROM enkash.requests WHERE id = $id"),
-	'dead EK006', 'the block with an unknown outcome is dead, its error recorded');
-is(sent_to('/block'), 1, 'the block was sent once, never again');
 
 done_testing();
