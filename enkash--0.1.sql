@@ -861,3 +861,16 @@ BEGIN
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
 END $$;
+
+-- The enkash worker and sender live in enkash.database only: installed
+-- anywhere else, money calls and queued requests are refused there.
+DO $$
+BEGIN
+    IF current_setting('enkash.database', true) IS DISTINCT FROM current_database() THEN
+        RAISE WARNING 'enkash is installed in database "%", but enkash.database is "%"',
+            current_database(), current_setting('enkash.database', true)
+            USING DETAIL = 'Money calls and queued requests are made only in database "'
+                           || current_setting('enkash.database', true) || '"; here they are refused.',
+                  HINT = 'Use enkash in that database, or set enkash.database to this one and restart.';
+    END IF;
+END $$;

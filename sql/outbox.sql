@@ -45,6 +45,19 @@ INSERT INTO payroll VALUES ('2026-11', 'E3', 'CASANDBOX1', 'EKCSANDBOX1', 0);
 SELECT * FROM sandbox.try($$SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10.001, 'Q-BAD')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_enqueue('view_card_details', '{}')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_enqueue('load_balance', '{"amount": 1}')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_enqueue('load_balance',
+    jsonb_build_object('uniqueReferenceNumber', repeat('K', 65), 'amount', 1))$$);
+
+-- A queued body is stored until it is sent: one with an OTP, an MFA code or
+-- a PIN block is refused, and nothing is queued.
+SELECT * FROM sandbox.try_detail($$SELECT enkash_enqueue('block_card',
+    '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1", "enKashCardId": "EKCSANDBOX1",
+      "blockCode": "L", "createdBy": "ops", "otpRequired": true, "otpRequestId": "R1", "otp": "123456"}')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_enqueue('request_card_replacement',
+    '{"enKashCardId": "EKCSANDBOX1", "otpRequired": true, "mfaCode": "1234"}', 'Q-REPLACE')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_enqueue('get_card', '{"pinBlock": "1234ABCD"}')$$);
+SELECT count(*) AS queued_with_a_secret FROM enkash.requests
+WHERE body ?| ARRAY['otp', 'mfaCode', 'pinBlock'];
 
 -- EnKash failing: retried with backoff (5xx: checked with EnKash first),
 -- until it works.

@@ -39,10 +39,12 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "common/pg_prng.h"
 #include "endpoints.h"
 #include "executor/spi.h"
 #include "ledger.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -53,6 +55,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -92,6 +95,45 @@ rel_owner(Oid relid)
 	return owner;
 }
 
+/*
+ * A queued body is stored until it is sent, so it may carry no secret: no
+ * member that any endpoint's table marks secret (OTP, MFA code, PIN block).
+ */
+static void
+refuse_secrets(const EnkashEndpoint *ep, Jsonb *body)
+{
+	for (const EnkashEndpoint *e = enkash_endpoints; e->function; e++)
+		for (const EnkashField *f = e->fields; f->arg; f++)
+		{
+			JsonbValue	v;
+
+			if ((f->flags & EF_SECRET) && f->json &&
+				getKeyJsonValueFromContainer(&body->root, f->json, strlen(f->json), &v) &&
+				v.type != jbvNull)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("%s cannot be queued with \"%s\" in its body", ep->label, f->json),
+						 errdetail("A queued request is stored in enkash.requests until it is sent, and one-time passwords, MFA codes and PIN blocks are never stored."),
+						 errhint("Call %s() instead: it sends the request at once.", ep->function)));
+		}
+}
+
+/* Only the sender of enkash.database sends: a row queued elsewhere would wait forever. */
+static void
+require_sender_database(void)
+{
+	char	   *here = get_database_name(MyDatabaseId);
+
+	if (here == NULL || strcmp(here, enkash_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot queue EnKash requests in database \"%s\"", here ? here : "?"),
+				 errdetail("The enkash sender sends only the requests queued in database \"%s\" (enkash.database).",
+						   enkash_database),
+				 errhint("Queue them in database \"%s\", or set enkash.database to this database and restart.",
+						 enkash_database)));
+}
+
 static int64
 enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 {
@@ -117,6 +159,9 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("a queued %s needs an idempotency key", ep->label)));
 	enkash_check_key(key);
+	values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(body));
+	refuse_secrets(ep, DatumGetJsonbP(values[1]));
+	require_sender_database();
 	requests = get_relname_relid("requests", get_namespace_oid("enkash", true));
 	if (!OidIsValid(requests))
 		ereport(ERROR,
@@ -124,7 +169,6 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 				 errmsg("the enkash extension is not installed in this database")));
 
 	values[0] = CStringGetTextDatum(ep->name);
-	values[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(body));
 	values[2] = key ? CStringGetTextDatum(key) : (Datum) 0;
 	nulls[2] = key ? ' ' : 'n';
 	/* Who queued it: the session's role, not a SECURITY DEFINER's owner. */
@@ -265,6 +309,8 @@ static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_outcome = NULL;
 static SPIPlanPtr plan_outcomes = NULL;
 
+static void forget_call(QueuedCall *call);
+
 /* A row's outcome as plan_outcome takes it (plan_outcomes: an array of each). */
 #define OUTCOME_COLUMNS 8
 static const Oid outcome_types[OUTCOME_COLUMNS] = {
@@ -374,9 +420,21 @@ log_and_abort(MemoryContext cxt)
 	AbortCurrentTransaction();
 }
 
+/*
+ * Whether a call whose outcome is unknown may go again: a money call's key
+ * is checked with EnKash first, and a look-up changes nothing; any other
+ * write might be applied twice.
+ */
+static bool
+may_resend(const QueuedCall *call)
+{
+	return call->ep != NULL &&
+		(call->ep->kind == ENKASH_READ || (call->ep->kind == ENKASH_MONEY && call->key != NULL));
+}
+
 /* What an error means for a queued row. */
 static const char *
-state_after(int sqlerrcode, bool last_attempt)
+state_after(int sqlerrcode, bool last_attempt, bool resendable)
 {
 	char		class0 = PGUNSIXBIT(sqlerrcode);
 	char		class1 = PGUNSIXBIT(sqlerrcode >> 6);
@@ -390,12 +448,15 @@ state_after(int sqlerrcode, bool last_attempt)
 		return "failed";
 	if (last_attempt)
 		return "dead";
-	/* May have happened: the key is unknown, and is checked before a resend. */
+	/*
+	 * May have happened: the key is unknown, and is checked before a
+	 * resend; a write without a key is never resent (a person checks it).
+	 */
 	if (sqlerrcode == ERRCODE_ENKASH_OUTCOME_UNKNOWN ||
 		enkash_answer_unreadable(sqlerrcode) ||
 		sqlerrcode == ERRCODE_ENKASH_UNAVAILABLE ||
 		sqlerrcode == ERRCODE_QUERY_CANCELED)
-		return "unknown";
+		return resendable ? "unknown" : "dead";
 	return "pending";
 }
 
@@ -420,7 +481,8 @@ outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
 			 const EnkashHttpResult *http, Datum *values, char *nulls)
 {
 	const char *state = error ? state_after(error->sqlerrcode,
-											call->attempts >= call->max_attempts)
+											call->attempts >= call->max_attempts,
+											may_resend(call))
 		: "succeeded";
 	double		wait;
 
@@ -503,6 +565,7 @@ send_call(QueuedCall *call)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	const EnkashEndpoint *ep = enkash_endpoint_by_name(call->endpoint);
+	/* the answer and the error live as long as the call (forget_call) */
 	Jsonb	   *volatile response = NULL;
 	ErrorData  *volatile edata = NULL;
 
@@ -518,13 +581,13 @@ send_call(QueuedCall *call)
 					 errmsg("unknown EnKash endpoint \"%s\"", call->endpoint)));
 		payload = enkash_send(ep, call->body, strlen(call->body), call->key);
 		payload = enkash_mask(payload);
-		response = (Jsonb *) MemoryContextAlloc(cxt, VARSIZE(payload));
+		response = (Jsonb *) MemoryContextAlloc(call->cxt, VARSIZE(payload));
 		memcpy(response, payload, VARSIZE(payload));
 		CommitTransactionCommand();
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
+		MemoryContextSwitchTo(call->cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
@@ -536,17 +599,45 @@ send_call(QueuedCall *call)
 	record_outcome(call, response, edata, NULL);
 }
 
-/* Rows left "sending" by a sender that is gone may have been sent. */
+/*
+ * Rows left "sending" by a sender that is gone may have been sent: unknown,
+ * checked with EnKash before a resend; a write without a key cannot be
+ * checked, so it is dead, with the error, never resent (may_resend).
+ */
 static void
 release_orphans(void)
 {
+	Oid			type = TEXTARRAYOID;
+	Datum		reads;
+	int			nreads = 0;
+	Datum	   *names;
+
 	begin_work();
+	for (const EnkashEndpoint *e = enkash_endpoints; e->function; e++)
+		nreads++;
+	names = palloc(sizeof(Datum) * nreads);
+	nreads = 0;
+	for (const EnkashEndpoint *e = enkash_endpoints; e->function; e++)
+		if (e->kind == ENKASH_READ)
+			names[nreads++] = CStringGetTextDatum(e->name);
+	reads = PointerGetDatum(construct_array(names, nreads, TEXTOID, -1, false, TYPALIGN_INT));
 	if (outbox_installed() &&
-		SPI_execute("UPDATE enkash.requests SET state = 'unknown', sender_pid = NULL, "
-					"  next_attempt_at = now(), updated_at = now() "
-					"WHERE state = 'sending' AND NOT EXISTS "
-					"  (SELECT 1 FROM pg_stat_activity a WHERE a.pid = sender_pid)",
-					false, 0) == SPI_OK_UPDATE && SPI_processed > 0)
+		SPI_execute_with_args(
+			"UPDATE enkash.requests r SET state = CASE WHEN o.lost THEN 'dead' ELSE 'unknown' END, "
+			"  sender_pid = NULL, next_attempt_at = now(), updated_at = now(), "
+			"  finished_at = CASE WHEN o.lost THEN now() END, "
+			"  last_sqlstate = CASE WHEN o.lost THEN 'EK006' ELSE r.last_sqlstate END, "
+			"  last_error = CASE WHEN o.lost THEN o.error ELSE r.last_error END, "
+			"  errors = CASE WHEN o.lost THEN r.errors || jsonb_build_array(jsonb_build_object("
+			"    'attempt', r.attempts, 'at', now(), 'sqlstate', 'EK006', 'error', o.error)) "
+			"    ELSE r.errors END "
+			"FROM (SELECT q.id, q.idempotency_key IS NULL AND q.endpoint <> ALL ($1) AS lost, "
+			"             'the enkash sender stopped while sending it: it may have happened, "
+			"and it is not sent again' AS error "
+			"      FROM enkash.requests q WHERE q.state = 'sending' AND NOT EXISTS "
+			"        (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.sender_pid)) o "
+			"WHERE r.id = o.id",
+			1, &type, &reads, NULL, false, 0) == SPI_OK_UPDATE && SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("enkash sender: %llu queued requests were being sent by a sender that stopped; they will be checked with EnKash before any resend",
 						(unsigned long long) SPI_processed)));
@@ -558,9 +649,44 @@ static QueuedCall *claimed_multi = NULL;
 static QueuedCall *claimed_ordinary = NULL;
 
 /*
+ * Claims keys in a subtransaction (SPI connected): NULL, or the error that
+ * undid them all, copied into cxt.
+ */
+static ErrorData *
+claim_keys_or_error(LedgerNewKey *keys, int nkeys, const char *role, MemoryContext cxt)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		enkash_ledger_claim_new_keys(keys, nkeys, role);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		for (int i = 0; i < nkeys; i++)
+			keys[i].claimed = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	return error;
+}
+
+/*
  * Claims up to room due rows, and for each new money call its key, in the
  * current transaction, onto claimed_multi and claimed_ordinary.  The keys
- * of the batch are claimed together (enkash_ledger_claim_new_keys).
+ * of the batch are claimed together (enkash_ledger_claim_new_keys); if that
+ * fails, one at a time, so that a key that cannot be claimed (too long for
+ * the ledger's index, say) fails its own row only: that row's outcome is
+ * written at once, its attempt counted, and the others go on.
  */
 static void
 claim_rows(int room, const char *role)
@@ -570,6 +696,8 @@ claim_rows(int room, const char *role)
 	uint64		nrows;
 	QueuedCall **calls;
 	LedgerNewKey *keys;
+	ErrorData **key_errors;
+	ErrorData  *error;
 	int			nkeys = 0;
 	int			col_id,
 				col_endpoint,
@@ -601,6 +729,7 @@ claim_rows(int room, const char *role)
 		elog(ERROR, "enkash.claim_requests does not return the columns of enkash.requests");
 	calls = palloc(sizeof(QueuedCall *) * nrows);
 	keys = palloc0(sizeof(LedgerNewKey) * nrows);
+	key_errors = palloc0(sizeof(ErrorData *) * nrows);
 	for (uint64 r = 0; r < nrows; r++)
 	{
 		HeapTuple	tuple = rows->vals[r];
@@ -635,7 +764,21 @@ claim_rows(int room, const char *role)
 			k->request = enkash_mask_request(call->body, len);
 		}
 	}
-	enkash_ledger_claim_new_keys(keys, nkeys, role);
+	if (nkeys > 0 &&
+		(error = claim_keys_or_error(keys, nkeys, role, CurrentMemoryContext)) != NULL)
+	{
+		ereport(DEBUG1,
+				(errmsg("enkash sender: claiming a batch of keys failed, claiming them one at a time: %s",
+						error->message)));
+		FreeErrorData(error);
+		for (uint64 r = 0, i = 0; r < nrows; r++)
+			if (calls[r]->ep != NULL && calls[r]->ep->kind == ENKASH_MONEY &&
+				calls[r]->key != NULL)
+			{
+				key_errors[i] = claim_keys_or_error(&keys[i], 1, role, calls[r]->cxt);
+				i++;
+			}
+	}
 
 	/*
 	 * A money call whose key has never been used goes out at once; any
@@ -653,9 +796,20 @@ claim_rows(int room, const char *role)
 			on_multi = true;
 		else if (call->key == NULL)
 			on_multi = false;
+		else if ((error = key_errors[nkeys++]) != NULL)
+		{
+			/* nothing was sent: this attempt ends here, with its error */
+			Datum		values[OUTCOME_COLUMNS];
+			char		nulls[OUTCOME_COLUMNS];
+
+			outcome_args(call, NULL, error, NULL, values, nulls);
+			write_outcome_args(values, nulls);
+			forget_call(call);
+			continue;
+		}
 		else
 		{
-			LedgerNewKey *k = &keys[nkeys++];
+			LedgerNewKey *k = &keys[nkeys - 1];
 
 			on_multi = k->claimed;
 			call->key_id = k->key_id;
