@@ -87,6 +87,7 @@ ALTER SYSTEM SET enkash.lookup_not_found_codes = '1:Transaction not found';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.3);
 SHOW enkash.lookup_not_found_codes;
+SELECT pg_sleep(1.2);
 SELECT pg_temp.retry('RC-NOT-FOUND', 'not_found') AS retry;
 SELECT pg_temp.retry('RC-DECLINE', 'decline') AS other_decline;
 SELECT state, attempts, (sandbox.credits('RC-NOT-FOUND')).count AS credits

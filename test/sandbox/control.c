@@ -392,6 +392,14 @@ faults_apply(json_t *body, char *err, size_t errlen)
 		f.proc_mode = (ProcessingMode) i;
 		f.proc_ms = (long) json_integer_value(v);
 	}
+	if ((v = json_object_get(body, "list_shape")) != NULL)
+	{
+		const char *shape = json_string_value(v);
+
+		if (shape == NULL || (strcmp(shape, "records") != 0 && strcmp(shape, "content") != 0))
+			return fault_error(err, errlen, "list_shape is records or content");
+		f.list_records = strcmp(shape, "records") == 0;
+	}
 	if ((sub = json_object_get(body, "path_latency")) != NULL)
 	{
 		const char *p;
@@ -459,6 +467,7 @@ faults_json(void)
 	json_object_set_new(sub, "mode", json_string(proc_names[faults.proc_mode]));
 	json_object_set_new(sub, "ms", json_integer(faults.proc_ms));
 	json_object_set_new(j, "processing", sub);
+	json_object_set_new(j, "list_shape", json_string(faults.list_records ? "records" : "content"));
 	return j;
 }
 

@@ -225,6 +225,7 @@ typedef struct Faults
 	ProcessingMode proc_mode;
 	long		proc_ms;
 	FaultSel	proc;
+	bool		list_records;	/* listings as {recordsCount, data}, not {content, totalPages} */
 } Faults;
 
 extern Faults faults;
