@@ -16,6 +16,7 @@ OBJS = \
 	src/money.o \
 	src/outbox.o \
 	src/pages.o \
+	src/reconcile.o \
 	src/request.o \
 	src/response.o \
 	src/token.o \

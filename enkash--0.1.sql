@@ -527,14 +527,14 @@ COMMENT ON FUNCTION enkash_get_card_controls(text, text, text) IS
 CREATE FUNCTION enkash_get_transaction(
     card_account_id text,
     pg_reference_number text,
-    enkash_card_id text DEFAULT NULL,
+    enkash_card_id text,
     company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
-'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number).';
+'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number) on its card; EnKash answers a list ({recordsCount, data}) or the transaction.';
 
 -- Every page of the listing, one jsonb per transaction (used below).
 CREATE FUNCTION enkash.transaction_pages(

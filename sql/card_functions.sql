@@ -28,7 +28,8 @@ SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCSANDBOX1'
 SELECT * FROM sandbox.try($$SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX1', 'X')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', 'ABCDEF', 'K5')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card('')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', NULL)$$);
+SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', NULL, 'EKCSANDBOX1')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', 'FN-1', NULL)$$);
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', card_transaction_type => 'XX')$$);
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', amount_from => 100, amount_to => 10)$$);
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1', txn_date_from => '2026-12-01', txn_date_to => '2026-11-01')$$);
@@ -51,7 +52,7 @@ SELECT enkash_get_card_controls('CASANDBOX1', 'EKCSANDBOX2')->>'posAllowed' AS g
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10, 'FN-1') AS load_balance;
 SELECT enkash_get_card_account('CASANDBOX1')->>'availableCardBalance' AS get_card_account;
 SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX1')->>'otbBalance' AS get_card;
-SELECT enkash_get_transaction('CASANDBOX1', 'FN-1')->>'principalAmount' AS get_transaction;
+SELECT enkash_get_transaction('CASANDBOX1', 'FN-1', 'EKCSANDBOX1')#>>'{data,0,principalAmount}' AS get_transaction;
 SELECT count(*) AS transactions FROM enkash_transactions('CASANDBOX1', pg_reference_numbers => ARRAY['FN-1']);
 SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001', 'FN-ORDER') #>> '{}' LIKE 'PCO%' AS order_physical_card;
 SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', reason => 'Lost wallet') AS block_card;
@@ -72,7 +73,7 @@ SELECT * FROM sandbox.try($$SELECT enkash_request_card_replacement('EKCNOSUCH', 
 SELECT * FROM sandbox.try($$SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'UL')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001', 'UP-5')$$);
 SELECT * FROM sandbox.try($$SELECT enkash_get_card('CASANDBOX1', 'EKCNOSUCH')$$);
-SELECT * FROM sandbox.try($$SELECT enkash_get_transaction('CASANDBOX1', 'NEVER-SENT')$$);
+SELECT enkash_get_transaction('CASANDBOX1', 'NEVER-SENT', 'EKCSANDBOX1') AS never_sent;
 SELECT * FROM sandbox.try($$SELECT enkash_load_balance('CAGIFT1', 'EKCGIFT1', 10, 'FN-GIFT')$$);
 SELECT sandbox.fault('{"fail": {"status": 503, "count": 1}}');
 SELECT * FROM sandbox.try($$SELECT * FROM enkash_transactions('CASANDBOX1')$$);

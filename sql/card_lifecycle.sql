@@ -45,9 +45,11 @@ GROUP BY cr_dr;
 SELECT reference_number, amount, balance_after, transaction_type, description
 FROM enkash_transactions(:'account') ORDER BY txn_date, transaction_id;
 
--- One looked up by the reference number sent on load.
-SELECT t->>'pgReferenceNumber' AS reference, t->>'principalAmount' AS amount
-FROM enkash_get_transaction(:'account', 'LIFE-2') t;
+-- One looked up by the reference number sent on load, on its card: EnKash
+-- answers a list, {recordsCount, data}.
+SELECT t->>'recordsCount' AS records, t#>>'{data,0,pgReferenceNumber}' AS reference,
+       t#>>'{data,0,principalAmount}' AS amount
+FROM enkash_get_transaction(:'account', 'LIFE-2', :'card_id') t;
 
 -- Blocked for good: BL must be said, never defaulted.
 SELECT * FROM sandbox.try(format($$SELECT enkash_block_card(%L, %L)$$, :'account', :'card_id'));

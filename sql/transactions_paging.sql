@@ -19,6 +19,21 @@ FROM enkash_transactions('CASANDBOX1');
 SELECT sandbox.api_requests('/transaction/all') - :before AS requests;
 RESET enkash.page_size;
 
+-- The list shape EnKash documents, {recordsCount, data}, reads the same; a
+-- full page that holds every record is the last one.
+SELECT sandbox.fault('{"list_shape": "records"}');
+SET enkash.page_size = 3;
+SELECT sandbox.api_requests('/transaction/all') AS before \gset
+SELECT count(*) AS rows, sum(amount) FILTER (WHERE cr_dr = 'CR') AS credited
+FROM enkash_transactions('CASANDBOX1');
+SELECT sandbox.api_requests('/transaction/all') - :before AS requests;
+SET enkash.page_size = 7;
+SELECT sandbox.api_requests('/transaction/all') AS before \gset
+SELECT count(*) AS rows FROM enkash_transactions('CASANDBOX1');
+SELECT sandbox.api_requests('/transaction/all') - :before AS requests;
+RESET enkash.page_size;
+SELECT sandbox.fault('{"list_shape": "content"}');
+
 -- Filters are EnKash's: debits only, and a date window.
 SELECT merchant_name, mcc, amount FROM enkash_transactions('CASANDBOX1', card_transaction_type => 'DR')
 ORDER BY amount;

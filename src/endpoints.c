@@ -207,7 +207,7 @@ static const EnkashField get_card_fields[] = {
 };
 
 static const EnkashField get_transaction_fields[] = {
-	COMPANY, ACCOUNT, OPTIONAL_CARD,
+	COMPANY, ACCOUNT, CARD,			/* enKashCardId required [doc: api-13551023] */
 	{"pg_reference_number", "pgReferenceNumber", EF_TEXT, EF_REQUIRED, EV_ID},
 	END
 };

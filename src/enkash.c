@@ -42,6 +42,7 @@ int			enkash_max_response_kb = 1024;
 char	   *enkash_endpoint_paths = NULL;
 int			enkash_page_size = 100;
 char	   *enkash_paging_fields = NULL;
+char	   *enkash_lookup_not_found_codes = NULL;
 int			enkash_key_retention_days = 7;
 int			enkash_unknown_grace_ms = 30000;
 int			enkash_stale_claim_ms = 120000;
@@ -58,6 +59,32 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
+
+/* "code[:message][;...]": every entry names a code */
+static bool
+check_lookup_not_found_codes(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	while (p && *p)
+	{
+		const char *end = strchr(p, ';');
+		size_t		len = end ? (size_t) (end - p) : strlen(p);
+		size_t		code_len = strcspn(p, ":;");
+
+		while (code_len > 0 && p[code_len - 1] == ' ')
+			code_len--;
+		while (code_len > 0 && *p == ' ')
+			p++, code_len--, len--;
+		if (code_len == 0 || code_len > 16 || memchr(p, ' ', code_len))
+		{
+			GUC_check_errdetail("Each entry is an EnKash code, optionally followed by :message; entries are separated by ';'.");
+			return false;
+		}
+		p = end ? end + 1 : p + len;
+	}
+	return true;
+}
 
 /*
  * A URL must be https://, except plain http:// to a loopback host, which is
@@ -192,6 +219,12 @@ define_settings(void)
 							   "Inferred from EnKash's documentation as \"page,size\"; change if a partner account differs.",
 							   &enkash_paging_fields, "page,size",
 							   PGC_SUSET, 0, check_paging_fields, NULL, NULL);
+	DefineCustomStringVariable("enkash.lookup_not_found_codes",
+							   "EnKash answers to Get Transaction Details that mean \"no such transaction\".",
+							   "A list of code or code:message separated by ';', e.g. 1:Transaction not found. "
+							   "Only these let an unknown load be sent again; EnKash's documentation names none.",
+							   &enkash_lookup_not_found_codes, "",
+							   PGC_SIGHUP, 0, check_lookup_not_found_codes, NULL, NULL);
 	DefineCustomIntVariable("enkash.page_size",
 							"Transactions asked for per page by enkash_transactions().",
 							NULL, &enkash_page_size, 100, 1, 1000,

@@ -59,6 +59,7 @@ extern int	enkash_max_response_kb;
 extern char *enkash_endpoint_paths;
 extern int	enkash_page_size;
 extern char *enkash_paging_fields;
+extern char *enkash_lookup_not_found_codes;
 extern int	enkash_key_retention_days;
 extern int	enkash_unknown_grace_ms;
 extern int	enkash_stale_claim_ms;
@@ -168,6 +169,18 @@ extern char *enkash_mask_request(const char *json, size_t len);
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len, const char *key);
+extern Jsonb *enkash_send_answered(const EnkashEndpoint *endpoint, const char *json,
+								   size_t len, const char *key,
+								   EnkashAnswer *answer);
+
+/* A listing's items, in either shape EnKash answers (pages.c). */
+typedef struct EnkashList
+{
+	JsonbContainer *items;		/* the array */
+	int64		total_records;	/* recordsCount or totalElements; -1 if absent */
+	int64		total_pages;	/* totalPages; -1 if absent */
+} EnkashList;
+extern bool enkash_list_of(Jsonb *payload, EnkashList *list);
 #define ENKASH_API_HEADERS 5
 /* Longest EnKash identifier, idempotency keys included (characters). */
 #define ENKASH_MAX_ID_CHARS 64

@@ -18,12 +18,6 @@
 #include "executor/spi.h"
 #include "utils/jsonb.h"
 
-/*
- * The longest idempotency key, in characters: an EnKash identifier (a
- * load's uniqueReferenceNumber), and well inside what the ledger's unique
- * index can hold.
- */
-
 /* What the worker said about a claimed key. */
 typedef enum LedgerVerdict
 {

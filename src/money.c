@@ -9,8 +9,8 @@
  * gets the stored outcome back with no HTTP; with a different request, an
  * error.  When the outcome of an earlier attempt is unknown (timeout,
  * dropped connection, cancel, crash), EnKash is asked first (Get Transaction
- * Details by reference number), and only a load it has not seen is sent
- * again.  Nothing here ever re-sends blindly.
+ * Details by reference number, reconcile.c), and only a load it positively
+ * has not seen is sent again.  Nothing here ever re-sends blindly.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +20,7 @@
 
 #include "endpoints.h"
 #include "ledger.h"
+#include "reconcile.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "utils/builtins.h"
@@ -256,80 +257,6 @@ enkash_request_fingerprint(const EnkashEndpoint *ep, const char *json, size_t le
 	return fingerprint_of_canonical(ep, json, len);
 }
 
-/* A string member of the request body, for the reconciliation look-up. */
-static char *
-body_member(Jsonb *body, const char *name)
-{
-	JsonbValue	v;
-
-	if (getKeyJsonValueFromContainer(&body->root, name, strlen(name), &v) &&
-		v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	return NULL;
-}
-
-/*
- * Asks EnKash whether the load with this reference number happened.
- * Returns the transaction, or NULL if EnKash has no such transaction.
- */
-static Jsonb *
-find_load(const char *json, size_t len, const char *key)
-{
-	const EnkashEndpoint *lookup = enkash_endpoint_by_name("get_transaction");
-	Jsonb	   *body = enkash_parse_json_or_null(json, len);
-	StringInfoData q;
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile found = NULL;
-	ResourceOwner owner = CurrentResourceOwner;
-	const char *names[] = {"companyId", "cardAccountId", "enKashCardId"};
-
-	initStringInfo(&q);
-	appendStringInfoChar(&q, '{');
-	for (int i = 0; i < lengthof(names); i++)
-	{
-		char	   *value = body ? body_member(body, names[i]) : NULL;
-
-		if (value == NULL)
-			continue;
-		if (q.len > 1)
-			appendStringInfoChar(&q, ',');
-		escape_json(&q, names[i]);
-		appendStringInfoChar(&q, ':');
-		escape_json(&q, value);
-	}
-	appendStringInfoString(&q, q.len > 1 ? "," : "");
-	escape_json(&q, "pgReferenceNumber");
-	appendStringInfoChar(&q, ':');
-	escape_json(&q, key);
-	appendStringInfoChar(&q, '}');
-
-	/* A subtransaction, so that "not found" can be caught and ended cleanly. */
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		found = enkash_send(lookup, q.data, q.len, NULL);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = enkash_current_error(cxt);
-
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		/* EnKash declining the look-up means it has no such transaction. */
-		if (edata->sqlerrcode != ERRCODE_ENKASH_REJECTED)
-			ReThrowError(edata);
-		FlushErrorState();
-		found = NULL;
-	}
-	PG_END_TRY();
-	/* the answer was built in the subtransaction's memory: copy it out */
-	return found ? (Jsonb *) datumCopy(PointerGetDatum(found), false, -1) : NULL;
-}
-
 /*
  * A key whose earlier attempt has an unknown outcome.  For a load, EnKash
  * is asked; a load it has seen is recorded as succeeded and not sent again.
@@ -339,8 +266,10 @@ static Jsonb *
 reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		  const char *key, int64 key_id, int attempt)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *volatile found = NULL;
+	volatile LookupVerdict verdict = LOOKUP_UNSURE;
+	Jsonb	   *lookup_found = NULL;
+	char	   *why = NULL;
 	LedgerExchange x;
 
 	if (strcmp(ep->name, "load_balance") != 0)
@@ -360,25 +289,35 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	PG_TRY();
 	{
-		found = find_load(json, len, key);
+		verdict = enkash_find_load(json, len, key, &lookup_found, &why);
+		found = lookup_found;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = enkash_current_error(cxt);
-
 		/* Could not ask: the key stays unknown for the next attempt. */
 		memset(&x, 0, sizeof(x));
 		x.endpoint = ep->name;
 		x.key = key;
-		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL,
-							 &x, true);
-		(void) edata;
+		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	if (found == NULL)
+	if (verdict == LOOKUP_ABSENT)
 		return NULL;
+	if (verdict == LOOKUP_UNSURE)
+	{
+		memset(&x, 0, sizeof(x));
+		x.endpoint = ep->name;
+		x.key = key;
+		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
+				 errmsg("the outcome of the load with reference \"%s\" is still unknown; it was not sent again",
+						key),
+				 errdetail("%s", why),
+				 errhint("Check with EnKash whether the card was credited. Calling again asks EnKash again; an administrator can record the outcome in enkash.idempotency_keys.")));
+	}
 
 	memset(&x, 0, sizeof(x));
 	x.endpoint = ep->name;

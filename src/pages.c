@@ -3,11 +3,12 @@
  * pages.c
  *	  Endpoints that answer a page at a time: every page, as rows.
  *
- * EnKash's listing answers {"content": [...], "totalPages": n, ...} for a
- * "page" (from 0) and a "size" (enkash.page_size) [inferred from the docs;
- * the member names are enkash.paging_fields].
- * enkash_endpoint_pages asks for each page in turn and returns the content
- * items as jsonb rows; the install script turns them into typed columns.
+ * The one list shape EnKash documents is {"recordsCount": n, "data": [...]};
+ * {"content": [...], "totalPages": n} is read too [inferred].  Pages are
+ * asked for by "page" (from 0) and "size" (enkash.page_size) [inferred; the
+ * member names are enkash.paging_fields].
+ * enkash_endpoint_pages asks for each page in turn and returns the items as
+ * jsonb rows; the install script turns them into typed columns.
  * Each page's memory is freed before the next is asked for.
  *
  *-------------------------------------------------------------------------
@@ -37,25 +38,43 @@ int_member(Jsonb *json, const char *key, int64 *out)
 	return true;
 }
 
-/* Stores the page's content items; returns how many there were. */
-static int
-store_items(ReturnSetInfo *rsinfo, Jsonb *page, const char *what)
+/*
+ * The items of a listing answer and what it says of the whole: false if
+ * the payload is neither {recordsCount, data} nor {content, totalPages}.
+ */
+bool
+enkash_list_of(Jsonb *payload, EnkashList *list)
 {
-	JsonbValue	content;
+	static const char *const arrays[] = {"data", "content"};
+	JsonbValue	v;
+
+	list->items = NULL;
+	list->total_records = -1;
+	list->total_pages = -1;
+	if (payload == NULL || !JB_ROOT_IS_OBJECT(payload))
+		return false;
+	for (int i = 0; i < lengthof(arrays) && list->items == NULL; i++)
+		if (getKeyJsonValueFromContainer(&payload->root, arrays[i], strlen(arrays[i]), &v) &&
+			v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+			list->items = v.val.binary.data;
+	if (list->items == NULL)
+		return false;
+	if (!int_member(payload, "recordsCount", &list->total_records))
+		int_member(payload, "totalElements", &list->total_records);
+	int_member(payload, "totalPages", &list->total_pages);
+	return true;
+}
+
+/* Stores the page's items; returns how many there were. */
+static int
+store_items(ReturnSetInfo *rsinfo, const EnkashList *list)
+{
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken token;
 	int			n = 0;
 
-	if (!JB_ROOT_IS_OBJECT(page) ||
-		getKeyJsonValueFromContainer(&page->root, "content", 7, &content) == NULL ||
-		content.type != jbvBinary || !JsonContainerIsArray(content.val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
-				 errmsg("EnKash's answer for %s has no list of items", what),
-				 errdetail("The payload lacks a \"content\" array.")));
-
-	it = JsonbIteratorInit(content.val.binary.data);
+	it = JsonbIteratorInit(list->items);
 	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		Datum		item;
@@ -82,6 +101,7 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 	MemoryContext page_cxt;
 	MemoryContext old_cxt;
 	int			size = enkash_page_size;
+	int64		seen = 0;
 	char	   *key;
 	/* "page,size" (checked when set): the member names of the paging */
 	const char *size_field = strchr(enkash_paging_fields, ',') + 1;
@@ -98,7 +118,7 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 	for (int page = 0;; page++)
 	{
 		Jsonb	   *answer;
-		int64		total_pages = -1;
+		EnkashList	list;
 		int			items;
 
 		if (page >= MAX_PAGES)
@@ -116,13 +136,20 @@ enkash_endpoint_pages(PG_FUNCTION_ARGS)
 
 		old_cxt = MemoryContextSwitchTo(page_cxt);
 		answer = enkash_send(ep, body.data, body.len, NULL);
-		items = store_items(rsinfo, answer, ep->label);
-		int_member(answer, "totalPages", &total_pages);
+		if (!enkash_list_of(answer, &list))
+			ereport(ERROR,
+					(errcode(ERRCODE_ENKASH_BAD_RESPONSE),
+					 errmsg("EnKash's answer for %s has no list of items", ep->label),
+					 errdetail("The payload has neither a \"data\" nor a \"content\" array.")));
+		items = store_items(rsinfo, &list);
+		seen += items;
 		MemoryContextSwitchTo(old_cxt);
 		MemoryContextReset(page_cxt);
 
-		/* The last page: short, or as many pages as EnKash says there are. */
-		if (items < size || (total_pages >= 0 && page + 1 >= total_pages))
+		/* The last page: short, or all the pages or records EnKash says there are. */
+		if (items < size ||
+			(list.total_pages >= 0 && page + 1 >= list.total_pages) ||
+			(list.total_records >= 0 && seen >= list.total_records))
 			break;
 	}
 	MemoryContextDelete(page_cxt);

@@ -195,20 +195,32 @@ Jsonb *
 enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 			const char *key)
 {
+	EnkashAnswer answer = {0};
+
+	if (ep->kind == ENKASH_MONEY)
+		return enkash_send_money(ep, json, len, key);
+	return enkash_send_answered(ep, json, len, key, &answer);
+}
+
+/*
+ * A call that is not money, telling what EnKash said in *answer, also
+ * when it declined (code and message set before the error is raised).
+ */
+Jsonb *
+enkash_send_answered(const EnkashEndpoint *ep, const char *json, size_t len,
+					 const char *key, EnkashAnswer *answer)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	EnkashHttpResult http = {0};
-	EnkashAnswer answer = {0};
 	volatile bool request_left = false;
 	Jsonb	   *payload;
 	LedgerExchange x;
 
-	if (ep->kind == ENKASH_MONEY)
-		return enkash_send_money(ep, json, len, key);
-
+	Assert(ep->kind != ENKASH_MONEY);
 	PG_TRY();
 	{
 		enkash_exchange(ep, json, len, &http, &request_left);
-		payload = enkash_parse_response(ep->label, &http, &answer);
+		payload = enkash_parse_response(ep->label, &http, answer);
 	}
 	PG_CATCH();
 	{
@@ -227,7 +239,7 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 	}
 	PG_END_TRY();
 
-	enkash_describe_exchange(&x, ep, key, json, len, &http, &answer);
+	enkash_describe_exchange(&x, ep, key, json, len, &http, answer);
 	x.outcome = "ok";
 	enkash_ledger_audit(&x, ep->kind == ENKASH_SECRET_IN || ep->kind == ENKASH_SECRET_OUT);
 	return payload;

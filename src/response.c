@@ -620,19 +620,19 @@ enkash_parse_response(const char *what, const EnkashHttpResult *http,
 		bad_response(what, http, &problem);
 	}
 
-	if (strcmp(code, "0") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_ENKASH_REJECTED),
-				 errmsg("EnKash declined %s: %s", what,
-						message ? message : "no reason given"),
-				 errdetail("EnKash code %s, HTTP status %ld.", code, http->status)));
-
+	/* filled before a decline too: a caller may need to know which one */
 	if (answer)
 	{
 		answer->envelope = envelope;
 		answer->code = code;
 		answer->message = message;
 	}
+	if (strcmp(code, "0") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ENKASH_REJECTED),
+				 errmsg("EnKash declined %s: %s", what,
+						message ? message : "no reason given"),
+				 errdetail("EnKash code %s, HTTP status %ld.", code, http->status)));
 	if (!member(envelope, "payload", &v))
 		v.type = jbvNull;
 	return JsonbValueToJsonb(&v);

@@ -52,6 +52,46 @@ faults_clear(void)
 	free(faults.biz_message);
 	memset(&faults, 0, sizeof(faults));
 	faults.fail_retry_after = -1;
+	api_pending_clear();
+}
+
+static bool
+path_matches(const char *sel, const char *path)
+{
+	static const char prefix[] = "/api/v0/partner/enKashCard";
+
+	return strcmp(sel, path) == 0 ||
+		(strncmp(path, prefix, sizeof(prefix) - 1) == 0 &&
+		 strcmp(path + sizeof(prefix) - 1, sel) == 0);
+}
+
+/* caller holds sandbox_lock: does this call take the fault? */
+bool
+fault_take(FaultSel *sel, const char *path)
+{
+	if (sel->count <= 0)
+		return false;
+	if (sel->path[0] && (path == NULL || !path_matches(sel->path, path)))
+		return false;
+	if (sel->skip > 0)
+	{
+		sel->skip--;
+		return false;
+	}
+	sel->count--;
+	return true;
+}
+
+/* caller holds sandbox_lock: the latency injected before a call on path */
+long
+faults_latency(const char *path)
+{
+	long		ms = faults.latency_ms;
+
+	for (int i = 0; i < faults.npath_latency; i++)
+		if (path_matches(faults.path_latency[i].path, path))
+			ms += faults.path_latency[i].ms;
+	return ms;
 }
 
 void
@@ -183,6 +223,15 @@ static const char *const mode_names[] = {
 	"escaped_slash", NULL
 };
 
+static const char *const lookup_names[] = {
+	"records", "content", "single", "empty", "others", "unreadable", "decline",
+	"not_found", "wrong_amount", "wrong_card", "paged", NULL
+};
+
+static const char *const proc_names[] = {
+	"none", "apply_later", "answer_later", NULL
+};
+
 static bool
 get_count(json_t *obj, const char *key, int *out, char *err, size_t errlen)
 {
@@ -196,6 +245,40 @@ get_count(json_t *obj, const char *key, int *out, char *err, size_t errlen)
 	}
 	*out = (int) json_integer_value(v);
 	return true;
+}
+
+/* count (required), skip and path (optional) of a fault */
+static bool
+get_sel(json_t *obj, FaultSel *sel, char *err, size_t errlen)
+{
+	json_t	   *v;
+
+	memset(sel, 0, sizeof(*sel));
+	if (!json_is_object(obj) || !get_count(obj, "count", &sel->count, err, errlen))
+		return false;
+	if (json_object_get(obj, "skip") && !get_count(obj, "skip", &sel->skip, err, errlen))
+		return false;
+	v = json_object_get(obj, "path");
+	if (v && !json_is_null(v))
+	{
+		if (!json_is_string(v) || strlen(json_string_value(v)) >= FAULT_PATH_LEN)
+		{
+			snprintf(err, errlen, "path must be a string shorter than %d", FAULT_PATH_LEN);
+			return false;
+		}
+		strcpy(sel->path, json_string_value(v));
+	}
+	return true;
+}
+
+/* index of name in names (from first), or -1 */
+static int
+name_index(const char *const *names, int first, const char *name)
+{
+	for (int i = first; name && names[i]; i++)
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	return -1;
 }
 
 static bool
@@ -237,7 +320,7 @@ faults_apply(json_t *body, char *err, size_t errlen)
 	}
 	if ((sub = json_object_get(body, "fail")) != NULL)
 	{
-		if (!json_is_object(sub) || !get_count(sub, "count", &f.fail_count, err, errlen))
+		if (!get_sel(sub, &f.fail, err, errlen))
 			return fault_error(err, errlen, "fail needs status and count");
 		v = json_object_get(sub, "status");
 		if (!json_is_integer(v) || json_integer_value(v) < 100 ||
@@ -255,7 +338,7 @@ faults_apply(json_t *body, char *err, size_t errlen)
 	}
 	if ((sub = json_object_get(body, "business_error")) != NULL)
 	{
-		if (!json_is_object(sub) || !get_count(sub, "count", &f.biz_count, err, errlen))
+		if (!get_sel(sub, &f.biz, err, errlen))
 			return fault_error(err, errlen, "business_error needs count");
 		v = json_object_get(sub, "message");
 		if (v && !json_is_string(v))
@@ -264,24 +347,74 @@ faults_apply(json_t *body, char *err, size_t errlen)
 	}
 	if ((sub = json_object_get(body, "drop")) != NULL)
 	{
-		if (!json_is_object(sub) || !get_count(sub, "count", &f.drop_count, err, errlen))
+		if (!get_sel(sub, &f.drop, err, errlen))
 			return fault_error(err, errlen, "drop needs count");
 		f.drop_after_apply = json_is_true(json_object_get(sub, "after_apply"));
 	}
 	if ((sub = json_object_get(body, "response")) != NULL)
 	{
-		const char *m;
 		int			i;
 
-		if (!json_is_object(sub) || !get_count(sub, "count", &f.resp_count, err, errlen))
+		if (!get_sel(sub, &f.resp, err, errlen))
 			return fault_error(err, errlen, "response needs mode and count");
-		m = json_string_value(json_object_get(sub, "mode"));
-		f.resp_mode = RESP_NONE;
-		for (i = 1; m && mode_names[i]; i++)
-			if (strcmp(m, mode_names[i]) == 0)
-				f.resp_mode = (ResponseMode) i;
-		if (f.resp_mode == RESP_NONE)
+		i = name_index(mode_names, 1, json_string_value(json_object_get(sub, "mode")));
+		if (i < 0)
 			return fault_error(err, errlen, "unknown response mode");
+		f.resp_mode = (ResponseMode) i;
+	}
+	if ((sub = json_object_get(body, "lookup")) != NULL)
+	{
+		int			i;
+
+		if (!get_sel(sub, &f.lookup, err, errlen))
+			return fault_error(err, errlen, "lookup needs mode and count");
+		i = name_index(lookup_names, 0, json_string_value(json_object_get(sub, "mode")));
+		if (i < 0)
+			return fault_error(err, errlen, "unknown lookup mode");
+		f.lookup_mode = (LookupMode) i;
+		v = json_object_get(sub, "message");
+		if (v && (!json_is_string(v) || strlen(json_string_value(v)) >= FAULT_PATH_LEN))
+			return fault_error(err, errlen, "lookup.message must be a short string");
+		snprintf(f.lookup_message, sizeof(f.lookup_message), "%s",
+				 v ? json_string_value(v) : "");
+	}
+	if ((sub = json_object_get(body, "processing")) != NULL)
+	{
+		int			i;
+
+		if (!get_sel(sub, &f.proc, err, errlen))
+			return fault_error(err, errlen, "processing needs mode, ms and count");
+		i = name_index(proc_names, 1, json_string_value(json_object_get(sub, "mode")));
+		v = json_object_get(sub, "ms");
+		if (i < 0 || !json_is_integer(v) || json_integer_value(v) < 0 ||
+			json_integer_value(v) > 3600 * 1000)
+			return fault_error(err, errlen, "processing needs a mode and ms 0..3600000");
+		f.proc_mode = (ProcessingMode) i;
+		f.proc_ms = (long) json_integer_value(v);
+	}
+	if ((v = json_object_get(body, "list_shape")) != NULL)
+	{
+		const char *shape = json_string_value(v);
+
+		if (shape == NULL || (strcmp(shape, "records") != 0 && strcmp(shape, "content") != 0))
+			return fault_error(err, errlen, "list_shape is records or content");
+		f.list_records = strcmp(shape, "records") == 0;
+	}
+	if ((sub = json_object_get(body, "path_latency")) != NULL)
+	{
+		const char *p;
+
+		if (!json_is_object(sub) || json_object_size(sub) > MAX_PATH_LATENCY)
+			return fault_error(err, errlen, "path_latency must be an object of at most 16 paths");
+		f.npath_latency = 0;
+		json_object_foreach(sub, p, v)
+		{
+			if (strlen(p) >= FAULT_PATH_LEN || !json_is_integer(v) ||
+				json_integer_value(v) < 0 || json_integer_value(v) > 3600 * 1000)
+				return fault_error(err, errlen, "path_latency maps paths to ms 0..3600000");
+			strcpy(f.path_latency[f.npath_latency].path, p);
+			f.path_latency[f.npath_latency++].ms = (long) json_integer_value(v);
+		}
 	}
 
 	/* commit: the message string is the only owned member */
@@ -295,20 +428,47 @@ faults_apply(json_t *body, char *err, size_t errlen)
 }
 
 static json_t *
+sel_json(const FaultSel *sel)
+{
+	return json_pack("{s:i, s:i, s:s}", "count", sel->count, "skip", sel->skip,
+					 "path", sel->path);
+}
+
+static json_t *
 faults_json(void)
 {
-	return json_pack("{s:I, s:{s:i, s:i, s:i}, s:{s:i, s:o}, s:{s:i, s:b},"
-					 " s:{s:s, s:i}}",
-					 "latency_ms", (json_int_t) faults.latency_ms,
-					 "fail", "status", faults.fail_status,
-					 "count", faults.fail_count,
-					 "retry_after", faults.fail_retry_after,
-					 "business_error", "count", faults.biz_count,
-					 "message", string_or_null(faults.biz_message),
-					 "drop", "count", faults.drop_count,
-					 "after_apply", faults.drop_after_apply,
-					 "response", "mode", mode_names[faults.resp_mode],
-					 "count", faults.resp_count);
+	json_t	   *j = json_object();
+	json_t	   *pl = json_object();
+	json_t	   *sub;
+
+	for (int i = 0; i < faults.npath_latency; i++)
+		json_object_set_new(pl, faults.path_latency[i].path,
+							json_integer(faults.path_latency[i].ms));
+	json_object_set_new(j, "latency_ms", json_integer(faults.latency_ms));
+	json_object_set_new(j, "path_latency", pl);
+	sub = sel_json(&faults.fail);
+	json_object_set_new(sub, "status", json_integer(faults.fail_status));
+	json_object_set_new(sub, "retry_after", json_integer(faults.fail_retry_after));
+	json_object_set_new(j, "fail", sub);
+	sub = sel_json(&faults.biz);
+	json_object_set_new(sub, "message", string_or_null(faults.biz_message));
+	json_object_set_new(j, "business_error", sub);
+	sub = sel_json(&faults.drop);
+	json_object_set_new(sub, "after_apply", json_boolean(faults.drop_after_apply));
+	json_object_set_new(j, "drop", sub);
+	sub = sel_json(&faults.resp);
+	json_object_set_new(sub, "mode", json_string(mode_names[faults.resp_mode]));
+	json_object_set_new(j, "response", sub);
+	sub = sel_json(&faults.lookup);
+	json_object_set_new(sub, "mode", json_string(lookup_names[faults.lookup_mode]));
+	json_object_set_new(sub, "message", json_string(faults.lookup_message));
+	json_object_set_new(j, "lookup", sub);
+	sub = sel_json(&faults.proc);
+	json_object_set_new(sub, "mode", json_string(proc_names[faults.proc_mode]));
+	json_object_set_new(sub, "ms", json_integer(faults.proc_ms));
+	json_object_set_new(j, "processing", sub);
+	json_object_set_new(j, "list_shape", json_string(faults.list_records ? "records" : "content"));
+	return j;
 }
 
 /* ---- the endpoints ---- */
@@ -398,6 +558,7 @@ control_handle(SandboxRequest *req, SandboxReply *rep)
 	}
 
 	pthread_mutex_lock(&sandbox_lock);
+	api_apply_due();			/* what "processing" deferred is visible once due */
 	if (get && strcmp(name, "health") == 0)
 		ok_reply(rep);
 	else if (get && strcmp(name, "ledger") == 0)

@@ -985,6 +985,109 @@ opt_int(Ctx *c, const char *name, json_int_t dflt, json_int_t *out)
 	return true;
 }
 
+/* a transaction of another reference, as a list of "others" holds */
+static json_t *
+other_txn(int card, const char *ref, const char *prefix)
+{
+	char		other[FAULT_PATH_LEN + 16];
+
+	snprintf(other, sizeof(other), "%s%.*s", prefix, FAULT_PATH_LEN, ref);
+	return json_pack("{s:s, s:s, s:o, s:s, s:s, s:s}",
+					 "enKashCardTransactionId", "EKTXNOTHER0000",
+					 "enkashCardId", card >= 0 ? st.cards[card].id : "EKCOTHER0000",
+					 "principalAmount", json_money(100),
+					 "pgReferenceNumber", other,
+					 "cardTransactionType", "CR",
+					 "status", "SUCCESS");
+}
+
+/*
+ * Get Transaction Details: by default the one list shape EnKash documents,
+ * {recordsCount, data}, holding the match or nothing; the "lookup" fault
+ * answers in every other shape a client must survive.
+ */
+static void
+lookup_answer(Ctx *c, int acc, int card, const char *ref, json_int_t page)
+{
+	LookupMode mode = LOOKUP_RECORDS;
+	const char *msg;
+	json_t	   *list = json_array();
+	json_t	   *t;
+	int			found = -1;
+
+	if (fault_take(&faults.lookup, NULL))
+		mode = faults.lookup_mode;
+	msg = faults.lookup_message[0] ? faults.lookup_message : NULL;
+	for (int i = 0; i < st.ntxns && found < 0; i++)
+	{
+		Txn		   *x = &st.txns[i];
+
+		if (st.cards[x->card].account == acc && (card < 0 || x->card == card) &&
+			x->reference && strcmp(x->reference, ref) == 0)
+			found = i;
+	}
+
+	switch (mode)
+	{
+		case LOOKUP_DECLINE:
+			json_decref(list);
+			fail(c, "%s", msg ? msg : "Unable to process the request, please try again later");
+			return;
+		case LOOKUP_NOT_FOUND:
+			json_decref(list);
+			fail(c, "%s", msg ? msg : "Transaction not found");
+			return;
+		case LOOKUP_SINGLE:
+			json_decref(list);
+			if (found < 0)
+				fail(c, "Transaction not found");
+			else
+				ok(c, txn_json(found));
+			return;
+		case LOOKUP_UNREADABLE:
+			json_decref(list);
+			ok(c, json_pack("{s:s, s:s}", "status", "PROCESSING", "pgReferenceNumber", ref));
+			return;
+		case LOOKUP_EMPTY:
+			break;
+		case LOOKUP_OTHERS:
+			json_array_append_new(list, other_txn(card, ref, "OTHER-"));
+			json_array_append_new(list, other_txn(card, ref, "X"));
+			break;
+		case LOOKUP_PAGED:
+			json_array_append_new(list, other_txn(card, ref, "OTHER-"));
+			if (found >= 0)
+				json_array_append_new(list, txn_json(found));
+			t = json_array();
+			if (page >= 0 && page < (json_int_t) json_array_size(list))
+				json_array_append(t, json_array_get(list, page));
+			ok(c, json_pack("{s:I, s:o}", "recordsCount", (json_int_t) json_array_size(list),
+							"data", t));
+			json_decref(list);
+			return;
+		case LOOKUP_WRONG_AMOUNT:
+		case LOOKUP_WRONG_CARD:
+		case LOOKUP_RECORDS:
+		case LOOKUP_CONTENT:
+			if (found < 0)
+				break;
+			t = txn_json(found);
+			if (mode == LOOKUP_WRONG_AMOUNT)
+				json_object_set_new(t, "principalAmount",
+									json_money(st.txns[found].amount + 100));
+			if (mode == LOOKUP_WRONG_CARD)
+				json_object_set_new(t, "enkashCardId", json_string("EKCOTHER0000"));
+			json_array_append_new(list, t);
+			break;
+	}
+	if (mode == LOOKUP_CONTENT)
+		ok(c, json_pack("{s:o, s:I, s:i}", "content", list, "totalElements",
+						(json_int_t) json_array_size(list), "totalPages", 1));
+	else
+		ok(c, json_pack("{s:I, s:o}", "recordsCount", (json_int_t) json_array_size(list),
+						"data", list));
+}
+
 static void
 h_transactions(Ctx *c)
 {
@@ -1025,27 +1128,20 @@ h_transactions(Ctx *c)
 	/* one transaction by the reference sent on the load */
 	if (pgref != NULL && !json_is_null(pgref))
 	{
+		if (card_id == NULL)
+		{
+			fail(c, "enKashCardId is required");
+			return;
+		}
 		if (!json_is_string(pgref))
 		{
 			fail(c, "Invalid pgReferenceNumber");
 			return;
 		}
-		for (i = 0; i < st.ntxns; i++)
-		{
-			Txn		   *t = &st.txns[i];
-
-			if (st.cards[t->card].account == acc &&
-				(card < 0 || t->card == card) &&
-				t->reference && strcmp(t->reference, json_string_value(pgref)) == 0)
-			{
-				ok(c, txn_json(i));
-				return;
-			}
-		}
-	{
-		fail(c, "Transaction not found");
+		if (!opt_int(c, "page", 0, &page))
+			return;
+		lookup_answer(c, acc, card, json_string_value(pgref), page);
 		return;
-	}
 	}
 
 	if (!opt_str_array(c, "enKashTransactionIds", &ids) ||
@@ -1113,6 +1209,11 @@ h_transactions(Ctx *c)
 	}
 	free(match);
 	total_pages = (nmatch + size - 1) / size;
+	if (faults.list_records)
+	{
+		ok(c, json_pack("{s:i, s:o}", "recordsCount", nmatch, "data", content));
+		return;
+	}
 	ok(c, json_pack("{s:o, s:i, s:I, s:I, s:I}",
 					"content", content,
 					"totalElements", nmatch,
@@ -1162,6 +1263,54 @@ find_endpoint(const char *path)
 }
 
 /* ---- the pipeline ---- */
+
+/* calls the "processing" fault applies later: answered already, effect due at due */
+typedef struct Pending
+{
+	const Endpoint *ep;
+	json_t	   *in;
+	double		due;			/* monotonic seconds */
+} Pending;
+
+static Pending *pending;
+static int	npending;
+static int	pending_cap;
+
+/* caller holds sandbox_lock: applies every deferred call that is due, in order */
+void
+api_apply_due(void)
+{
+	double		now = monotonic_now();
+	int			kept = 0;
+
+	for (int i = 0; i < npending; i++)
+	{
+		if (pending[i].due <= now)
+		{
+			Ctx			ctx;
+
+			memset(&ctx, 0, sizeof(ctx));
+			ctx.in = pending[i].in;
+			ctx.status = 200;
+			pending[i].ep->handler(&ctx);
+			json_decref(ctx.out);
+			json_decref(pending[i].in);
+		}
+		else
+			pending[kept++] = pending[i];
+	}
+	npending = kept;
+}
+
+void
+api_pending_clear(void)
+{
+	for (int i = 0; i < npending; i++)
+		json_decref(pending[i].in);
+	free(pending);
+	pending = NULL;
+	npending = pending_cap = 0;
+}
 
 /* serialise an envelope and encrypt it unless --no-encrypt */
 static char *
@@ -1362,16 +1511,17 @@ api_handle(SandboxRequest *req, SandboxReply *rep)
 	bool		drop = false;
 	bool		drop_after = false;
 	ResponseMode mode = RESP_NONE;
+	ProcessingMode proc = PROC_NONE;
+	long		proc_ms = 0;
 
 	pthread_mutex_lock(&sandbox_lock);
-	latency = faults.latency_ms;
+	latency = faults_latency(req->path);
 	pthread_mutex_unlock(&sandbox_lock);
 	sandbox_sleep_ms(latency);
 
 	pthread_mutex_lock(&sandbox_lock);
-	if (faults.fail_count > 0)
+	if (fault_take(&faults.fail, req->path))
 	{
-		faults.fail_count--;
 		fail_status = faults.fail_status;
 		retry_after = faults.fail_retry_after;
 	}
@@ -1427,26 +1577,37 @@ api_handle(SandboxRequest *req, SandboxReply *rep)
 	ctx.in = in;
 	ctx.status = 200;
 	pthread_mutex_lock(&sandbox_lock);
-	if (faults.biz_count > 0)
-	{
-		faults.biz_count--;
+	api_apply_due();
+	if (fault_take(&faults.biz, req->path))
 		biz = sb_strdup(faults.biz_message ? faults.biz_message : "Injected business error");
-	}
-	else if (faults.drop_count > 0)
+	else if (fault_take(&faults.drop, req->path))
 	{
-		faults.drop_count--;
 		drop = true;
 		drop_after = faults.drop_after_apply;
 	}
-	else if (faults.resp_count > 0)
-	{
-		faults.resp_count--;
+	else if (fault_take(&faults.resp, req->path))
 		mode = faults.resp_mode;
+	else if (fault_take(&faults.proc, req->path))
+	{
+		proc = faults.proc_mode;
+		proc_ms = faults.proc_ms;
 	}
-	if (biz == NULL && (!drop || drop_after))
+	if (proc == PROC_APPLY_LATER)
+	{
+		/* answered now; the effect lands once due, seen by the next call after */
+		grow_array((void **) &pending, &pending_cap, npending + 1, sizeof(Pending));
+		pending[npending].ep = ep;
+		pending[npending].in = json_incref(in);
+		pending[npending].due = monotonic_now() + proc_ms / 1000.0;
+		npending++;
+		ok_string(&ctx, "Success");
+	}
+	else if (biz == NULL && (!drop || drop_after))
 		ep->handler(&ctx);
 	pthread_mutex_unlock(&sandbox_lock);
 	json_decref(in);
+	if (proc == PROC_ANSWER_LATER)
+		sandbox_sleep_ms(proc_ms);
 
 	if (biz)
 	{

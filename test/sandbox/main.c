@@ -253,7 +253,7 @@ route_api(SandboxRequest *req, SandboxReply *rep)
 		long		latency;
 
 		pthread_mutex_lock(&sandbox_lock);
-		latency = faults.latency_ms;
+		latency = faults_latency(req->path);
 		pthread_mutex_unlock(&sandbox_lock);
 		sandbox_sleep_ms(latency);
 		if (strcmp(req->method, "POST") != 0)

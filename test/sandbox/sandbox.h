@@ -141,6 +141,8 @@ extern const char *otp_lookup(const char *otp_request_id);
 extern void api_dispatch(const char *suffix, json_t *in, int *status,
 						 json_t **out);
 extern bool api_known_suffix(const char *suffix);
+extern void api_apply_due(void);
+extern void api_pending_clear(void);
 
 /* control.c */
 typedef enum ResponseMode
@@ -160,18 +162,70 @@ typedef enum ResponseMode
 	RESP_ESCAPED_SLASH
 } ResponseMode;
 
+/*
+ * Which calls a fault hits: after letting skip matching calls through, the
+ * next count calls on path (an endpoint suffix such as "/balance" or a full
+ * path; empty = every path).
+ */
+#define FAULT_PATH_LEN 128
+typedef struct FaultSel
+{
+	int			count;
+	int			skip;
+	char		path[FAULT_PATH_LEN];
+} FaultSel;
+
+/* How a look-up by pgReferenceNumber on /transaction/all is answered. */
+typedef enum LookupMode
+{
+	LOOKUP_RECORDS = 0,			/* {recordsCount, data:[the match]}: the default */
+	LOOKUP_CONTENT,				/* {content:[the match], totalPages} */
+	LOOKUP_SINGLE,				/* the bare transaction, or code 1 if none */
+	LOOKUP_EMPTY,				/* code 0, an empty list, whatever happened */
+	LOOKUP_OTHERS,				/* code 0, a list of other references only */
+	LOOKUP_UNREADABLE,			/* code 0, a payload that is no list */
+	LOOKUP_DECLINE,				/* code 1, "Unable to process, try later" */
+	LOOKUP_NOT_FOUND,			/* code 1, "Transaction not found" */
+	LOOKUP_WRONG_AMOUNT,		/* the match with its amount raised by 1.00 */
+	LOOKUP_WRONG_CARD,			/* the match on another card */
+	LOOKUP_PAGED				/* records, one a page: an other, then the match */
+} LookupMode;
+
+/* "processing": when a call's effect and its answer happen. */
+typedef enum ProcessingMode
+{
+	PROC_NONE = 0,
+	PROC_APPLY_LATER,			/* answered "Success" at once, applied ms later */
+	PROC_ANSWER_LATER			/* applied at once, answered ms later */
+} ProcessingMode;
+
+#define MAX_PATH_LATENCY 16
+
 typedef struct Faults
 {
 	long		latency_ms;
+	int			npath_latency;
+	struct
+	{
+		char		path[FAULT_PATH_LEN];
+		long		ms;
+	}			path_latency[MAX_PATH_LATENCY];
 	int			fail_status;
-	int			fail_count;
+	FaultSel	fail;
 	int			fail_retry_after;
-	int			biz_count;
+	FaultSel	biz;
 	char	   *biz_message;
-	int			drop_count;
+	FaultSel	drop;
 	bool		drop_after_apply;
 	ResponseMode resp_mode;
-	int			resp_count;
+	FaultSel	resp;
+	LookupMode	lookup_mode;
+	FaultSel	lookup;
+	char		lookup_message[FAULT_PATH_LEN];
+	ProcessingMode proc_mode;
+	long		proc_ms;
+	FaultSel	proc;
+	bool		list_records;	/* listings as {recordsCount, data}, not {content, totalPages} */
 } Faults;
 
 extern Faults faults;
@@ -183,6 +237,8 @@ extern void control_request_end(void);
 extern void control_note_grant(const char *grant_type);
 extern void control_reset_counters(void);
 extern void faults_clear(void);
+extern bool fault_take(FaultSel *sel, const char *path);
+extern long faults_latency(const char *path);
 
 /* the API call pipeline lives in endpoints.c too */
 extern void api_handle(SandboxRequest *req, SandboxReply *rep);

@@ -194,7 +194,7 @@ push @errors, err_call('enkash_request_card_replacement', q{SELECT enkash_reques
 push @errors, err_call('enkash_get_card_account', q{SELECT enkash_get_card_account('CA"X')}, qr/^22023$/);
 push @errors, err_call('enkash_get_card', q{SELECT enkash_get_card('CASANDBOX1', 'EKC"X')}, qr/^22023$/);
 push @errors, err_call('enkash_get_card_controls', q{SELECT enkash_get_card_controls('CASANDBOX1', NULL)}, qr/^22004$/);
-push @errors, err_call('enkash_get_transaction', q{SELECT enkash_get_transaction('CASANDBOX1', NULL)}, qr/^22004$/);
+push @errors, err_call('enkash_get_transaction', q{SELECT enkash_get_transaction('CASANDBOX1', NULL, 'EKCSANDBOX1')}, qr/^22004$/);
 push @errors, err_call('enkash_transactions', q{SELECT * FROM enkash_transactions('CASANDBOX1', amount_from => 10, amount_to => 1)}, qr/^22023$/);
 push @errors, err_call('enkash.transaction_pages', q{SELECT * FROM enkash.transaction_pages(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)}, qr/^22004$/);
 push @errors, err_call('enkash_sync_transactions', q{SELECT enkash_sync_transactions('CA"X')}, qr/^22023$/);
