@@ -67,7 +67,7 @@ is($node->safe_psql('postgres',
 		q{SELECT try_sql($$SELECT enkash_get_card_account('CASANDBOX1')$$)}),
 	'ok', 'after the file is fixed a call succeeds without a restart');
 ok($node->poll_query_until('postgres',
-		"SELECT count(*) = 5 FROM enkash.requests WHERE state = 'done'"),
+		"SELECT count(*) = 5 FROM enkash.requests WHERE state = 'succeeded'"),
 	'the queued loads are sent');
 for my $g (1 .. 5)
 {
