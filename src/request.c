@@ -95,6 +95,8 @@ post_with_token(const char *url, const char *partner_header, const char *body,
 
 	PG_TRY();
 	{
+		/* Waiting for the rate limit sends nothing: not "may have left" yet. */
+		enkash_rate_limit_wait();
 		*request_left = true;
 		enkash_http_post(url, headers, lengthof(headers), body, body_len,
 						 may_resend, http);
