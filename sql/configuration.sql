@@ -50,7 +50,8 @@ FROM unnest(ARRAY['world-readable', 'group-readable', 'root-owned', 'incomplete'
 ORDER BY f.n;
 RESET enkash.credentials_file;
 
--- None of this reached EnKash (the one call above with company_id did).
+-- None of this reached EnKash (the calls above with company_id and with the
+-- host-only URL did).
 SELECT sandbox.api_requests() - :api_requests_before AS api_requests;
 
 -- Settings that steer requests are for superusers only.

@@ -179,12 +179,16 @@ slurp_credentials_file(const char *path, struct stat *st)
 
 	if (fd < 0)
 	{
-		bool		is_link = (errno == ELOOP);
+		int			save_errno = errno;
 
+		/* say what is wrong with a file we may not open, not just EACCES */
+		if (lstat(path, st) == 0 && S_ISREG(st->st_mode))
+			check_file_security(path, st);
+		errno = save_errno;
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("could not open enkash credentials file \"%s\": %m", path),
-				 is_link ?
+				 save_errno == ELOOP ?
 				 errdetail("It is a symbolic link; name the file itself in enkash.credentials_file.") : 0));
 	}
 	if (fstat(fd, st) != 0)
@@ -194,7 +198,7 @@ slurp_credentials_file(const char *path, struct stat *st)
 		CloseTransientFile(fd);
 		errno = save_errno;
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("could not read enkash credentials file \"%s\": %m", path)));
 	}
 	PG_TRY();
