@@ -16,7 +16,8 @@ SET enkash.base_url = 'https://pay.enkash.in';
 SHOW enkash.base_url;
 SET enkash.base_url = 'https://pay.enkash.in/';
 SHOW enkash.base_url;
-SELECT set_config('enkash.base_url', current_setting('enkash_test.sandbox_url'), false) AS host_only;
+SELECT replace(set_config('enkash.base_url', current_setting('enkash_test.sandbox_url'), false),
+               current_setting('enkash_test.sandbox_url'), '$SANDBOX') AS host_only;
 SELECT enkash_get_card_account('CASANDBOX1')->>'cardAccountId' AS card_account;
 RESET enkash.base_url;
 
