@@ -816,6 +816,13 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_token_status() IS
 'The OAuth token''s validity, age and expiry, token calls made, and the last error (never the token).';
 
+CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_reset_credentials'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_reset_credentials() IS
+'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
+
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;

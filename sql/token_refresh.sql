@@ -48,3 +48,12 @@ FROM enkash.audit_log WHERE endpoint = 'token' AND id > :audit_start;
 SELECT count(*) AS token_rows_holding_a_token
 FROM enkash.audit_log a, jsonb_array_elements_text(sandbox.call('GET', '/__sandbox/tokens')->'tokens') t
 WHERE a.endpoint = 'token' AND (a.request::text LIKE '%' || t || '%' OR a.response::text LIKE '%' || t || '%');
+
+-- The password grant's clientId is the server's company, not a session's own
+-- enkash.company_id.
+SET enkash.company_id = 'CEKSOMEONEELSE';
+SELECT sandbox.call('POST', '/__sandbox/expire-tokens', '{"refresh": true}');
+SELECT enkash_get_card_account('CASANDBOX1', company_id => 'CEKSANDBOX1')->>'cardAccountId' AS card_account;
+SELECT substring(sandbox.call('GET', '/__sandbox/last-request?path=/oauth/token')->>'body'
+                 FROM 'clientId=([^&]*)') AS grant_client_id;
+RESET enkash.company_id;

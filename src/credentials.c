@@ -5,12 +5,14 @@
  *
  * The file is checked the way PostgreSQL checks ssl_key_file, only stricter:
  * a regular file owned by the server's OS user that no group or other user
- * may read.  Values
+ * may read, and not a symbolic link; the checks are made on the open file,
+ * so the file read is the file checked.  Values
  * live in malloc'd memory that is wiped when the file is re-read, and they
  * must never appear in an error message: errors name keys and line numbers,
  * never values.
  *
- * Format: "key = value" lines; '#' starts a comment (at the start of a line,
+ * Format: "key = value" lines (client_id, client_secret, username,
+ * password, and optionally encryption_secret and company_id); '#' starts a comment (at the start of a line,
  * or after white space in an unquoted value); values may be quoted with ' or "
  * to keep white space or '#'.
  *
@@ -18,10 +20,15 @@
  */
 #include "enkash.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/fd.h"
+
+/* Bounds on the file: it holds a few short lines. */
+#define MAX_FILE_SIZE (64 * 1024)
+#define MAX_LINE_LENGTH 4096
 
 static EnkashCredentials current;
 static EnkashCredentials fresh;	/* being read; static so PG_CATCH can wipe it */
@@ -47,6 +54,7 @@ wipe_credentials(EnkashCredentials *creds)
 	wipe_value(&creds->username);
 	wipe_value(&creds->password);
 	wipe_value(&creds->encryption_secret);
+	wipe_value(&creds->company_id);
 }
 
 pg_attribute_noreturn()
@@ -59,7 +67,7 @@ file_error(const char *path, int line, const char *detail)
 			 errmsg("invalid enkash credentials file \"%s\", line %d", path, line) :
 			 errmsg("invalid enkash credentials file \"%s\"", path),
 			 errdetail_internal("%s", detail),
-			 errhint("The file holds key = value lines with client_id, client_secret, username, password and optionally encryption_secret.")));
+			 errhint("The file holds key = value lines with client_id, client_secret, username, password and optionally encryption_secret and company_id.")));
 }
 
 static char **
@@ -75,6 +83,8 @@ slot_for_key(EnkashCredentials *creds, const char *key)
 		return &creds->password;
 	if (strcmp(key, "encryption_secret") == 0)
 		return &creds->encryption_secret;
+	if (strcmp(key, "company_id") == 0)
+		return &creds->company_id;
 	return NULL;
 }
 
@@ -156,52 +166,116 @@ check_file_security(const char *path, const struct stat *st)
 		file_error(path, 0, "Its permissions let other users read it; it must have permissions u=rw (0600) or less.");
 }
 
-static void
-read_credentials_file(const char *path, const struct stat *st)
+/*
+ * The whole file, read from an open descriptor: O_NOFOLLOW refuses a
+ * symbolic link, and fstat checks the very file that is read.
+ */
+static char *
+slurp_credentials_file(const char *path, struct stat *st)
 {
-	FILE	   *file;
-	char		line[4096];
-	volatile int lineno = 0;
+	int			fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	char	   *volatile text = NULL;
+	ssize_t		got = 0;
 
-	check_file_security(path, st);
-	memset(&fresh, 0, sizeof(fresh));
+	if (fd < 0)
+	{
+		int			save_errno = errno;
 
-	file = AllocateFile(path, "r");
-	if (file == NULL)
+		/* say what is wrong with a file we may not open, not just EACCES */
+		if (lstat(path, st) == 0 && S_ISREG(st->st_mode))
+			check_file_security(path, st);
+		errno = save_errno;
 		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open enkash credentials file \"%s\": %m", path)));
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("could not open enkash credentials file \"%s\": %m", path),
+				 save_errno == ELOOP ?
+				 errdetail("It is a symbolic link; name the file itself in enkash.credentials_file.") : 0));
+	}
+	if (fstat(fd, st) != 0)
+	{
+		int			save_errno = errno;
 
+		CloseTransientFile(fd);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("could not read enkash credentials file \"%s\": %m", path)));
+	}
 	PG_TRY();
 	{
-		while (fgets(line, sizeof(line), file) != NULL)
+		check_file_security(path, st);
+		if (st->st_size > MAX_FILE_SIZE)
+			file_error(path, 0, "The file is larger than 64 kB.");
+		text = palloc(st->st_size + 1);
+		while (got < st->st_size)
 		{
+			ssize_t		n = read(fd, text + got, st->st_size - got);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not read enkash credentials file \"%s\": %m", path)));
+			if (n == 0)
+				break;
+			got += n;
+		}
+		text[got] = '\0';
+	}
+	PG_FINALLY();
+	{
+		CloseTransientFile(fd);
+	}
+	PG_END_TRY();
+	return text;
+}
+
+static void
+read_credentials_file(const char *path)
+{
+	struct stat st;
+	char	   *text = slurp_credentials_file(path, &st);
+	char	   *line = text;
+	int			lineno = 0;
+
+	memset(&fresh, 0, sizeof(fresh));
+	PG_TRY();
+	{
+		while (*line != '\0')
+		{
+			char	   *next = strchr(line, '\n');
 			char	   *key = NULL;
 			char	   *value = NULL;
 			const char *why = NULL;
 			char	  **slot;
 
 			lineno++;
-			if (strchr(line, '\n') == NULL && !feof(file))
+			if (next)
+				*next++ = '\0';
+			else
+				next = line + strlen(line);
+			if (strlen(line) >= MAX_LINE_LENGTH)
 				file_error(path, lineno, "The line is too long.");
-			line[strcspn(line, "\r\n")] = '\0';
-			if (!parse_line(line, &key, &value, &why))
-				continue;
-			if (why)
-				file_error(path, lineno, why);
-			slot = slot_for_key(&fresh, key);
-			if (slot == NULL)
-				file_error(path, lineno,
-						   psprintf("Unknown key \"%s\".", key));
-			if (*slot)
-				file_error(path, lineno,
-						   psprintf("Key \"%s\" is given twice.", key));
-			if ((*slot = strdup(value)) == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_OUT_OF_MEMORY),
-						 errmsg("out of memory")));
+			line[strcspn(line, "\r")] = '\0';
+			if (parse_line(line, &key, &value, &why))
+			{
+				if (why)
+					file_error(path, lineno, why);
+				slot = slot_for_key(&fresh, key);
+				/* never echo it: a wrapped secret can look like a key */
+				if (slot == NULL)
+					file_error(path, lineno, "The key is not one of client_id, client_secret, username, password, encryption_secret, company_id.");
+				if (*slot)
+					file_error(path, lineno,
+							   psprintf("Key \"%s\" is given twice.", key));
+				if ((*slot = strdup(value)) == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_OUT_OF_MEMORY),
+							 errmsg("out of memory")));
+			}
+			line = next;
 		}
-		explicit_bzero(line, sizeof(line));
 
 		if (!fresh.client_id || !fresh.client_secret ||
 			!fresh.username || !fresh.password)
@@ -217,13 +291,13 @@ read_credentials_file(const char *path, const struct stat *st)
 	}
 	PG_CATCH();
 	{
-		explicit_bzero(line, sizeof(line));
+		explicit_bzero(text, st.st_size);
 		wipe_credentials(&fresh);
-		FreeFile(file);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	FreeFile(file);
+	explicit_bzero(text, st.st_size);
+	pfree(text);
 
 	fresh.version = current.version + 1;
 	wipe_credentials(&current);
@@ -231,7 +305,7 @@ read_credentials_file(const char *path, const struct stat *st)
 	memset(&fresh, 0, sizeof(fresh));
 	free(loaded_path);
 	loaded_path = strdup(path);
-	loaded_stat = *st;
+	loaded_stat = st;
 }
 
 /*
@@ -253,7 +327,8 @@ enkash_credentials(void)
 		return &current;
 	last_check = now;
 
-	if (stat(path, &st) != 0)
+	/* lstat: a symbolic link differs from what was read, and is refused */
+	if (lstat(path, &st) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("could not read enkash credentials file \"%s\": %m", path),
@@ -265,7 +340,7 @@ enkash_credentials(void)
 		st.st_mtim.tv_sec != loaded_stat.st_mtim.tv_sec ||
 		st.st_mtim.tv_nsec != loaded_stat.st_mtim.tv_nsec ||
 		st.st_mode != loaded_stat.st_mode || st.st_uid != loaded_stat.st_uid)
-		read_credentials_file(path, &st);
+		read_credentials_file(path);
 
 	return &current;
 }

@@ -24,6 +24,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/guc_tables.h"
 
 PG_MODULE_MAGIC;
 
@@ -135,6 +136,58 @@ done:
 	return ok;
 }
 
+/* The path of every EnKash Prepaid Card endpoint begins with this. */
+#define ENKASH_API_PREFIX "/api/v0/partner/enKashCard"
+
+/*
+ * enkash.base_url: a URL as check_url takes it; the host alone
+ * ("https://pay.enkash.in") stands for the API under ENKASH_API_PREFIX.
+ */
+static bool
+check_base_url(char **newval, void **extra, GucSource source)
+{
+	CURLU	   *url;
+	char	   *path = NULL;
+	char	   *query = NULL;
+	char	   *fragment = NULL;
+	bool		host_only;
+	size_t		len;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;			/* unset: the call reports what is missing */
+	if (!check_url(newval, extra, source))
+		return false;
+	url = curl_url();
+	if (url == NULL)
+		return false;
+	host_only = curl_url_set(url, CURLUPART_URL, *newval, 0) == CURLUE_OK &&
+		curl_url_get(url, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
+		(path[0] == '\0' || strcmp(path, "/") == 0) &&
+		curl_url_get(url, CURLUPART_QUERY, &query, 0) != CURLUE_OK &&
+		curl_url_get(url, CURLUPART_FRAGMENT, &fragment, 0) != CURLUE_OK;
+	curl_free(path);
+	curl_free(query);
+	curl_free(fragment);
+	curl_url_cleanup(url);
+	if (host_only)
+	{
+		char	   *full;
+
+		len = strlen(*newval);
+		if ((*newval)[len - 1] == '/')
+			len--;
+		/* PostgreSQL 15 keeps setting strings in malloc'd memory */
+		full = malloc(len + sizeof(ENKASH_API_PREFIX));
+		if (full == NULL)
+			return false;
+		memcpy(full, *newval, len);
+		strcpy(full + len, ENKASH_API_PREFIX);
+		free(*newval);
+		*newval = full;
+	}
+	return true;
+}
+
 /* "page,size": two JSON member names. */
 static bool
 check_paging_fields(char **newval, void **extra, GucSource source)
@@ -159,9 +212,9 @@ static void
 define_settings(void)
 {
 	DefineCustomStringVariable("enkash.base_url",
-							   "Base URL of the EnKash card API, up to and including /enKashCard.",
+							   "Base URL of the EnKash card API: the host alone, or up to and including /enKashCard.",
 							   NULL, &enkash_base_url, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_url, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_base_url, NULL, NULL);
 	DefineCustomStringVariable("enkash.token_url",
 							   "URL of EnKash's OAuth token endpoint.",
 							   NULL, &enkash_token_url, "",
@@ -172,7 +225,7 @@ define_settings(void)
 							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("enkash.company_id",
 							   "Default companyId (CEK...) for calls that do not name one.",
-							   NULL, &enkash_company_id, "",
+							   "The token request's clientId is the credentials file's company_id, or this setting as postgresql.conf or a superuser gives it; never a session's own value.", &enkash_company_id, "",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("enkash.credentials_file",
 							   "File holding client_id, client_secret, username, password and encryption_secret.",
@@ -345,6 +398,32 @@ enkash_require_setting(const char *name, const char *value)
 				 errmsg("enkash is not configured: \"%s\" is not set", name),
 				 errhint("Set %s in postgresql.conf (see the enkash README) and reload.", name)));
 	return value;
+}
+
+/*
+ * A string setting's value as the server gives it (postgresql.conf, the
+ * command line, ALTER SYSTEM, or ALTER ROLE ALL by a superuser), never a
+ * value a session chose for itself (SET, connection options, ALTER ROLE or
+ * DATABASE SET).  NULL when unset or overridden below the server level.
+ */
+const char *
+enkash_server_setting(const char *name)
+{
+	struct config_generic **vars = get_guc_variables();
+	int			n = GetNumConfigOptions();
+
+	for (int i = 0; i < n; i++)
+	{
+		struct config_string *var = (struct config_string *) vars[i];
+
+		if (vars[i]->vartype != PGC_STRING || strcmp(vars[i]->name, name) != 0)
+			continue;
+		if (vars[i]->reset_source > PGC_S_GLOBAL || var->reset_val == NULL ||
+			var->reset_val[0] == '\0')
+			return NULL;
+		return var->reset_val;
+	}
+	return NULL;
 }
 
 PG_FUNCTION_INFO_V1(enkash_assert_preloaded);

@@ -29,6 +29,8 @@
 #define ERRCODE_ENKASH_UNAVAILABLE		MAKE_SQLSTATE('E','K','0','0','4')	/* 5xx, 429 */
 #define ERRCODE_ENKASH_BAD_RESPONSE		MAKE_SQLSTATE('E','K','0','0','5')	/* unreadable */
 #define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('E','K','0','0','6')	/* sent, no answer */
+/* EK007 (key reused) is defined in money.c */
+#define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('E','K','0','0','8')	/* not tried again */
 
 /*
  * An answer came but cannot be used, one code per way it is broken (EK005
@@ -81,6 +83,7 @@ extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);
 extern void enkash_require_preload(void);
 extern const char *enkash_require_setting(const char *name, const char *value);
+extern const char *enkash_server_setting(const char *name);
 
 /* --- credentials.c: the secrets file ------------------------------------ */
 typedef struct EnkashCredentials
@@ -90,6 +93,7 @@ typedef struct EnkashCredentials
 	char	   *username;
 	char	   *password;
 	char	   *encryption_secret;	/* client_secret unless given */
+	char	   *company_id;		/* the token request's clientId, if given */
 	uint64		version;		/* bumps each time the file is re-read */
 } EnkashCredentials;
 
@@ -117,6 +121,10 @@ typedef struct EnkashHttpResult
 extern void enkash_http_post(const char *url, const char *const *headers,
 							 int nheaders, const char *body, size_t body_len,
 							 bool may_resend, EnkashHttpResult *result);
+extern void enkash_http_post_timed(const char *url, const char *const *headers,
+								   int nheaders, const char *body, size_t body_len,
+								   bool may_resend, long timeout_ms,
+								   long connect_timeout_ms, EnkashHttpResult *result);
 extern int	enkash_last_retry_after;
 
 /* The outbox sender's concurrent transfers (one multi handle, reused connections). */

@@ -5,7 +5,8 @@
  *
  * Everything written to enkash's tables (audit log, idempotency outcomes)
  * goes through enkash_mask first.  Members named after a secret are
- * replaced by "[removed]"; a card number becomes first 6 / last 4; and any
+ * replaced by "[removed]" (names are matched word by word, see below); a
+ * card number becomes first 6 / last 4; and any
  * string that looks like a card number (13 to 19 digits) is masked wherever
  * it appears, even inside free text, so a secret under an unexpected name
  * is caught as well.
@@ -16,43 +17,141 @@
 
 #include "utils/jsonb.h"
 
-typedef struct MemberName
+/*
+ * Member names are matched by their words, so that every spelling of a
+ * secret is caught (cvc, CVV2, cardPin, pin_block, newPIN, otpCode,
+ * mfa_code, cardNumber, card_no) while words that merely contain one are not
+ * (pincode, spinner, otpRequestId, pinSet): a name is split at '_', '-',
+ * '.', white space and camelCase humps, and matches when it ends with one of
+ * these word sequences (case-insensitively).
+ */
+#define MAX_WORDS 3
+
+typedef struct NameEnding
 {
-	const char *name;
-	int			len;
-} MemberName;
+	const char *words[MAX_WORDS + 1];	/* NULL-terminated */
+} NameEnding;
 
-#define MEMBER(s) {s, sizeof(s) - 1}
-
-/* Members whose values are never kept, compared case-insensitively. */
-static const MemberName removed_members[] = {
-	MEMBER("cvv"), MEMBER("cvv2"), MEMBER("pin"), MEMBER("pinBlock"), MEMBER("otp"),
-	MEMBER("mfaCode"), MEMBER("password"), MEMBER("client_secret"),
-	MEMBER("clientSecret"), MEMBER("access_token"), MEMBER("refresh_token"),
-	MEMBER("accessToken"), MEMBER("refreshToken"), MEMBER("token"), MEMBER("expiry"),
-	MEMBER("expiryDate"), MEMBER("encryption_secret"), {NULL, 0}
+/* Members whose values are never kept. */
+static const NameEnding removed_endings[] = {
+	{{"cvv"}}, {{"cvv2"}}, {{"cvc"}}, {{"cvc2"}}, {{"security", "code"}},
+	{{"pin"}}, {{"pin", "block"}}, {{"otp"}}, {{"otp", "code"}},
+	{{"otp", "value"}}, {{"mfa"}}, {{"mfa", "code"}}, {{"password"}},
+	{{"passwd"}}, {{"secret"}}, {{"token"}}, {{"expiry"}}, {{"expiry", "date"}},
+	{{NULL}}
 };
 
 /* Members holding a full card number, kept as first 6 / last 4. */
-static const MemberName card_number_members[] = {
-	MEMBER("cardNumber"), MEMBER("pan"), MEMBER("cardNo"), {NULL, 0}
+static const NameEnding card_number_endings[] = {
+	{{"pan"}}, {{"card", "number"}}, {{"card", "no"}}, {{"card", "num"}},
+	{{NULL}}
 };
 
-static bool
-member_in(const char *name, int len, const MemberName *list)
+#define MAX_NAME_WORDS 16
+
+typedef struct Word
 {
-	for (const MemberName *m = list; m->name; m++)
-		if (m->len == len && pg_strncasecmp(name, m->name, len) == 0)
+	const char *start;
+	int			len;
+} Word;
+
+static bool
+is_separator(char c)
+{
+	return c == '_' || c == '-' || c == '.' || c == ' ' || c == '\t';
+}
+
+#define IS_UPPER(c) ((c) >= 'A' && (c) <= 'Z')
+#define IS_LOWER(c) ((c) >= 'a' && (c) <= 'z')
+
+/*
+ * Splits a member name into words; returns how many (the last
+ * MAX_NAME_WORDS of a longer name).  "cardPINBlock" is card, PIN, Block.
+ */
+static int
+split_words(const char *name, int len, Word *words)
+{
+	int			n = 0;
+	int			i = 0;
+
+	while (i < len)
+	{
+		int			start;
+
+		while (i < len && is_separator(name[i]))
+			i++;
+		if (i >= len)
+			break;
+		start = i++;
+		while (i < len && !is_separator(name[i]))
+		{
+			/* a hump: "cardPin" at 'P', "PINBlock" at 'B' */
+			if (IS_UPPER(name[i]) &&
+				(IS_LOWER(name[i - 1]) ||
+				 (i + 1 < len && IS_UPPER(name[i - 1]) && IS_LOWER(name[i + 1]))))
+				break;
+			i++;
+		}
+		if (n == MAX_NAME_WORDS)
+		{
+			memmove(words, words + 1, sizeof(Word) * (MAX_NAME_WORDS - 1));
+			n--;
+		}
+		words[n].start = name + start;
+		words[n].len = i - start;
+		n++;
+	}
+	return n;
+}
+
+static bool
+name_ends_with(const Word *words, int n, const NameEnding *list)
+{
+	for (const NameEnding *e = list; e->words[0]; e++)
+	{
+		int			k = 0;
+		bool		match = true;
+
+		while (e->words[k])
+			k++;
+		if (k > n)
+			continue;
+		for (int j = 0; j < k && match; j++)
+		{
+			const Word *w = &words[n - k + j];
+
+			match = w->len == (int) strlen(e->words[j]) &&
+				pg_strncasecmp(w->start, e->words[j], w->len) == 0;
+		}
+		if (match)
 			return true;
+	}
 	return false;
+}
+
+/* Whether a member of this name is removed (its value never kept). */
+static bool
+names_removed_member(const char *name, int len)
+{
+	Word		words[MAX_NAME_WORDS];
+
+	return name_ends_with(words, split_words(name, len, words), removed_endings);
+}
+
+/* Whether a member of this name holds a card number. */
+static bool
+names_card_number_member(const char *name, int len)
+{
+	Word		words[MAX_NAME_WORDS];
+
+	return name_ends_with(words, split_words(name, len, words), card_number_endings);
 }
 
 /* Whether a member of this name is removed or masked. */
 static bool
 names_masked_member(const char *name, int len)
 {
-	return member_in(name, len, removed_members) ||
-		member_in(name, len, card_number_members);
+	return names_removed_member(name, len) || names_card_number_member(name, len);
 }
 
 /* Writes a card number's digits as first 6, X's, last 4. */
@@ -216,10 +315,9 @@ enkash_mask(Jsonb *json)
 	{
 		if (token == WJB_KEY)
 		{
-			remove_next = member_in(v.val.string.val, v.val.string.len,
-									removed_members);
-			card_next = member_in(v.val.string.val, v.val.string.len,
-								  card_number_members);
+			remove_next = names_removed_member(v.val.string.val, v.val.string.len);
+			card_next = !remove_next &&
+				names_card_number_member(v.val.string.val, v.val.string.len);
 			result = pushJsonbValue(&state, token, &v);
 			continue;
 		}
@@ -304,7 +402,7 @@ may_hold_secrets(const char *json, size_t len)
 				if (json[i] == '\\')
 					i++;
 			}
-			if (i - start <= 32 && names_masked_member(json + start, (int) (i - start)))
+			if (i - start <= 64 && names_masked_member(json + start, (int) (i - start)))
 				return true;
 			digits = 0;
 		}

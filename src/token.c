@@ -12,6 +12,12 @@
  * The token itself never leaves C: it is not a setting, not logged, not
  * returned to SQL.
  *
+ * EnKash locks the partner account after three refused password grants in
+ * a row.  Once it refuses the credentials, no grant is tried again, by any
+ * backend, until the credentials change (the file is re-read as usual) or
+ * an administrator calls enkash_reset_credentials(): shared memory keeps a
+ * salted fingerprint of the refused credentials, never the credentials.
+ *
  *-------------------------------------------------------------------------
  */
 #include "enkash.h"
@@ -21,6 +27,8 @@
 #include "envelope.h"
 #include "ledger.h"
 #include "access/htup_details.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
@@ -40,6 +48,15 @@
  */
 #define EXPIRY_MARGIN_SECS 30
 
+/*
+ * The token endpoint's own timeouts, whatever the caller's enkash.timeout_ms:
+ * they bound a fetch, after which another backend may take it over, and
+ * that bound must not be a session's choice.
+ */
+#define TOKEN_TIMEOUT_MS 15000
+#define TOKEN_CONNECT_TIMEOUT_MS 5000
+#define FETCH_STALE_MS (TOKEN_TIMEOUT_MS + 5000)
+
 typedef struct EnkashTokenShared
 {
 	LWLock	   *lock;
@@ -57,6 +74,11 @@ typedef struct EnkashTokenShared
 	uint64		token_calls;	/* HTTP calls to the token endpoint */
 	char		last_error[256];
 	TimestampTz last_error_at;
+	/* credentials EnKash refused: not tried again (see the top of the file) */
+	bool		refused;
+	uint8		refused_fingerprint[PG_SHA256_DIGEST_LENGTH];
+	TimestampTz refused_at;
+	uint8		salt[16];
 	/* enkash.rate_limit: one token bucket for the whole server */
 	double		bucket;
 	TimestampTz bucket_at;
@@ -82,6 +104,9 @@ enkash_token_shmem_init(void)
 		memset(shared, 0, sizeof(*shared));
 		shared->lock = &(GetNamedLWLockTranche("enkash"))->lock;
 		ConditionVariableInit(&shared->changed);
+		if (!pg_strong_random(shared->salt, sizeof(shared->salt)))
+			ereport(FATAL,
+					(errmsg("enkash: could not generate random numbers")));
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -161,13 +186,101 @@ audit_token_call(bool use_refresh, const EnkashHttpResult *http)
 }
 
 /*
+ * The clientId of a password grant: the credentials file's company_id, or
+ * enkash.company_id as the server sets it; a session's own value would let
+ * any caller decide which account the partner's password is tried on.
+ */
+static const char *
+grant_company_id(const EnkashCredentials *creds)
+{
+	const char *company = creds->company_id ? creds->company_id :
+		enkash_server_setting("enkash.company_id");
+
+	if (company == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("enkash is not configured: no company id for the token request"),
+				 errhint("Add company_id to the file named by enkash.credentials_file, or set enkash.company_id in postgresql.conf.")));
+	return company;
+}
+
+/* A salted digest of what a password grant sends, to recognise a refused set. */
+static void
+credentials_fingerprint(const EnkashCredentials *creds,
+						uint8 digest[PG_SHA256_DIGEST_LENGTH])
+{
+	const char *parts[5];
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	bool		ok;
+
+	parts[0] = creds->client_id;
+	parts[1] = creds->client_secret;
+	parts[2] = creds->username;
+	parts[3] = creds->password;
+	parts[4] = grant_company_id(creds);
+	ok = ctx != NULL && pg_cryptohash_init(ctx) == 0 &&
+		pg_cryptohash_update(ctx, shared->salt, sizeof(shared->salt)) == 0;
+	for (int i = 0; ok && i < lengthof(parts); i++)
+		ok = pg_cryptohash_update(ctx, (const uint8 *) parts[i],
+								  strlen(parts[i]) + 1) == 0;
+	ok = ok && pg_cryptohash_final(ctx, digest, PG_SHA256_DIGEST_LENGTH) == 0;
+	pg_cryptohash_free(ctx);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute a digest of the enkash credentials")));
+}
+
+pg_attribute_noreturn()
+static void
+raise_refused(TimestampTz at, const char *reason)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ENKASH_CREDENTIALS_REFUSED),
+			 errmsg("EnKash refused the partner credentials; no new attempt is made"),
+			 errdetail("EnKash refused them at %s (%s) and locks the partner account after 3 refused attempts in a row, so nothing was sent.",
+					   timestamptz_to_str(at), reason),
+			 errhint("Correct the file named by enkash.credentials_file (it is re-read within a second), or, once EnKash confirms the credentials, have an administrator call enkash_reset_credentials().")));
+}
+
+/* Raises EK008 if EnKash has refused exactly these credentials. */
+static void
+check_not_refused(const uint8 *fingerprint)
+{
+	TimestampTz at;
+	char		reason[256];
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	if (!shared->refused ||
+		memcmp(shared->refused_fingerprint, fingerprint, PG_SHA256_DIGEST_LENGTH) != 0)
+	{
+		LWLockRelease(shared->lock);
+		return;
+	}
+	at = shared->refused_at;
+	strlcpy(reason, shared->last_error, sizeof(reason));
+	LWLockRelease(shared->lock);
+	raise_refused(at, reason[0] ? reason : "no reason given");
+}
+
+/* Restarts the stale-claim clock of our fetch (before each grant). */
+static void
+fetch_alive(void)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->fetching && shared->fetcher_pid == MyProcPid)
+		shared->fetch_started = GetCurrentTimestamp();
+	LWLockRelease(shared->lock);
+}
+
+/*
  * One grant against the token endpoint.  Returns true and stores the token
  * in shared memory on success; on an authentication refusal returns false
  * (the caller may fall back to another grant); raises on anything else.
  */
 static bool
-request_token(const EnkashCredentials *creds, bool use_refresh,
-			  const char *refresh_token)
+request_token(const EnkashCredentials *creds, const uint8 *fingerprint,
+			  bool use_refresh, const char *refresh_token)
 {
 	const char *url = enkash_require_setting("enkash.token_url", enkash_token_url);
 	StringInfoData form;
@@ -193,8 +306,7 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 		append_form_field(&form, "grant_type", "password");
 		append_form_field(&form, "username", creds->username);
 		append_form_field(&form, "password", creds->password);
-		append_form_field(&form, "clientId",
-						  enkash_require_setting("enkash.company_id", enkash_company_id));
+		append_form_field(&form, "clientId", grant_company_id(creds));
 	}
 
 	pair = psprintf("%s:%s", creds->client_id, creds->client_secret);
@@ -212,8 +324,10 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 	PG_TRY();
 	{
 		enkash_rate_limit_wait();
-		enkash_http_post(url, headers, lengthof(headers), form.data, form.len,
-						 true, &http);
+		fetch_alive();
+		enkash_http_post_timed(url, headers, lengthof(headers), form.data, form.len,
+							   true, TOKEN_TIMEOUT_MS, TOKEN_CONNECT_TIMEOUT_MS,
+							   &http);
 	}
 	PG_FINALLY();
 	{
@@ -239,12 +353,19 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 								description ? description : "refused"));
 		if (use_refresh)
 			return false;
+		/* Not tried again: a second and third refusal would lock the account. */
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		shared->refused = true;
+		memcpy(shared->refused_fingerprint, fingerprint, PG_SHA256_DIGEST_LENGTH);
+		shared->refused_at = GetCurrentTimestamp();
+		shared->refresh_token[0] = '\0';
+		LWLockRelease(shared->lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_AUTH_FAILED),
 				 errmsg("EnKash refused the partner credentials"),
-				 errdetail("The token endpoint answered HTTP %ld: %s.",
+				 errdetail("The token endpoint answered HTTP %ld: %s. No new attempt is made until the credentials change.",
 						   http.status, description ? description : "no reason given"),
-				 errhint("Check username, password, client_id and client_secret in the file named by enkash.credentials_file, and enkash.company_id.")));
+				 errhint("Check username, password, client_id, client_secret and company_id in the file named by enkash.credentials_file (or enkash.company_id in postgresql.conf).")));
 	}
 	if (http.status != 200)
 	{
@@ -282,6 +403,7 @@ request_token(const EnkashCredentials *creds, bool use_refresh,
 														  lifetime * 100));
 	shared->generation++;
 	shared->last_error[0] = '\0';
+	shared->refused = false;
 	LWLockRelease(shared->lock);
 
 	explicit_bzero(access, strlen(access));
@@ -308,17 +430,22 @@ end_fetch(int code, Datum arg)
 static void
 fetch_token(void)
 {
-	const EnkashCredentials *creds = enkash_credentials();
 	char		refresh[TOKEN_MAX];
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	strlcpy(refresh, shared->refresh_token, sizeof(refresh));
-	LWLockRelease(shared->lock);
 
 	PG_ENSURE_ERROR_CLEANUP(end_fetch, (Datum) 0);
 	{
-		if (refresh[0] == '\0' || !request_token(creds, true, refresh))
-			request_token(creds, false, NULL);
+		const EnkashCredentials *creds = enkash_credentials();
+		uint8		fingerprint[PG_SHA256_DIGEST_LENGTH];
+
+		credentials_fingerprint(creds, fingerprint);
+		check_not_refused(fingerprint);
+		LWLockAcquire(shared->lock, LW_SHARED);
+		strlcpy(refresh, shared->refresh_token, sizeof(refresh));
+		LWLockRelease(shared->lock);
+		/* A refused refresh falls back to one password grant, no more. */
+		if (refresh[0] == '\0' ||
+			!request_token(creds, fingerprint, true, refresh))
+			request_token(creds, fingerprint, false, NULL);
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(end_fetch, (Datum) 0);
 	explicit_bzero(refresh, sizeof(refresh));
@@ -358,24 +485,26 @@ enkash_token_get(char *bearer, size_t bearer_size)
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		if (!token_valid(now))
 		{
-			long		stale_ms = enkash_timeout_ms + enkash_connect_timeout_ms + 1000;
-
 			/* Someone else's attempt failed while we slept: report it. */
 			if (waiting && shared->fetch_count != waited_for &&
 				!shared->fetching && shared->last_error[0] != '\0')
 			{
 				char		error[256];
+				bool		refused = shared->refused;
+				TimestampTz refused_at = shared->refused_at;
 
 				strlcpy(error, shared->last_error, sizeof(error));
 				LWLockRelease(shared->lock);
 				ConditionVariableCancelSleep();
+				if (refused)
+					raise_refused(refused_at, error);
 				ereport(ERROR,
 						(errcode(ERRCODE_ENKASH_AUTH_FAILED),
 						 errmsg("could not obtain an EnKash access token"),
 						 errdetail("Another session's attempt just failed: %s.", error)));
 			}
 			if (!shared->fetching ||
-				TimestampDifferenceExceeds(shared->fetch_started, now, stale_ms))
+				TimestampDifferenceExceeds(shared->fetch_started, now, FETCH_STALE_MS))
 			{
 				shared->fetching = true;
 				shared->fetcher_pid = MyProcPid;
@@ -422,6 +551,26 @@ enkash_token_invalidate(uint64 generation)
 	LWLockRelease(shared->lock);
 }
 
+PG_FUNCTION_INFO_V1(enkash_reset_credentials);
+
+/*
+ * enkash_reset_credentials(): lets the next call try the refused credentials
+ * once more (after EnKash has confirmed or unlocked them).  True if a
+ * refusal was forgotten.
+ */
+Datum
+enkash_reset_credentials(PG_FUNCTION_ARGS)
+{
+	bool		was_refused;
+
+	enkash_require_preload();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	was_refused = shared->refused;
+	shared->refused = false;
+	LWLockRelease(shared->lock);
+	PG_RETURN_BOOL(was_refused);
+}
+
 PG_FUNCTION_INFO_V1(enkash_token_calls);
 
 /* Number of token-endpoint calls since server start (for tests, monitoring). */
@@ -451,7 +600,7 @@ enkash_token_refresh_if_due(void)
 		enkash_credentials_file == NULL || enkash_credentials_file[0] == '\0')
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	due = shared->access_token[0] != '\0' && !shared->fetching &&
+	due = shared->access_token[0] != '\0' && !shared->fetching && !shared->refused &&
 		now >= shared->obtained_at +
 		(TimestampTz) ((shared->expires_at - shared->obtained_at) * enkash_token_refresh_fraction);
 	if (due)

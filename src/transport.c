@@ -17,7 +17,11 @@
  *
  * Never ereport from inside a curl callback (a longjmp through libcurl
  * corrupts it), and never palloc there either: the buffers callbacks touch
- * are malloc'd.
+ * are malloc'd.  Our copies of a request (body, header lines: a password
+ * form, a Basic or bearer header, card data) are wiped once it is done.
+ *
+ * The caller waits for enkash.rate_limit before a call: only it knows when
+ * "the request may have left" begins.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,6 +66,7 @@ typedef struct Transfer
 	size_t		upload_cap;
 	size_t		upload_len;
 	size_t		upload_pos;
+	long		timeout_ms;		/* CURLOPT_TIMEOUT_MS of this request */
 
 	/* The response body, grown with realloc, reused across calls. */
 	char	   *body;
@@ -185,7 +190,8 @@ transfer_init(Transfer *t)
  */
 static void
 transfer_prepare(Transfer *t, const char *url, const char *const *headers,
-				 int nheaders, const char *body, size_t len, bool may_resend)
+				 int nheaders, const char *body, size_t len, bool may_resend,
+				 long timeout_ms, long connect_timeout_ms)
 {
 	struct curl_slist *list = NULL;
 
@@ -221,27 +227,34 @@ transfer_prepare(Transfer *t, const char *url, const char *const *headers,
 	t->body_len = 0;
 	t->body_overflow = false;
 	t->body_limit = (size_t) enkash_max_response_kb * 1024;
+	t->timeout_ms = timeout_ms;
 
 	curl_easy_setopt(t->easy, CURLOPT_URL, url);
 	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, may_resend ? t->upload : NULL);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
-	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long) enkash_timeout_ms);
-	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS,
-					 (long) enkash_connect_timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_CAINFO,
 					 (enkash_ca_file && enkash_ca_file[0]) ? enkash_ca_file : NULL);
 }
 
-/* Drops the headers of a finished or abandoned transfer. */
+/*
+ * Drops the headers of a finished or abandoned transfer, and wipes them and
+ * the copy of its body: they may hold credentials, a token or card data.
+ */
 static void
 transfer_release_headers(Transfer *t)
 {
 	/* libcurl keeps a pointer to the list until it is told otherwise */
 	if (t->easy)
 		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+	for (struct curl_slist *h = t->headers; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(t->headers);
 	t->headers = NULL;
+	if (t->upload)
+		explicit_bzero(t->upload, t->upload_cap);
 }
 
 /*
@@ -273,7 +286,8 @@ failed_before_sending(CURLcode code)
 
 /* A finance person's words for why a transfer failed. */
 static void
-describe_failure(CURLcode code, const char *curl_error, EnkashHttpResult *result)
+describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
+				 EnkashHttpResult *result)
 {
 	const char *why;
 
@@ -287,8 +301,12 @@ describe_failure(CURLcode code, const char *curl_error, EnkashHttpResult *result
 			why = "The connection closed before EnKash answered";
 			break;
 		case CURLE_OPERATION_TIMEDOUT:
-			snprintf(result->error, sizeof(result->error),
-					 "No answer within enkash.timeout_ms (%d ms)", enkash_timeout_ms);
+			if (timeout_ms == enkash_timeout_ms)
+				snprintf(result->error, sizeof(result->error),
+						 "No answer within enkash.timeout_ms (%d ms)", enkash_timeout_ms);
+			else
+				snprintf(result->error, sizeof(result->error),
+						 "No answer within %ld ms", timeout_ms);
 			return;
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CONNECT_ERROR:
@@ -351,7 +369,7 @@ transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
 		result->outcome = (header_bytes > 0 || t->upload_pos > 0) ?
 			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
 	}
-	describe_failure(code, t->error, result);
+	describe_failure(code, t->error, t->timeout_ms, result);
 }
 
 /* ---------------------------------------------------------------------
@@ -431,11 +449,23 @@ enkash_http_post(const char *url, const char *const *headers, int nheaders,
 				 const char *body, size_t len, bool may_resend,
 				 EnkashHttpResult *result)
 {
+	enkash_http_post_timed(url, headers, nheaders, body, len, may_resend,
+						   enkash_timeout_ms, enkash_connect_timeout_ms, result);
+}
+
+/* enkash_http_post with timeouts of the caller's choosing, not the settings'. */
+void
+enkash_http_post_timed(const char *url, const char *const *headers, int nheaders,
+					   const char *body, size_t len, bool may_resend,
+					   long timeout_ms, long connect_timeout_ms,
+					   EnkashHttpResult *result)
+{
 	volatile CURLcode code;
 
 	setup_sync();
 	enkash_last_retry_after = 0;
-	transfer_prepare(&sync_xfer, url, headers, nheaders, body, len, may_resend);
+	transfer_prepare(&sync_xfer, url, headers, nheaders, body, len, may_resend,
+					 timeout_ms, connect_timeout_ms);
 
 	PG_TRY();
 	{
@@ -611,7 +641,8 @@ enkash_multi_start(int max, const char *url, const char *const *headers,
 	enkash_rate_limit_wait();
 	transfer_init(t);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (char *) t);
-	transfer_prepare(t, url, headers, nheaders, body, len, may_resend);
+	transfer_prepare(t, url, headers, nheaders, body, len, may_resend,
+					 enkash_timeout_ms, enkash_connect_timeout_ms);
 	if (curl_multi_add_handle(out_multi, t->easy) != CURLM_OK)
 	{
 		transfer_release_headers(t);

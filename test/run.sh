@@ -70,6 +70,11 @@ as_user chmod 640 "$WORK/group-readable.conf"
 as_root install -o root -g root -m 600 "$WORK/credentials.conf" "$WORK/root-owned.conf"
 printf 'client_id = x\nclient_secret = y\nusername = z\n' | as_user sh -c "umask 077; cat > '$WORK/incomplete.conf'"
 printf 'client_id = x\npassword\n' | as_user sh -c "umask 077; cat > '$WORK/malformed.conf'"
+as_user ln -s "$WORK/credentials.conf" "$WORK/symlink.conf"
+printf 'client_id = x\nclient_secret = c2VjcmV0LXNw\n  bGl0LWxpbmU=\nusername = z\npassword = w\n' |
+	as_user sh -c "umask 077; cat > '$WORK/unknown-key.conf'"
+# The partner's password gone wrong, for the lockout test.
+as_user sh -c "umask 077; sed 's/^password = .*/password = not-the-partner-password/' '$WORK/credentials.conf' > '$WORK/wrong-password.conf'"
 {
 	enkash_settings "$WORK/credentials.conf"
 	cat <<EOF2

@@ -8,6 +8,10 @@
  * Issued tokens survive /__sandbox/reset on purpose: a test resets the
  * state between cases without forcing the client to log in again.
  *
+ * Like EnKash, the partner account locks after three consecutive refused
+ * password grants: a locked account refuses even the right password until
+ * /__sandbox/unlock (or a reset).  Refused grants are counted by type.
+ *
  *-------------------------------------------------------------------------
  */
 #include <ctype.h>
@@ -31,6 +35,14 @@ typedef struct Token
 static Token *tokens;
 static int	ntokens;
 static int	tokens_cap;
+
+#define LOCK_AFTER_FAILURES 3
+
+/* guarded by sandbox_lock */
+static int	consecutive_failures;
+static bool account_locked;
+static long failed_password;
+static long failed_refresh;
 
 void
 random_hex(char *out, int nbytes)
@@ -56,6 +68,42 @@ auth_free(void)
 	free(tokens);
 	tokens = NULL;
 	ntokens = tokens_cap = 0;
+}
+
+/* caller holds sandbox_lock; with counters_too, the refused grants too */
+void
+auth_unlock(bool counters_too)
+{
+	consecutive_failures = 0;
+	account_locked = false;
+	if (counters_too)
+		failed_password = failed_refresh = 0;
+}
+
+/* caller holds sandbox_lock */
+json_t *
+auth_lock_json(void)
+{
+	return json_pack("{s:I, s:I, s:b}",
+					 "failed_password", (json_int_t) failed_password,
+					 "failed_refresh_token", (json_int_t) failed_refresh,
+					 "account_locked", account_locked);
+}
+
+/* Counts a refused grant; three password ones in a row lock the account. */
+static void
+note_refused(const char *grant)
+{
+	pthread_mutex_lock(&sandbox_lock);
+	if (grant && strcmp(grant, "password") == 0)
+	{
+		failed_password++;
+		if (++consecutive_failures >= LOCK_AFTER_FAILURES)
+			account_locked = true;
+	}
+	else if (grant && strcmp(grant, "refresh_token") == 0)
+		failed_refresh++;
+	pthread_mutex_unlock(&sandbox_lock);
 }
 
 /* caller holds sandbox_lock */
@@ -225,18 +273,20 @@ auth_token_endpoint(SandboxRequest *req, SandboxReply *rep)
 	char	   *f2 = NULL;
 	char	   *f3 = NULL;
 	Token		t;
+	bool		locked;
 
-	if (!basic_auth_ok(authz))
-	{
-		bad_credentials(rep);
-		return;
-	}
 	if (!is_form_content_type(ct))
 	{
 		invalid_request(rep, "Content-Type must be application/x-www-form-urlencoded");
 		return;
 	}
 	grant = form_value(req->body, req->body_len, "grant_type");
+	if (!basic_auth_ok(authz))
+	{
+		note_refused(grant);
+		bad_credentials(rep);
+		goto done;
+	}
 	if (grant == NULL || grant[0] == '\0')
 	{
 		invalid_request(rep, "Missing grant type");
@@ -254,9 +304,20 @@ auth_token_endpoint(SandboxRequest *req, SandboxReply *rep)
 			invalid_request(rep, "username, password and clientId are required");
 			goto done;
 		}
+		pthread_mutex_lock(&sandbox_lock);
+		locked = account_locked;
+		pthread_mutex_unlock(&sandbox_lock);
+		if (locked)
+		{
+			note_refused(grant);
+			reply_json(rep, 401, json_pack("{s:s, s:s}", "error", "invalid_grant",
+										   "error_description", "User account is locked"));
+			goto done;
+		}
 		if (strcmp(f1, cfg.username) != 0 || strcmp(f2, cfg.password) != 0 ||
 			strcmp(f3, cfg.company_id) != 0)
 		{
+			note_refused(grant);
 			bad_credentials(rep);
 			goto done;
 		}
@@ -279,6 +340,7 @@ auth_token_endpoint(SandboxRequest *req, SandboxReply *rep)
 		pthread_mutex_unlock(&sandbox_lock);
 		if (!found)
 		{
+			note_refused(grant);
 			bad_credentials(rep);
 			goto done;
 		}
@@ -296,6 +358,8 @@ auth_token_endpoint(SandboxRequest *req, SandboxReply *rep)
 	pthread_mutex_lock(&sandbox_lock);
 	grow_array((void **) &tokens, &tokens_cap, ntokens + 1, sizeof(Token));
 	tokens[ntokens++] = t;
+	if (strcmp(grant, "password") == 0)
+		consecutive_failures = 0;
 	control_note_grant(grant);
 	pthread_mutex_unlock(&sandbox_lock);
 

@@ -493,14 +493,15 @@ requests_json(void)
 
 	for (i = 0; i < npaths; i++)
 		json_object_set_new(p, paths[i].path, json_integer(paths[i].count));
-	return json_pack("{s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I}}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:o}",
 					 "total", (json_int_t) total_requests,
 					 "connections", (json_int_t) connections,
 					 "in_flight", (json_int_t) in_flight,
 					 "max_in_flight", (json_int_t) max_in_flight,
 					 "paths", p,
 					 "grants", "password", (json_int_t) grants_password,
-					 "refresh_token", (json_int_t) grants_refresh);
+					 "refresh_token", (json_int_t) grants_refresh,
+					 "auth", auth_lock_json());
 }
 
 static json_t *
@@ -615,8 +616,14 @@ control_handle(SandboxRequest *req, SandboxReply *rep)
 		auth_expire_all(json_is_true(json_object_get(body, "refresh")));
 		ok_reply(rep);
 	}
+	else if (post && strcmp(name, "unlock") == 0)
+	{
+		auth_unlock(false);
+		ok_reply(rep);
+	}
 	else if (post && strcmp(name, "reset") == 0)
 	{
+		auth_unlock(true);
 		state_reset();
 		control_reset_counters();
 		faults_clear();

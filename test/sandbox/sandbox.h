@@ -121,6 +121,8 @@ extern void auth_token_endpoint(SandboxRequest *req, SandboxReply *rep);
 extern bool auth_check_bearer(const char *authorization);
 extern void auth_expire_all(bool refresh_too);
 extern json_t *auth_tokens_json(void);
+extern json_t *auth_lock_json(void);
+extern void auth_unlock(bool counters_too);
 
 /* state.c */
 extern void state_reset(void);
