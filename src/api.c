@@ -37,9 +37,6 @@
 #define MAX_ID_CHARS 64
 #define MAX_ARRAY_ITEMS 100
 
-/* EnKash is in India: times go on the wire in IST. */
-#define IST_OFFSET_SECS (5 * 3600 + 30 * 60)
-
 /*
  * What a call needs to know about its SQL function: cached in fn_extra for
  * the statement, and by function OID for the life of the backend (until
@@ -250,21 +247,6 @@ looks_like_email(const char *s)
 	return dot && dot > at + 1 && dot[1] != '\0';
 }
 
-static bool
-looks_like_tax_pan(const char *s)
-{
-	if (strlen(s) != 10)
-		return false;
-	for (int i = 0; i < 10; i++)
-	{
-		bool		letter = (i < 5 || i == 9);
-
-		if (letter ? !isupper((unsigned char) s[i]) : !isdigit((unsigned char) s[i]))
-			return false;
-	}
-	return true;
-}
-
 /* Checks a value against its field's format; says what is wrong or NULL. */
 static const char *
 format_problem(const EnkashField *field, const char *value)
@@ -281,22 +263,8 @@ format_problem(const EnkashField *field, const char *value)
 				"is too long to be an EnKash identifier" : NULL;
 		case EV_MOBILE:
 			return all_digits(value, 10, 10) ? NULL : "must be 10 digits";
-		case EV_PINCODE:
-			return all_digits(value, 6, 6) ? NULL : "must be 6 digits";
 		case EV_EMAIL:
 			return looks_like_email(value) ? NULL : "is not an e-mail address";
-		case EV_OTP:
-			return all_digits(value, 4, 8) ? NULL : "must be 4 to 8 digits";
-		case EV_PIN_BLOCK:
-			if (strlen(value) < 4 || strlen(value) > 32)
-				return "must be 4 to 32 hexadecimal digits";
-			for (const char *p = value; *p; p++)
-				if (!isxdigit((unsigned char) *p))
-					return "must be 4 to 32 hexadecimal digits";
-			return NULL;
-		case EV_TAX_PAN:
-			return looks_like_tax_pan(value) ? NULL :
-				"is not a PAN (five capital letters, four digits, a capital letter)";
 	}
 	return NULL;
 }
@@ -455,7 +423,7 @@ append_date(StringInfo buf, const EnkashField *field, Datum value)
 	appendStringInfo(buf, "\"%02d-%02d-%04d\"", day, month, year);
 }
 
-/* A moment as ISO-8601 in IST with milliseconds: 2026-11-25T15:00:00.000+05:30. */
+/* A moment as EnKash's pages write it: ISO-8601 in UTC, 2025-01-24T08:47:01.505Z. */
 static void
 append_timestamp(StringInfo buf, const EnkashField *field, Datum value)
 {
@@ -465,12 +433,11 @@ append_timestamp(StringInfo buf, const EnkashField *field, Datum value)
 
 	if (TIMESTAMP_NOT_FINITE(ts))
 		invalid_value(field, "must be a finite time", NULL);
-	if (timestamp2tm(ts + (int64) IST_OFFSET_SECS * USECS_PER_SEC, NULL, &tm,
-					 &fsec, NULL, NULL) != 0)
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("%s is out of range", field->arg)));
-	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03d+05:30\"",
+	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
 					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
 					 tm.tm_sec, (int) (fsec / 1000));
 }
@@ -587,6 +554,70 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 }
 
 /*
+ * The limits to clear (sent as JSON null), from the endpoint's EF_CLEARS
+ * argument: each must name one of its EF_NULLABLE fields.  NIL when none.
+ */
+static List *
+limits_to_clear(FunctionCallInfo fcinfo, const CallPlan *plan)
+{
+	const EnkashEndpoint *ep = plan->endpoint;
+	List	   *names = NIL;
+
+	for (int f = 0; f < plan->nfields; f++)
+	{
+		const EnkashField *field = &ep->fields[f];
+		int			a = plan->argno[f];
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		if (!(field->flags & EF_CLEARS) || a < 0 || PG_ARGISNULL(a))
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(PG_GETARG_DATUM(a)), TEXTOID, -1,
+						  false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			char	   *name;
+			bool		known = false;
+			StringInfoData allowed;
+
+			if (nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("%s must not contain NULL", field->arg)));
+			name = TextDatumGetCString(elems[i]);
+			initStringInfo(&allowed);
+			for (const EnkashField *g = ep->fields; g->arg; g++)
+			{
+				if (!(g->flags & EF_NULLABLE))
+					continue;
+				known |= (strcmp(g->arg, name) == 0);
+				appendStringInfo(&allowed, "%s%s", allowed.len ? ", " : "", g->arg);
+			}
+			if (!known)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s names \"%s\", which is not a limit that can be cleared",
+								field->arg, name),
+						 errhint("Name any of: %s.", allowed.data)));
+			names = lappend(names, name);
+		}
+	}
+	return names;
+}
+
+static bool
+name_listed(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+/*
  * Builds the JSON body of an endpoint call from the SQL function's
  * arguments, validating each; the endpoint is the function's own.
  */
@@ -596,11 +627,13 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 {
 	CallPlan   *plan = fcinfo->flinfo->fn_extra;
 	const EnkashEndpoint *ep;
+	List	   *clear;
 
 	if (plan == NULL)
 		fcinfo->flinfo->fn_extra = plan = call_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
 	*key = NULL;
+	clear = limits_to_clear(fcinfo, plan);
 
 	appendStringInfoChar(body, '{');
 	for (int f = 0; f < plan->nfields; f++)
@@ -609,6 +642,22 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 		int			a = plan->argno[f];
 		bool		isnull = (a < 0 || PG_ARGISNULL(a));
 
+		if (field->flags & EF_CLEARS)
+			continue;
+		/* A JsonNullable limit: null clears it, absent leaves it as it is. */
+		if ((field->flags & EF_NULLABLE) && name_listed(clear, field->arg))
+		{
+			if (!isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s is both set and listed to be cleared", field->arg),
+						 errhint("Give a value to set the limit, or list it in clear_limits to remove it, not both.")));
+			if (body->len > 1)
+				appendStringInfoChar(body, ',');
+			escape_json(body, field->json);
+			appendStringInfoString(body, ":null");
+			continue;
+		}
 		append_field(body, field, isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
 					 isnull);
 		if ((field->flags & EF_KEY) && !isnull)
