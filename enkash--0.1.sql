@@ -533,8 +533,9 @@ COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
 
 -- A time in an EnKash answer: "Jan 23, 2025 4:38:36 PM" is IST without an
 -- offset (api-13013004); a time carrying Z or an offset is taken as written.
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
 CREATE FUNCTION enkash.answer_time(t text) RETURNS timestamptz
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN t ~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN t::timestamptz
