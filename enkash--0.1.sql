@@ -307,13 +307,14 @@ CREATE FUNCTION enkash_create_prepaid_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL)
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
-'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). documents (jsonb, [{"docType": "PAN", "docNo": ...}]) or pan_number give the documents. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
 
 -- As enkash_create_prepaid_card (api-13012983); load_amount is required.
 CREATE FUNCTION enkash_create_gift_card(
@@ -346,12 +347,13 @@ CREATE FUNCTION enkash_create_gift_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL)
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
 'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
 
 CREATE FUNCTION enkash_request_card_replacement(
@@ -434,13 +436,14 @@ CREATE FUNCTION enkash_set_card_controls(
     contact_less_daily_limit_count integer DEFAULT NULL,
     admin_user boolean DEFAULT NULL,
     company_id text DEFAULT NULL,
-    clear_limits text[] DEFAULT NULL)
+    clear_limits text[] DEFAULT NULL,
+    extra_members jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[]) IS
-'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits.';
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits. extra_members (a jsonb object) sends members EnKash documents without naming them, such as the auto-load settings.';
 
 CREATE FUNCTION enkash_generate_card_otp(
     card_account_id text,

@@ -48,6 +48,14 @@ SELECT jsonb_pretty(sandbox.wire_body('') - 'companyId' - 'cardAccountId') AS cr
 SELECT * FROM sandbox.vs_docs(sandbox.wire_body(''),
     '{userId,companyId,cardAccountId,email,mobile,title,firstName,lastName,gender,address,address2,city,state,country,pincode,primaryEnKashCard,physicalCard,loadAmount,remarks,physicalDeliveryAddressFlag,deliveryAddress,deliveryAddress2,deliveryCity,deliveryState,deliveryCountry,deliveryPincode,documents,specialDate}');
 
+-- documents as a jsonb array, any document types; or pan_number, not both.
+SELECT enkash_create_prepaid_card(card_account_id => :'acc', last_name => 'Das',
+    documents => '[{"docType": "PAN", "docNo": "ABCDE1234F"}, {"docType": "PASSPORT", "docNo": "Z1234567"}]',
+    idempotency_key => 'WB-CARD-DOCS') IS NOT NULL AS created_with_documents;
+SELECT sandbox.wire_body('')->'documents' AS documents;
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', last_name => 'Das', pan_number => 'ABCDE1234F', documents => '[]', idempotency_key => 'WB-X')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_create_prepaid_card('CASANDBOX1', last_name => 'Das', documents => '{"docType": "PAN"}', idempotency_key => 'WB-X')$$);
+
 -- Create Gift Card (api-13012983): as above, plus middleName; loadAmount required.
 SELECT enkash_create_gift_card(card_account_id => 'CAGIFT1', first_name => 'Ira', middle_name => 'K',
     last_name => 'Sen', load_amount => 500, idempotency_key => 'WB-GIFT')->>'enKashCardId' IS NOT NULL AS gift_created;
@@ -103,6 +111,12 @@ SELECT c->'dtd' AS dtd, c->'posDailyLimitCount' AS pos_count, c->'mtd' AS mtd_le
 FROM enkash_get_card_controls('CASANDBOX1', 'EKCSANDBOX1') c;
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], dtd => 5, clear_limits => ARRAY['dtd'])$$);
 SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], clear_limits => ARRAY['pos_allowed'])$$);
+-- Members the pages describe without naming (the auto-load settings) go in
+-- extra_members, as given; a member with an argument of its own does not.
+SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], extra_members => '{"memberNamedByEnKash": true, "anAmount": 250.5}') AS extra;
+SELECT sandbox.wire_body('/velocity/rule') - 'companyId' AS extra_body;
+SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], extra_members => '{"dtd": 5}')$$);
+SELECT * FROM sandbox.try($$SELECT enkash_set_card_controls('CASANDBOX1', ARRAY['EKCSANDBOX1'], extra_members => '[1]')$$);
 -- adminUser as a string is refused by EnKash with HTTP 400 (the sandbox too).
 SELECT * FROM sandbox.try($$SELECT enkash_call('set_card_controls', '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardIds":["EKCSANDBOX1"],"adminUser":"postgres"}')$$);
 

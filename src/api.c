@@ -83,6 +83,9 @@ field_type_oid(EnkashFieldType type)
 			return TIMESTAMPTZOID;
 		case EF_PAN_DOCUMENT:
 			return TEXTOID;
+		case EF_DOCUMENTS:
+		case EF_MEMBERS:
+			return JSONBOID;
 	}
 	return InvalidOid;
 }
@@ -476,6 +479,25 @@ to_utf8(const EnkashField *field, const char *str)
 	return pg_server_to_any(str, strlen(str), PG_UTF8);
 }
 
+/* documents as given: an array of objects such as {"docType":"PAN","docNo":...}. */
+static void
+append_documents(StringInfo buf, const EnkashField *field, Jsonb *docs)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_ARRAY(docs) || JB_ROOT_IS_SCALAR(docs))
+		invalid_value(field, "must be a JSON array of documents",
+					  "For example '[{\"docType\": \"PAN\", \"docNo\": \"ABCDE1234F\"}]'.");
+	it = JsonbIteratorInit(&docs->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && v.type != jbvBinary)
+			invalid_value(field, "must hold objects only",
+						  "Each document is an object such as {\"docType\": \"PAN\", \"docNo\": \"ABCDE1234F\"}.");
+	appendStringInfoString(buf, JsonbToCString(NULL, &docs->root, VARSIZE(docs)));
+}
+
 /* Appends one "member":value pair (with a leading comma when needed). */
 static void
 append_field(StringInfo buf, const EnkashField *field, Datum value,
@@ -502,6 +524,10 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 					 errmsg("%s must not be null", field->arg)));
 		return;
 	}
+
+	/* Members given as a jsonb object: appended after the loop. */
+	if (field->type == EF_MEMBERS)
+		return;
 
 	/* A field that is not sent (an idempotency key) is only checked. */
 	if (field->json == NULL)
@@ -550,6 +576,60 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 			escape_json(buf, str);
 			appendStringInfoString(buf, "}]");
 			break;
+		case EF_DOCUMENTS:
+			append_documents(buf, field, DatumGetJsonbP(value));
+			break;
+		case EF_MEMBERS:
+			break;
+	}
+}
+
+/*
+ * Appends the members of a jsonb object (an EF_MEMBERS argument): each must
+ * be a member the endpoint has no argument for, so none bypasses a check.
+ */
+static void
+append_members(StringInfo buf, const EnkashEndpoint *ep,
+			   const EnkashField *field, Jsonb *members)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(members) || JB_ROOT_IS_SCALAR(members))
+		invalid_value(field, "must be a JSON object", NULL);
+	it = JsonbIteratorInit(&members->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (const EnkashField *f = ep->fields; f->arg; f++)
+			if (f->json && strcmp(f->json, key) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s holds \"%s\", which has an argument of its own", field->arg, key),
+						 errhint("Pass it as %s.", f->arg)));
+		if (ep->fixed && strstr(ep->fixed, psprintf("\"%s\"", key)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s holds \"%s\", which is always sent as it is", field->arg, key)));
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (buf->len > 1)
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, key);
+		appendStringInfoChar(buf, ':');
+		if (tok == WJB_VALUE && v.type != jbvBinary)
+		{
+			JsonbValue	scalar = v;
+			Jsonb	   *j = JsonbValueToJsonb(&scalar);
+
+			appendStringInfoString(buf, JsonbToCString(NULL, &j->root, VARSIZE(j)));
+		}
+		else
+			appendStringInfoString(buf, JsonbToCString(NULL, v.val.binary.data, v.val.binary.len));
 	}
 }
 
@@ -658,6 +738,15 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 			appendStringInfoString(body, ":null");
 			continue;
 		}
+		/* Two arguments for one member (pan_number, documents): one only. */
+		for (int g = 0; g < f && !isnull && field->json; g++)
+			if (ep->fields[g].json && strcmp(ep->fields[g].json, field->json) == 0 &&
+				plan->argno[g] >= 0 && !PG_ARGISNULL(plan->argno[g]))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s and %s both give \"%s\"", ep->fields[g].arg,
+								field->arg, field->json),
+						 errhint("Give one of them.")));
 		append_field(body, field, isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
 					 isnull);
 		if ((field->flags & EF_KEY) && !isnull)
@@ -671,6 +760,13 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 				check_range(field, PG_GETARG_DATUM(a), &ep->fields[f + 1],
 							PG_GETARG_DATUM(b));
 		}
+	}
+	for (int f = 0; f < plan->nfields; f++)
+	{
+		int			a = plan->argno[f];
+
+		if (ep->fields[f].type == EF_MEMBERS && a >= 0 && !PG_ARGISNULL(a))
+			append_members(body, ep, &ep->fields[f], PG_GETARG_JSONB_P(a));
 	}
 	if (ep->fixed)
 	{

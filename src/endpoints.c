@@ -99,6 +99,7 @@ static const EnkashField create_card_account_fields[] = {
 	{"physical_delivery_address_flag", "physicalDeliveryAddressFlag", EF_BOOL, 0}, \
 	DELIVERY_FIELDS(0), \
 	{"pan_number", "documents", EF_PAN_DOCUMENT, 0}, \
+	{"documents", "documents", EF_DOCUMENTS, 0}, \
 	{"special_date", "specialDate", EF_DATE, 0}
 
 static const EnkashField create_prepaid_card_fields[] = {
@@ -175,6 +176,8 @@ static const EnkashField set_card_controls_fields[] = {
 	{"contact_less_daily_limit_count", "contactLessDailyLimitCount", EF_COUNT, EF_NULLABLE},
 	{"admin_user", "adminUser", EF_BOOL, 0},
 	{"clear_limits", NULL, EF_TEXT_ARRAY, EF_CLEARS},
+	/* the auto-load settings, whose member names the pages leave out */
+	{"extra_members", NULL, EF_MEMBERS, 0},
 	END
 };
 
@@ -423,7 +426,12 @@ enkash_endpoints_list(PG_FUNCTION_ARGS)
 		initStringInfo(&secrets);
 		for (const EnkashField *f = ep->fields; f->arg; f++)
 		{
-			if (f->json == NULL)
+			bool		seen = false;
+
+			/* a member two arguments can give (pan_number, documents) once */
+			for (const EnkashField *g = ep->fields; g < f; g++)
+				seen |= (f->json && g->json && strcmp(f->json, g->json) == 0);
+			if (f->json == NULL || seen)
 				continue;
 			appendStringInfo(&fields, "%s%s%s", fields.len ? ", " : "", f->json,
 							 (f->flags & EF_REQUIRED) && !(f->flags & EF_COMPANY) ? "" : "?");

@@ -35,8 +35,11 @@ typedef enum EnkashFieldType
 	EF_TEXT_ARRAY,				/* SQL text[] of 1 to 100, JSON array of strings */
 	EF_DATE,					/* SQL date, JSON "dd-MM-yyyy" */
 	EF_TIMESTAMP,				/* SQL timestamptz, JSON ISO-8601 in UTC */
-	EF_PAN_DOCUMENT				/* SQL text (a PAN tax id), JSON
+	EF_PAN_DOCUMENT,			/* SQL text (a PAN tax id), JSON
 								 * [{"docType":"PAN","docNo":...}] */
+	EF_DOCUMENTS,				/* SQL jsonb, a JSON array of objects, as is */
+	EF_MEMBERS					/* SQL jsonb object: members EnKash's pages
+								 * name without a spelling, sent as given */
 } EnkashFieldType;
 
 /* What a text value must look like, beyond being non-empty. */
