@@ -284,13 +284,15 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text, text) IS
 'Create Card Account: a new card account (account_type CORPORATE, GIFT, MEAL, ...). Returns {cardAccountId, ...}.';
 
+-- first_name, email and mobile are optional at EnKash (api-13438387); the
+-- defaults keep the positional order, and NULL idempotency_key is refused.
 CREATE FUNCTION enkash_create_prepaid_card(
     card_account_id text,
-    first_name text,
-    last_name text,
-    email text,
-    mobile text,
-    idempotency_key text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
     load_amount numeric DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -313,22 +315,24 @@ CREATE FUNCTION enkash_create_prepaid_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL)
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
-'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). documents (jsonb, [{"docType": "PAN", "docNo": ...}]) or pan_number give the documents. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
 
+-- As enkash_create_prepaid_card (api-13012983); load_amount is required.
 CREATE FUNCTION enkash_create_gift_card(
     card_account_id text,
-    first_name text,
-    last_name text,
-    email text,
-    mobile text,
-    load_amount numeric,
-    idempotency_key text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    load_amount numeric DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
     middle_name text DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -351,19 +355,20 @@ CREATE FUNCTION enkash_create_gift_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL)
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
 'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
 
 CREATE FUNCTION enkash_request_card_replacement(
     enkash_card_id text,
     idempotency_key text,
     otp_medium text DEFAULT 'MOBILE',
-    otp_required boolean DEFAULT false,
+    otp_required boolean DEFAULT NULL,
     otp_request_id text DEFAULT NULL,
     otp text DEFAULT NULL,
     mfa_code text DEFAULT NULL,
@@ -403,7 +408,7 @@ CREATE FUNCTION enkash_block_card(
     block_code text,
     reason text DEFAULT NULL,
     otp_required boolean DEFAULT false,
-    otp_medium text DEFAULT NULL,
+    otp_medium text DEFAULT 'MOBILE',
     otp_request_id text DEFAULT NULL,
     otp text DEFAULT NULL,
     mfa_code text DEFAULT NULL,
@@ -432,19 +437,21 @@ CREATE FUNCTION enkash_set_card_controls(
     mtd_count integer DEFAULT NULL,
     ytd_count integer DEFAULT NULL,
     pos_daily_limit numeric DEFAULT NULL,
-    pos_daily_count integer DEFAULT NULL,
+    pos_daily_limit_count integer DEFAULT NULL,
     ecom_daily_limit numeric DEFAULT NULL,
-    ecom_daily_count integer DEFAULT NULL,
+    ecom_daily_limit_count integer DEFAULT NULL,
     contact_less_daily_limit numeric DEFAULT NULL,
-    contact_less_daily_count integer DEFAULT NULL,
-    admin_user text DEFAULT CURRENT_USER,
-    company_id text DEFAULT NULL)
+    contact_less_daily_limit_count integer DEFAULT NULL,
+    admin_user boolean DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    clear_limits text[] DEFAULT NULL,
+    extra_members jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, text, text) IS
-'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed.';
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits. extra_members (a jsonb object) sends members EnKash documents without naming them, such as the auto-load settings.';
 
 CREATE FUNCTION enkash_generate_card_otp(
     card_account_id text,
@@ -504,14 +511,13 @@ COMMENT ON FUNCTION enkash_get_card_account(text, text) IS
 CREATE FUNCTION enkash_get_card(
     card_account_id text,
     enkash_card_id text DEFAULT NULL,
-    client_reference_id text DEFAULT NULL,
     company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_get_card(text, text, text, text) IS
-'Get Card Details: status, masked number and balance of a card (the primary card when enkash_card_id is NULL).';
+COMMENT ON FUNCTION enkash_get_card(text, text, text) IS
+'Get Card Details: {recordsCount, data: [card, ...]}: the card enkash_card_id, or every card of the account when it is NULL.';
 
 CREATE FUNCTION enkash_get_card_controls(
     card_account_id text,
@@ -535,6 +541,17 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
 'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number) on its card; EnKash answers a list ({recordsCount, data}) or the transaction.';
+
+-- A time in an EnKash answer: "Jan 23, 2025 4:38:36 PM" is IST without an
+-- offset (api-13013004); a time carrying Z or an offset is taken as written.
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
+CREATE FUNCTION enkash.answer_time(t text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t ~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN t::timestamptz
+                ELSE t::timestamp AT TIME ZONE 'Asia/Kolkata' END
+$$;
 
 -- Every page of the listing, one jsonb per transaction (used below).
 CREATE FUNCTION enkash.transaction_pages(
@@ -592,7 +609,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t->>'enKashCardTransactionId',
            t->>'enkashCardId',
-           (t->>'txnDate')::timestamptz,
+           enkash.answer_time(t->>'txnDate'),
            (t->>'principalAmount')::numeric,
            t->>'cardTransactionType',
            t->>'status',
@@ -610,7 +627,7 @@ AS $$
            t->'txnDetails'->>'retrievalRefNo',
            t->'txnDetails'->>'network',
            (t->'txnDetails'->>'transactionFees')::numeric,
-           (t->>'createdOn')::timestamptz
+           enkash.answer_time(t->>'createdOn')
     FROM enkash.transaction_pages(card_account_id, enkash_card_id, status,
                                   card_transaction_type, amount_from, amount_to,
                                   txn_date_from, txn_date_to,
@@ -832,13 +849,13 @@ COMMENT ON FUNCTION enkash_call(text, jsonb) IS
 
 CREATE FUNCTION enkash_endpoints(
     OUT function_name text, OUT endpoint text, OUT path text, OUT kind text,
-    OUT fields text, OUT secret_fields text)
+    OUT fields text, OUT secret_fields text, OUT docs_page text, OUT basis text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'enkash_endpoints_list'
 LANGUAGE C STABLE;
 
 COMMENT ON FUNCTION enkash_endpoints() IS
-'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional).';
+'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
 
 CREATE FUNCTION enkash_token_calls() RETURNS bigint
     AS 'MODULE_PATHNAME', 'enkash_token_calls'

@@ -36,7 +36,7 @@ FROM enkash_get_card_controls(:'account', :'card_id') c;
 
 SELECT enkash_load_balance(:'account', :'card_id', 1500, 'LIFE-1', description => 'Welcome load');
 SELECT enkash_load_balance(:'account', :'card_id', 499.50, 'LIFE-2');
-SELECT (enkash_get_card(:'account', :'card_id'))->>'otbBalance' AS card_balance;
+SELECT (enkash_get_card(:'account', :'card_id'))->'data'->0->>'otbBalance' AS card_balance;
 
 -- The transactions, as rows an analyst can sum.
 SELECT cr_dr, count(*), sum(amount) AS total
@@ -54,7 +54,7 @@ FROM enkash_get_transaction(:'account', 'LIFE-2', :'card_id') t;
 -- Blocked for good: BL must be said, never defaulted.
 SELECT * FROM sandbox.try(format($$SELECT enkash_block_card(%L, %L)$$, :'account', :'card_id'));
 SELECT enkash_block_card(:'account', :'card_id', block_code => 'BL', reason => 'Employee left');
-SELECT (enkash_get_card(:'account', :'card_id'))->'cardStatus'->>'label' AS status;
+SELECT (enkash_get_card(:'account', :'card_id'))->'data'->0->'cardStatus'->>'label' AS status;
 
 -- A blocked card refuses loads, and EnKash credits nothing.
 SELECT * FROM sandbox.try(format($$SELECT enkash_load_balance(%L, %L, 100, 'LIFE-3')$$, :'account', :'card_id'));

@@ -26,7 +26,7 @@ SELECT * FROM sandbox.try_detail(format($$SELECT enkash_view_card_details('CASAN
 
 -- Setting a PIN from a PIN block.
 SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', pin_block => '04A1B2C3D4E5F6A7');
-SELECT (enkash_get_card('CASANDBOX1', 'EKCSANDBOX1'))->>'pinSet' AS pin_set;
+SELECT (enkash_get_card('CASANDBOX1', 'EKCSANDBOX1'))->'data'->0->>'pinSet' AS pin_set;
 
 -- The search finds what is there: a planted value in a table and in the log.
 CREATE TABLE sandbox.canary (note text);

@@ -36,9 +36,6 @@
 #define MAX_TEXT_CHARS 1000
 #define MAX_ARRAY_ITEMS 100
 
-/* EnKash is in India: times go on the wire in IST. */
-#define IST_OFFSET_SECS (5 * 3600 + 30 * 60)
-
 /*
  * What a call needs to know about its SQL function: cached in fn_extra for
  * the statement, and by function OID for the life of the backend (until
@@ -85,6 +82,9 @@ field_type_oid(EnkashFieldType type)
 			return TIMESTAMPTZOID;
 		case EF_PAN_DOCUMENT:
 			return TEXTOID;
+		case EF_DOCUMENTS:
+		case EF_MEMBERS:
+			return JSONBOID;
 	}
 	return InvalidOid;
 }
@@ -249,21 +249,6 @@ looks_like_email(const char *s)
 	return dot && dot > at + 1 && dot[1] != '\0';
 }
 
-static bool
-looks_like_tax_pan(const char *s)
-{
-	if (strlen(s) != 10)
-		return false;
-	for (int i = 0; i < 10; i++)
-	{
-		bool		letter = (i < 5 || i == 9);
-
-		if (letter ? !isupper((unsigned char) s[i]) : !isdigit((unsigned char) s[i]))
-			return false;
-	}
-	return true;
-}
-
 /* Checks a value against its field's format; says what is wrong or NULL. */
 static const char *
 format_problem(const EnkashField *field, const char *value)
@@ -280,22 +265,8 @@ format_problem(const EnkashField *field, const char *value)
 				"is too long to be an EnKash identifier" : NULL;
 		case EV_MOBILE:
 			return all_digits(value, 10, 10) ? NULL : "must be 10 digits";
-		case EV_PINCODE:
-			return all_digits(value, 6, 6) ? NULL : "must be 6 digits";
 		case EV_EMAIL:
 			return looks_like_email(value) ? NULL : "is not an e-mail address";
-		case EV_OTP:
-			return all_digits(value, 4, 8) ? NULL : "must be 4 to 8 digits";
-		case EV_PIN_BLOCK:
-			if (strlen(value) < 4 || strlen(value) > 32)
-				return "must be 4 to 32 hexadecimal digits";
-			for (const char *p = value; *p; p++)
-				if (!isxdigit((unsigned char) *p))
-					return "must be 4 to 32 hexadecimal digits";
-			return NULL;
-		case EV_TAX_PAN:
-			return looks_like_tax_pan(value) ? NULL :
-				"is not a PAN (five capital letters, four digits, a capital letter)";
 	}
 	return NULL;
 }
@@ -471,7 +442,7 @@ append_date(StringInfo buf, const EnkashField *field, Datum value)
 	appendStringInfo(buf, "\"%02d-%02d-%04d\"", day, month, year);
 }
 
-/* A moment as ISO-8601 in IST with milliseconds: 2026-11-25T15:00:00.000+05:30. */
+/* A moment as EnKash's pages write it: ISO-8601 in UTC, 2025-01-24T08:47:01.505Z. */
 static void
 append_timestamp(StringInfo buf, const EnkashField *field, Datum value)
 {
@@ -481,12 +452,11 @@ append_timestamp(StringInfo buf, const EnkashField *field, Datum value)
 
 	if (TIMESTAMP_NOT_FINITE(ts))
 		invalid_value(field, "must be a finite time", NULL);
-	if (timestamp2tm(ts + (int64) IST_OFFSET_SECS * USECS_PER_SEC, NULL, &tm,
-					 &fsec, NULL, NULL) != 0)
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("%s is out of range", field->arg)));
-	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03d+05:30\"",
+	appendStringInfo(buf, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
 					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
 					 tm.tm_sec, (int) (fsec / 1000));
 }
@@ -525,6 +495,25 @@ to_utf8(const EnkashField *field, const char *str)
 	return pg_server_to_any(str, strlen(str), PG_UTF8);
 }
 
+/* documents as given: an array of objects such as {"docType":"PAN","docNo":...}. */
+static void
+append_documents(StringInfo buf, const EnkashField *field, Jsonb *docs)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_ARRAY(docs) || JB_ROOT_IS_SCALAR(docs))
+		invalid_value(field, "must be a JSON array of documents",
+					  "For example '[{\"docType\": \"PAN\", \"docNo\": \"ABCDE1234F\"}]'.");
+	it = JsonbIteratorInit(&docs->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && v.type != jbvBinary)
+			invalid_value(field, "must hold objects only",
+						  "Each document is an object such as {\"docType\": \"PAN\", \"docNo\": \"ABCDE1234F\"}.");
+	appendStringInfoString(buf, JsonbToCString(NULL, &docs->root, VARSIZE(docs)));
+}
+
 /* Appends one "member":value pair (with a leading comma when needed). */
 static void
 append_field(StringInfo buf, const EnkashField *field, Datum value,
@@ -551,6 +540,10 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 					 errmsg("%s must not be null", field->arg)));
 		return;
 	}
+
+	/* Members given as a jsonb object: appended after the loop. */
+	if (field->type == EF_MEMBERS)
+		return;
 
 	/* A field that is not sent (an idempotency key) is only checked. */
 	if (field->json == NULL)
@@ -599,7 +592,125 @@ append_field(StringInfo buf, const EnkashField *field, Datum value,
 			escape_json(buf, str);
 			appendStringInfoString(buf, "}]");
 			break;
+		case EF_DOCUMENTS:
+			append_documents(buf, field, DatumGetJsonbP(value));
+			break;
+		case EF_MEMBERS:
+			break;
 	}
+}
+
+/*
+ * Appends the members of a jsonb object (an EF_MEMBERS argument): each must
+ * be a member the endpoint has no argument for, so none bypasses a check.
+ */
+static void
+append_members(StringInfo buf, const EnkashEndpoint *ep,
+			   const EnkashField *field, Jsonb *members)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(members) || JB_ROOT_IS_SCALAR(members))
+		invalid_value(field, "must be a JSON object", NULL);
+	it = JsonbIteratorInit(&members->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (const EnkashField *f = ep->fields; f->arg; f++)
+			if (f->json && strcmp(f->json, key) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s holds \"%s\", which has an argument of its own", field->arg, key),
+						 errhint("Pass it as %s.", f->arg)));
+		if (ep->fixed && strstr(ep->fixed, psprintf("\"%s\"", key)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s holds \"%s\", which is always sent as it is", field->arg, key)));
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (buf->len > 1)
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, key);
+		appendStringInfoChar(buf, ':');
+		if (tok == WJB_VALUE && v.type != jbvBinary)
+		{
+			JsonbValue	scalar = v;
+			Jsonb	   *j = JsonbValueToJsonb(&scalar);
+
+			appendStringInfoString(buf, JsonbToCString(NULL, &j->root, VARSIZE(j)));
+		}
+		else
+			appendStringInfoString(buf, JsonbToCString(NULL, v.val.binary.data, v.val.binary.len));
+	}
+}
+
+/*
+ * The limits to clear (sent as JSON null), from the endpoint's EF_CLEARS
+ * argument: each must name one of its EF_NULLABLE fields.  NIL when none.
+ */
+static List *
+limits_to_clear(FunctionCallInfo fcinfo, const CallPlan *plan)
+{
+	const EnkashEndpoint *ep = plan->endpoint;
+	List	   *names = NIL;
+
+	for (int f = 0; f < plan->nfields; f++)
+	{
+		const EnkashField *field = &ep->fields[f];
+		int			a = plan->argno[f];
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		if (!(field->flags & EF_CLEARS) || a < 0 || PG_ARGISNULL(a))
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(PG_GETARG_DATUM(a)), TEXTOID, -1,
+						  false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			char	   *name;
+			bool		known = false;
+			StringInfoData allowed;
+
+			if (nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("%s must not contain NULL", field->arg)));
+			name = TextDatumGetCString(elems[i]);
+			initStringInfo(&allowed);
+			for (const EnkashField *g = ep->fields; g->arg; g++)
+			{
+				if (!(g->flags & EF_NULLABLE))
+					continue;
+				known |= (strcmp(g->arg, name) == 0);
+				appendStringInfo(&allowed, "%s%s", allowed.len ? ", " : "", g->arg);
+			}
+			if (!known)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s names \"%s\", which is not a limit that can be cleared",
+								field->arg, name),
+						 errhint("Name any of: %s.", allowed.data)));
+			names = lappend(names, name);
+		}
+	}
+	return names;
+}
+
+static bool
+name_listed(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -612,11 +723,13 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 {
 	CallPlan   *plan = fcinfo->flinfo->fn_extra;
 	const EnkashEndpoint *ep;
+	List	   *clear;
 
 	if (plan == NULL)
 		fcinfo->flinfo->fn_extra = plan = call_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
 	*key = NULL;
+	clear = limits_to_clear(fcinfo, plan);
 
 	appendStringInfoChar(body, '{');
 	for (int f = 0; f < plan->nfields; f++)
@@ -625,6 +738,31 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 		int			a = plan->argno[f];
 		bool		isnull = (a < 0 || PG_ARGISNULL(a));
 
+		if (field->flags & EF_CLEARS)
+			continue;
+		/* A JsonNullable limit: null clears it, absent leaves it as it is. */
+		if ((field->flags & EF_NULLABLE) && name_listed(clear, field->arg))
+		{
+			if (!isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s is both set and listed to be cleared", field->arg),
+						 errhint("Give a value to set the limit, or list it in clear_limits to remove it, not both.")));
+			if (body->len > 1)
+				appendStringInfoChar(body, ',');
+			escape_json(body, field->json);
+			appendStringInfoString(body, ":null");
+			continue;
+		}
+		/* Two arguments for one member (pan_number, documents): one only. */
+		for (int g = 0; g < f && !isnull && field->json; g++)
+			if (ep->fields[g].json && strcmp(ep->fields[g].json, field->json) == 0 &&
+				plan->argno[g] >= 0 && !PG_ARGISNULL(plan->argno[g]))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s and %s both give \"%s\"", ep->fields[g].arg,
+								field->arg, field->json),
+						 errhint("Give one of them.")));
 		append_field(body, field, isnull ? (Datum) 0 : PG_GETARG_DATUM(a),
 					 isnull);
 		if ((field->flags & EF_KEY) && !isnull)
@@ -638,6 +776,13 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 				check_range(field, PG_GETARG_DATUM(a), &ep->fields[f + 1],
 							PG_GETARG_DATUM(b));
 		}
+	}
+	for (int f = 0; f < plan->nfields; f++)
+	{
+		int			a = plan->argno[f];
+
+		if (ep->fields[f].type == EF_MEMBERS && a >= 0 && !PG_ARGISNULL(a))
+			append_members(body, ep, &ep->fields[f], PG_GETARG_JSONB_P(a));
 	}
 	if (ep->fixed)
 	{

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * endpoints.c
- *	  The table of EnKash endpoints (see enkash-api.md, section 5).
+ *	  The table of EnKash endpoints, as EnKash's pages document them.
  *
- * One row per endpoint; its fields in JSON order.  The SQL declarations in
+ * One row per endpoint; its fields in JSON order; the page each row follows
+ * (docs.enkash.com/<page>), or NULL where nothing is published.  The SQL declarations in
  * the install script name their arguments after the fields' arg names, and
  * api.c matches the two.  This file is data plus the path overrides for
  * paths we inferred (enkash.endpoint_paths).
@@ -28,7 +29,6 @@ static const char *const load_types[] = {
 	"ALLOCATE_FUND", "LOAD_MONEY", "SALE", "REPAYMENT", "RECOVERY", "REFUND",
 	"REVERSAL", "CREDIT", "FEE", NULL
 };
-static const char *const genders[] = {"MALE", "FEMALE", "OTHER", NULL};
 static const char *const otp_actions[] = {"TRANSACTION_OTP", NULL};
 static const char *const otp_media[] = {"MOBILE", "MFA", NULL};
 static const char *const block_codes[] = {"L", "UL", "BL", "AP", NULL};
@@ -39,12 +39,12 @@ static const char *const txn_types[] = {"CR", "DR", NULL};
 #define ACCOUNT {"card_account_id", "cardAccountId", EF_TEXT, EF_REQUIRED, EV_ID}
 #define CARD {"enkash_card_id", "enKashCardId", EF_TEXT, EF_REQUIRED, EV_ID}
 #define OPTIONAL_CARD {"enkash_card_id", "enKashCardId", EF_TEXT, 0, EV_ID}
-#define OTP_FIELDS \
-	{"otp_medium", "otpMedium", EF_TEXT, 0, EV_ANY, otp_media}, \
+#define OTP_FIELDS(otp_required_flags) \
+	{"otp_medium", "otpMedium", EF_TEXT, EF_REQUIRED, EV_ANY, otp_media}, \
 	{"otp_request_id", "otpRequestId", EF_TEXT, 0, EV_ID}, \
-	{"otp", "otp", EF_TEXT, EF_SECRET, EV_OTP}, \
-	{"mfa_code", "mfaCode", EF_TEXT, EF_SECRET, EV_OTP}, \
-	{"otp_required", "otpRequired", EF_BOOL, EF_REQUIRED}
+	{"otp", "otp", EF_TEXT, EF_SECRET}, \
+	{"mfa_code", "mfaCode", EF_TEXT, EF_SECRET}, \
+	{"otp_required", "otpRequired", EF_BOOL, otp_required_flags}
 #define IDEMPOTENCY_KEY {"idempotency_key", NULL, EF_TEXT, EF_REQUIRED | EF_KEY, EV_ID}
 #define END {NULL}
 
@@ -53,8 +53,8 @@ static const EnkashField create_card_account_fields[] = {
 	{"company_name", "companyName", EF_TEXT, EF_REQUIRED},
 	{"user_id", "userId", EF_TEXT, 0, EV_ID},
 	{"plan_master_id", "planMasterId", EF_TEXT, EF_REQUIRED, EV_ID},
-	{"email", "email", EF_TEXT, EF_REQUIRED, EV_EMAIL},
-	{"mobile", "mobile", EF_TEXT, EF_REQUIRED, EV_MOBILE},
+	{"email", "email", EF_TEXT, EF_REQUIRED},
+	{"mobile", "mobile", EF_TEXT, EF_REQUIRED},
 	{"account_title", "accountTitle", EF_TEXT, EF_REQUIRED},
 	{"account_type", "accountType", EF_TEXT, EF_REQUIRED, EV_ANY, account_types},
 	IDEMPOTENCY_KEY,
@@ -67,34 +67,39 @@ static const EnkashField create_card_account_fields[] = {
 	{"delivery_city", "deliveryCity", EF_TEXT, required}, \
 	{"delivery_state", "deliveryState", EF_TEXT, required}, \
 	{"delivery_country", "deliveryCountry", EF_TEXT, 0}, \
-	{"delivery_pincode", "deliveryPincode", EF_TEXT, required, EV_PINCODE}
+	{"delivery_pincode", "deliveryPincode", EF_TEXT, required}
 
-/* Prepaid and gift cards differ only in middleName and loadAmount's rule. */
+/*
+ * Prepaid and gift cards differ only in middleName and loadAmount's rule.
+ * email, mobile and firstName are optional; email and mobile have the
+ * patterns the pages give; gender is free text (the example is "M").
+ */
 #define CARD_HOLDER_HEAD \
 	COMPANY, \
 	ACCOUNT, \
 	{"user_id", "userId", EF_TEXT, 0, EV_ID}, \
-	{"email", "email", EF_TEXT, EF_REQUIRED, EV_EMAIL}, \
-	{"mobile", "mobile", EF_TEXT, EF_REQUIRED, EV_MOBILE}, \
+	{"email", "email", EF_TEXT, 0, EV_EMAIL}, \
+	{"mobile", "mobile", EF_TEXT, 0, EV_MOBILE}, \
 	{"title", "title", EF_TEXT, 0}, \
-	{"first_name", "firstName", EF_TEXT, EF_REQUIRED}
+	{"first_name", "firstName", EF_TEXT, 0}
 
 #define CARD_HOLDER_TAIL(load_flags) \
 	{"last_name", "lastName", EF_TEXT, EF_REQUIRED}, \
-	{"gender", "gender", EF_TEXT, 0, EV_ANY, genders}, \
+	{"gender", "gender", EF_TEXT, 0}, \
 	{"address", "address", EF_TEXT, 0}, \
 	{"address2", "address2", EF_TEXT, 0}, \
 	{"city", "city", EF_TEXT, 0}, \
 	{"state", "state", EF_TEXT, 0}, \
 	{"country", "country", EF_TEXT, 0}, \
-	{"pincode", "pincode", EF_TEXT, 0, EV_PINCODE}, \
+	{"pincode", "pincode", EF_TEXT, 0}, \
 	{"primary_enkash_card", "primaryEnKashCard", EF_BOOL, 0}, \
 	{"physical_card", "physicalCard", EF_BOOL, 0}, \
 	{"load_amount", "loadAmount", EF_AMOUNT, load_flags}, \
 	{"remarks", "remarks", EF_TEXT, 0}, \
 	{"physical_delivery_address_flag", "physicalDeliveryAddressFlag", EF_BOOL, 0}, \
 	DELIVERY_FIELDS(0), \
-	{"pan_number", "documents", EF_PAN_DOCUMENT, 0, EV_TAX_PAN}, \
+	{"pan_number", "documents", EF_PAN_DOCUMENT, 0}, \
+	{"documents", "documents", EF_DOCUMENTS, 0}, \
 	{"special_date", "specialDate", EF_DATE, 0}
 
 static const EnkashField create_prepaid_card_fields[] = {
@@ -114,7 +119,7 @@ static const EnkashField create_gift_card_fields[] = {
 
 static const EnkashField set_card_pin_fields[] = {
 	COMPANY, ACCOUNT, CARD,
-	{"pin_block", "pinBlock", EF_TEXT, EF_REQUIRED | EF_SECRET, EV_PIN_BLOCK},
+	{"pin_block", "pinBlock", EF_TEXT, EF_REQUIRED | EF_SECRET},
 	{"otp_required", "otpRequired", EF_BOOL, EF_REQUIRED},
 	END
 };
@@ -143,7 +148,7 @@ static const EnkashField generate_card_otp_fields[] = {
 static const EnkashField view_card_details_fields[] = {
 	COMPANY, ACCOUNT, CARD,
 	{"otp_request_id", "otpRequestId", EF_TEXT, EF_REQUIRED, EV_ID},
-	{"otp", "otp", EF_TEXT, EF_REQUIRED | EF_SECRET, EV_OTP},
+	{"otp", "otp", EF_TEXT, EF_REQUIRED | EF_SECRET},
 	END
 };
 
@@ -155,20 +160,24 @@ static const EnkashField set_card_controls_fields[] = {
 	{"atm_allowed", "atmAllowed", EF_BOOL, 0},
 	{"international_allowed", "internationalAllowed", EF_BOOL, 0},
 	{"contactless_allowed", "contactlessAllowed", EF_BOOL, 0},
-	{"per_txn_limit", "perTxnLimit", EF_AMOUNT, EF_ZERO_OK},
-	{"dtd", "dtd", EF_AMOUNT, EF_ZERO_OK},
-	{"mtd", "mtd", EF_AMOUNT, EF_ZERO_OK},
-	{"ytd", "ytd", EF_AMOUNT, EF_ZERO_OK},
-	{"dtd_count", "dtdCount", EF_COUNT, 0},
-	{"mtd_count", "mtdCount", EF_COUNT, 0},
-	{"ytd_count", "ytdCount", EF_COUNT, 0},
-	{"pos_daily_limit", "posDailyLimit", EF_AMOUNT, EF_ZERO_OK},
-	{"pos_daily_count", "posDailyCount", EF_COUNT, 0},
-	{"ecom_daily_limit", "ecomDailyLimit", EF_AMOUNT, EF_ZERO_OK},
-	{"ecom_daily_count", "ecomDailyCount", EF_COUNT, 0},
-	{"contact_less_daily_limit", "contactLessDailyLimit", EF_AMOUNT, EF_ZERO_OK},
-	{"contact_less_daily_count", "contactLessDailyCount", EF_COUNT, 0},
-	{"admin_user", "adminUser", EF_TEXT, EF_REQUIRED},
+	/* JsonNullable limits: a number sets, null (clear_limits) clears */
+	{"per_txn_limit", "perTxnLimit", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"dtd", "dtd", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"mtd", "mtd", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"ytd", "ytd", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"dtd_count", "dtdCount", EF_COUNT, EF_NULLABLE},
+	{"mtd_count", "mtdCount", EF_COUNT, EF_NULLABLE},
+	{"ytd_count", "ytdCount", EF_COUNT, EF_NULLABLE},
+	{"pos_daily_limit", "posDailyLimit", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"pos_daily_limit_count", "posDailyLimitCount", EF_COUNT, EF_NULLABLE},
+	{"ecom_daily_limit", "ecomDailyLimit", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"ecom_daily_limit_count", "ecomDailyLimitCount", EF_COUNT, EF_NULLABLE},
+	{"contact_less_daily_limit", "contactLessDailyLimit", EF_AMOUNT, EF_ZERO_OK | EF_NULLABLE},
+	{"contact_less_daily_limit_count", "contactLessDailyLimitCount", EF_COUNT, EF_NULLABLE},
+	{"admin_user", "adminUser", EF_BOOL, 0},
+	{"clear_limits", NULL, EF_TEXT_ARRAY, EF_CLEARS},
+	/* the auto-load settings, whose member names the pages leave out */
+	{"extra_members", NULL, EF_MEMBERS, 0},
 	END
 };
 
@@ -179,7 +188,7 @@ static const EnkashField get_card_controls_fields[] = {
 static const EnkashField request_card_replacement_fields[] = {
 	CARD,
 	{"card_account_id", "cardAccountId", EF_TEXT, 0, EV_ID},
-	OTP_FIELDS,
+	OTP_FIELDS(0),				/* otpRequired: only Block Card's page has it */
 	IDEMPOTENCY_KEY,
 	END
 };
@@ -189,7 +198,7 @@ static const EnkashField block_card_fields[] = {
 	{"block_code", "blockCode", EF_TEXT, EF_REQUIRED, EV_ANY, block_codes},
 	{"reason", "reason", EF_TEXT, 0},
 	{"created_by", "createdBy", EF_TEXT, EF_REQUIRED},
-	OTP_FIELDS,
+	OTP_FIELDS(EF_REQUIRED),
 	END
 };
 
@@ -200,10 +209,9 @@ static const EnkashField order_physical_card_fields[] = {
 	END
 };
 
+/* Without enKashCardId: every card of the account, {recordsCount, data}. */
 static const EnkashField get_card_fields[] = {
-	COMPANY, ACCOUNT, OPTIONAL_CARD,
-	{"client_reference_id", "clientReferenceId", EF_TEXT, 0, EV_ID},
-	END
+	COMPANY, ACCOUNT, OPTIONAL_CARD, END
 };
 
 static const EnkashField get_transaction_fields[] = {
@@ -227,39 +235,40 @@ static const EnkashField transactions_fields[] = {
 
 #define PREFIX_PATH ""
 
+/* The page of each row: docs.enkash.com/<docs>; NULL where none is published. */
 const EnkashEndpoint enkash_endpoints[] = {
 	{"enkash_create_card_account", "create_card_account", "the card account creation",
-	"/cardAccount/create", ENKASH_MONEY, NULL, create_card_account_fields},
+	"/cardAccount/create", ENKASH_MONEY, NULL, create_card_account_fields, "api-8990350"},
 	{"enkash_create_prepaid_card", "create_prepaid_card", "the prepaid card creation",
-	PREFIX_PATH, ENKASH_MONEY, NULL, create_prepaid_card_fields},
+	PREFIX_PATH, ENKASH_MONEY, NULL, create_prepaid_card_fields, "api-13438387"},
 	{"enkash_create_gift_card", "create_gift_card", "the gift card creation",
-	PREFIX_PATH, ENKASH_MONEY, NULL, create_gift_card_fields},
+	PREFIX_PATH, ENKASH_MONEY, NULL, create_gift_card_fields, "api-13012983"},
 	{"enkash_set_card_pin", "set_card_pin", "setting the card PIN",
-	"/setPin", ENKASH_SECRET_IN, NULL, set_card_pin_fields},
+	"/setPin", ENKASH_SECRET_IN, NULL, set_card_pin_fields, "api-8990358"},
 	{"enkash_load_balance", "load_balance", "the card load",
-	"/balance", ENKASH_MONEY, "\"transactionType\":\"CR\"", load_balance_fields},
+	"/balance", ENKASH_MONEY, "\"transactionType\":\"CR\"", load_balance_fields, "api-13438388"},
 	{"enkash_get_card_account", "get_card_account", "the card account look-up",
-	"/cardAccount/get", ENKASH_READ, NULL, get_card_account_fields},
+	"/cardAccount/get", ENKASH_READ, NULL, get_card_account_fields, "api-8990349"},
 	{"enkash_generate_card_otp", "generate_card_otp", "the card OTP request",
-	"/otp", ENKASH_WRITE, NULL, generate_card_otp_fields},
+	"/otp", ENKASH_WRITE, NULL, generate_card_otp_fields, "api-12877368"},
 	{"enkash_view_card_details", "view_card_details", "viewing the card details",
-	"/view", ENKASH_SECRET_OUT, NULL, view_card_details_fields, true},
+	"/view", ENKASH_SECRET_OUT, NULL, view_card_details_fields, NULL, true},
 	{"enkash_set_card_controls", "set_card_controls", "setting the card controls",
-	"/velocity/rule", ENKASH_WRITE, NULL, set_card_controls_fields},
+	"/velocity/rule", ENKASH_WRITE, NULL, set_card_controls_fields, "api-13013003"},
 	{"enkash_get_card_controls", "get_card_controls", "the card controls look-up",
-	"/velocity/rule/get", ENKASH_READ, NULL, get_card_controls_fields},
+	"/velocity/rule/get", ENKASH_READ, NULL, get_card_controls_fields, "api-13013004"},
 	{"enkash_request_card_replacement", "request_card_replacement", "the card replacement",
-	"/replaceCard", ENKASH_MONEY, NULL, request_card_replacement_fields},
+	"/replaceCard", ENKASH_MONEY, NULL, request_card_replacement_fields, "api-13438389"},
 	{"enkash_block_card", "block_card", "the card block",
-	"/block", ENKASH_WRITE, NULL, block_card_fields},
+	"/block", ENKASH_WRITE, NULL, block_card_fields, "api-13438390"},
 	{"enkash_order_physical_card", "order_physical_card", "the physical card order",
-	"/physicalCard/order", ENKASH_MONEY, NULL, order_physical_card_fields, true},
+	"/physicalCard/order", ENKASH_MONEY, NULL, order_physical_card_fields, NULL, true},
 	{"enkash_get_card", "get_card", "the card look-up",
-	"/search", ENKASH_READ, NULL, get_card_fields},
+	"/search", ENKASH_READ, NULL, get_card_fields, "api-24480521"},
 	{"enkash_get_transaction", "get_transaction", "the transaction look-up",
-	"/transaction/all", ENKASH_READ, NULL, get_transaction_fields},
+	"/transaction/all", ENKASH_READ, NULL, get_transaction_fields, "api-13551023"},
 	{"transaction_pages", "transactions", "the transaction listing",
-	"/transaction/all", ENKASH_READ, NULL, transactions_fields, true, true},
+	"/transaction/all", ENKASH_READ, NULL, transactions_fields, "api-13551023", true, true},
 	{NULL}
 };
 
@@ -408,8 +417,8 @@ enkash_endpoints_list(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (const EnkashEndpoint *ep = enkash_endpoints; ep->function; ep++)
 	{
-		Datum		values[6];
-		bool		nulls[6] = {0};
+		Datum		values[8];
+		bool		nulls[8] = {0};
 		StringInfoData fields;
 		StringInfoData secrets;
 
@@ -417,7 +426,12 @@ enkash_endpoints_list(PG_FUNCTION_ARGS)
 		initStringInfo(&secrets);
 		for (const EnkashField *f = ep->fields; f->arg; f++)
 		{
-			if (f->json == NULL)
+			bool		seen = false;
+
+			/* a member two arguments can give (pan_number, documents) once */
+			for (const EnkashField *g = ep->fields; g < f; g++)
+				seen |= (f->json && g->json && strcmp(f->json, g->json) == 0);
+			if (f->json == NULL || seen)
 				continue;
 			appendStringInfo(&fields, "%s%s%s", fields.len ? ", " : "", f->json,
 							 (f->flags & EF_REQUIRED) && !(f->flags & EF_COMPANY) ? "" : "?");
@@ -434,6 +448,13 @@ enkash_endpoints_list(PG_FUNCTION_ARGS)
 			values[5] = CStringGetTextDatum(secrets.data);
 		else
 			nulls[5] = true;
+		if (ep->docs)
+			values[6] = CStringGetTextDatum(ep->docs);
+		else
+			nulls[6] = true;
+		/* "doc": path and fields as published; "inferred": our reading */
+		values[7] = CStringGetTextDatum(ep->docs && !ep->inferred_path ?
+										"doc" : "inferred");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -34,9 +34,12 @@ typedef enum EnkashFieldType
 	EF_COUNT,					/* SQL integer >= 0, JSON number */
 	EF_TEXT_ARRAY,				/* SQL text[] of 1 to 100, JSON array of strings */
 	EF_DATE,					/* SQL date, JSON "dd-MM-yyyy" */
-	EF_TIMESTAMP,				/* SQL timestamptz, JSON ISO-8601 in IST */
-	EF_PAN_DOCUMENT				/* SQL text (a PAN tax id), JSON
+	EF_TIMESTAMP,				/* SQL timestamptz, JSON ISO-8601 in UTC */
+	EF_PAN_DOCUMENT,			/* SQL text (a PAN tax id), JSON
 								 * [{"docType":"PAN","docNo":...}] */
+	EF_DOCUMENTS,				/* SQL jsonb, a JSON array of objects, as is */
+	EF_MEMBERS					/* SQL jsonb object: members EnKash's pages
+								 * name without a spelling, sent as given */
 } EnkashFieldType;
 
 /* What a text value must look like, beyond being non-empty. */
@@ -45,11 +48,7 @@ typedef enum EnkashFormat
 	EV_ANY,
 	EV_ID,						/* an EnKash identifier: letters, digits, -_./: */
 	EV_MOBILE,					/* 10 digits */
-	EV_PINCODE,					/* 6 digits */
-	EV_EMAIL,					/* local@domain.tld */
-	EV_OTP,						/* 4 to 8 digits */
-	EV_PIN_BLOCK,				/* 4 to 32 hex digits */
-	EV_TAX_PAN					/* AAAAA9999A */
+	EV_EMAIL					/* local@domain.tld */
 } EnkashFormat;
 
 /* Field flags */
@@ -60,6 +59,10 @@ typedef enum EnkashFormat
 #define EF_RANGE_START	0x10	/* the next field is the end of a range */
 #define EF_KEY			0x20	/* the idempotency key of a money call; a
 								 * field with no JSON name is not sent */
+#define EF_NULLABLE		0x40	/* a JsonNullable limit: named in the
+								 * endpoint's EF_CLEARS list, sent as null */
+#define EF_CLEARS		0x80	/* a text[] of EF_NULLABLE arg names to send
+								 * as null (clear); not sent itself */
 
 typedef struct EnkashField
 {
@@ -80,6 +83,8 @@ struct EnkashEndpoint
 	EnkashKind	kind;
 	const char *fixed;			/* JSON members always sent, or NULL */
 	const EnkashField *fields;	/* terminated by a zeroed row */
+	const char *docs;			/* EnKash's page (docs.enkash.com/...), or
+								 * NULL: nothing published */
 	bool		inferred_path;	/* path is our reading of the docs: overridable */
 	bool		paged;			/* answers a page of "content"; see pages.c */
 };

@@ -11,6 +11,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,9 +289,10 @@ h_card_create(Ctx *c)
 {
 	const char *company = req_str(c, "companyId");
 	const char *acc_id = req_str(c, "cardAccountId");
-	const char *email = req_str(c, "email");
-	const char *mobile = req_str(c, "mobile");
-	const char *first = req_str(c, "firstName");
+	/* email, mobile and firstName are optional (api-13438387) */
+	const char *email = opt_str(c, "email");
+	const char *mobile = opt_str(c, "mobile");
+	const char *first = opt_str(c, "firstName");
 	const char *last = req_str(c, "lastName");
 	const char *user_id = opt_str(c, "userId");
 	const char *client_ref = opt_str(c, "clientReferenceId");
@@ -304,7 +306,8 @@ h_card_create(Ctx *c)
 
 	if (!company_ok(c, company))
 		return;
-	if (!ten_digits(mobile))
+	(void) opt_str(c, "gender");	/* free text: the example is "M" */
+	if (mobile && !ten_digits(mobile))
 	{
 		fail(c, "Invalid mobile");
 		return;
@@ -330,7 +333,8 @@ h_card_create(Ctx *c)
 		return;
 	}
 
-	card = add_card(NULL, acc, user_id, first, last, email, mobile, gift);
+	card = add_card(NULL, acc, user_id, first ? first : "", last,
+					email ? email : "", mobile ? mobile : "", gift);
 	if (json_is_true(primary))
 		st.accounts[acc].primary_card = card;
 	st.cards[card].physical = json_is_true(physical);
@@ -360,8 +364,17 @@ h_set_pin(Ctx *c)
 	const char *card_id = req_str(c, "enKashCardId");
 	int			card;
 
-	/* the pin block is checked for presence only and never kept */
-	(void) req_str(c, "pinBlock");
+	/*
+	 * the pin block is checked for presence only and never kept; a string
+	 * on api-8990358, a number (9078) in its example: both are taken
+	 */
+	json_t	   *pin = req_any(c, "pinBlock");
+
+	if (pin && !json_is_string(pin) && !json_is_integer(pin))
+	{
+		fail(c, "Invalid pinBlock");
+		return;
+	}
 	if (!company_ok(c, company))
 		return;
 	card = card_in_account(c, card_id, account_or_fail(c, acc_id));
@@ -566,9 +579,42 @@ static const char *const rule_amounts[] = {
 	"contactLessDailyLimit", NULL
 };
 static const char *const rule_counts[] = {
-	"dtdCount", "mtdCount", "ytdCount", "posDailyCount", "ecomDailyCount",
-	"contactLessDailyCount", NULL
+	"dtdCount", "mtdCount", "ytdCount", "posDailyLimitCount",
+	"ecomDailyLimitCount", "contactLessDailyLimitCount", NULL
 };
+
+/* A limit: a JSON number, or one in a string (api-26008463 sends "1220"). */
+static bool
+limit_to_paise(json_t *v, int64_t *out)
+{
+	json_t	   *inner;
+	bool		ok;
+
+	if (!json_is_string(v))
+		return json_to_paise(v, out);
+	inner = json_loads(json_string_value(v), JSON_DECODE_ANY, NULL);
+	ok = inner && json_is_number(inner) && json_to_paise(inner, out);
+	json_decref(inner);
+	return ok;
+}
+
+/* A count: a JSON integer, or a string of digits (api-26008463 sends "1"). */
+static bool
+count_value(json_t *v, json_int_t *out)
+{
+	const char *s;
+	char	   *end;
+
+	if (json_is_integer(v))
+	{
+		*out = json_integer_value(v);
+		return *out >= 0;
+	}
+	if (!json_is_string(v) || !isdigit((unsigned char) *(s = json_string_value(v))))
+		return false;
+	*out = strtoll(s, &end, 10);
+	return *end == '\0';
+}
 
 static json_t *
 rule_defaults(void)
@@ -582,8 +628,8 @@ rule_defaults(void)
 					 "ytd", 10000000, "posDailyLimit", 100000,
 					 "ecomDailyLimit", 100000, "contactLessDailyLimit", 5000,
 					 "dtdCount", 50, "mtdCount", 500, "ytdCount", 5000,
-					 "posDailyCount", 20, "ecomDailyCount", 20,
-					 "contactLessDailyCount", 10);
+					 "posDailyLimitCount", 20, "ecomDailyLimitCount", 20,
+					 "contactLessDailyLimitCount", 10);
 }
 
 static void
@@ -598,7 +644,13 @@ h_velocity_set(Ctx *c)
 	int			acc;
 	int			k;
 
-	(void) opt_str(c, "adminUser");
+	v = json_object_get(c->in, "adminUser");
+	if (v && !json_is_null(v) && !json_is_boolean(v))
+	{
+		/* a boolean at EnKash: Jackson refuses a string with a 400 */
+		http_error(c, 400, "adminUser must be a boolean");
+		return;
+	}
 	if (!company_ok(c, company))
 		return;
 	if (!json_is_array(ids) || json_array_size(ids) < 1 || json_array_size(ids) > 100)
@@ -642,9 +694,15 @@ h_velocity_set(Ctx *c)
 		int64_t		p;
 
 		v = json_object_get(c->in, rule_amounts[k]);
-		if (v == NULL || json_is_null(v))
+		if (v == NULL)
 			continue;
-		if (!json_to_paise(v, &p) || p < 0)
+		if (json_is_null(v))
+		{
+			/* JsonNullable: null clears the limit */
+			json_object_set_new(patch, rule_amounts[k], json_null());
+			continue;
+		}
+		if (!limit_to_paise(v, &p) || p < 0)
 		{
 			json_decref(patch);
 		{
@@ -656,18 +714,23 @@ h_velocity_set(Ctx *c)
 	}
 	for (k = 0; rule_counts[k]; k++)
 	{
+		json_int_t	n;
+
 		v = json_object_get(c->in, rule_counts[k]);
-		if (v == NULL || json_is_null(v))
+		if (v == NULL)
 			continue;
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
+		if (json_is_null(v))
+		{
+			json_object_set_new(patch, rule_counts[k], json_null());
+			continue;
+		}
+		if (!count_value(v, &n))
 		{
 			json_decref(patch);
-		{
 			fail(c, "Invalid %s", rule_counts[k]);
 			return;
 		}
-		}
-		json_object_set(patch, rule_counts[k], v);
+		json_object_set_new(patch, rule_counts[k], json_integer(n));
 	}
 
 	json_array_foreach(ids, i, v)
@@ -710,7 +773,7 @@ h_replace(Ctx *c)
 {
 	const char *card_id = req_str(c, "enKashCardId");
 	const char *medium = req_str(c, "otpMedium");
-	json_t	   *otp_required = req_any(c, "otpRequired");
+	json_t	   *otp_required = json_object_get(c->in, "otpRequired");
 	const char *acc_id = opt_str(c, "cardAccountId");
 	static const char *const media[] = {"MOBILE", "MFA", NULL};
 	int			old;
@@ -725,7 +788,8 @@ h_replace(Ctx *c)
 		fail(c, "Invalid otpMedium");
 		return;
 	}
-	if (!json_is_boolean(otp_required))
+	/* not on Request Card Replacement's page: optional, a boolean if given */
+	if (otp_required && !json_is_null(otp_required) && !json_is_boolean(otp_required))
 	{
 		fail(c, "Invalid otpRequired");
 		return;
@@ -772,6 +836,8 @@ h_block(Ctx *c)
 	const char *card_id = req_str(c, "enKashCardId");
 	const char *code = req_str(c, "blockCode");
 	const char *created_by = req_str(c, "createdBy");
+	const char *medium = req_str(c, "otpMedium");	/* required (api-13438390) */
+	static const char *const media[] = {"MOBILE", "MFA", NULL};
 	int			card;
 	Card	   *cd;
 
@@ -779,6 +845,11 @@ h_block(Ctx *c)
 	(void) opt_str(c, "reason");
 	if (!company_ok(c, company))
 		return;
+	if (!in_list(medium, media))
+	{
+		fail(c, "Invalid otpMedium");
+		return;
+	}
 	if (strcmp(code, "L") != 0 && strcmp(code, "UL") != 0 &&
 		strcmp(code, "BL") != 0 && strcmp(code, "AP") != 0)
 	{
@@ -853,8 +924,8 @@ h_search(Ctx *c)
 	const char *card_id = opt_str(c, "enKashCardId");
 	int			acc;
 	int			card;
+	json_t	   *data;
 
-	(void) opt_str(c, "clientReferenceId");
 	if (!company_ok(c, company))
 		return;
 	acc = find_account(acc_id);
@@ -863,13 +934,25 @@ h_search(Ctx *c)
 		fail(c, "Card not found");
 		return;
 	}
-	card = card_id ? find_card(card_id) : st.accounts[acc].primary_card;
-	if (card < 0 || st.cards[card].account != acc)
+	/* {recordsCount, data}: the card asked for, or every card of the account */
+	data = json_array();
+	if (card_id)
 	{
-		fail(c, "Card not found");
-		return;
+		card = find_card(card_id);
+		if (card < 0 || st.cards[card].account != acc)
+		{
+			json_decref(data);
+			fail(c, "Card not found");
+			return;
+		}
+		json_array_append_new(data, card_json(card));
 	}
-	ok(c, card_json(card));
+	else
+		for (card = 0; card < st.ncards; card++)
+			if (st.cards[card].account == acc)
+				json_array_append_new(data, card_json(card));
+	ok(c, json_pack("{s:I, s:o}", "recordsCount", (json_int_t) json_array_size(data),
+					"data", data));
 }
 
 /* ---- 15/16. /transaction/all ---- */

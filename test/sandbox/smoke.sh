@@ -101,9 +101,9 @@ check "last-request body is what we sent" \
 	"$(ctl 'last-request?path=/api/v0/partner/enKashCard/balance' | jq -r .body)" "$wrapped"
 
 call /search '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCSANDBOX1"}'
-check "search balance" "$(jq -c '[.payload.otbBalance, .payload.cardStatus.label, (.payload.maskedNumber | test("^652150XXXXXX[0-9]{4}$"))]' <<<"$plain")" '[10.5,"ACTIVE",true]'
-call /transaction/all '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCSANDBOX1","pgReferenceNumber":"SMOKE-1"}'
-check "transaction by reference" "$(jq -c '[.payload.recordsCount, .payload.data[0].principalAmount, .payload.data[0].cardTransactionType, (.payload.data[0].txnDate | test("\\.[0-9]{3}\\+05:30$"))]' <<<"$plain")" '[1,10.5,"CR",true]'
+check "search balance" "$(jq -c '[.payload.recordsCount, .payload.data[0].otbBalance, .payload.data[0].cardStatus.label, (.payload.data[0].maskedNumber | test("^652150XXXXXX[0-9]{4}$"))]' <<<"$plain")" '[1,10.5,"ACTIVE",true]'
+call /transaction/all '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","pgReferenceNumber":"SMOKE-1"}'
+check "transaction by reference" "$(jq -c '[.payload.principalAmount, .payload.cardTransactionType, (.payload.txnDate | test("^[A-Z][a-z]{2} [0-9]{1,2}, [0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M$"))]' <<<"$plain")" '[10.5,"CR",true]'
 
 call /balance '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCGIFT1","createdBy":"smoke","amount":1,"transactionType":"CR","type":"ALLOCATE_FUND","transactionCode":"ALLOCATION","uniqueReferenceNumber":"SMOKE-G"}'
 check "business failure spelling" "$(jq -c '[.response_code, .response_message]' <<<"$plain")" '[1,"Card not found"]'
@@ -149,7 +149,7 @@ check "request counters" "$(jq -c '[.paths["/oauth/token"], .grants.password, .g
 ctl_post reset >/dev/null
 check "reset clears ledger" "$(ctl ledger | jq -c .)" '{"credits":[],"total_count":0,"total_amount":"0.00"}'
 call /search '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1"}'
-check "token survives reset" "$(jq -c '[.payload.enKashCardId, .payload.otbBalance]' <<<"$plain")" '["EKCSANDBOX1",0]'
+check "token survives reset" "$(jq -c '[.payload.data[0].enKashCardId, .payload.data[0].otbBalance]' <<<"$plain")" '["EKCSANDBOX1",0]'
 
 # --- clean shutdown ---
 kill -TERM "$pid"

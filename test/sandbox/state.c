@@ -114,17 +114,21 @@ json_to_paise(json_t *v, int64_t *paise)
 
 #define IST_OFFSET_S (5 * 3600 + 30 * 60)
 
-/* 2025-01-31T14:05:09.123+05:30 */
+/* As EnKash's answers write times: "Jan 23, 2025 4:38:36 PM", IST, no offset. */
 void
 format_ist(int64_t ms, char *buf, size_t buflen)
 {
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 	time_t		t = (time_t) (ms / 1000) + IST_OFFSET_S;
 	struct tm	tm;
-	char		base[32];
+	int			hour12;
 
 	gmtime_r(&t, &tm);
-	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, buflen, "%s.%03d+05:30", base, (int) (ms % 1000));
+	hour12 = tm.tm_hour % 12 == 0 ? 12 : tm.tm_hour % 12;
+	snprintf(buf, buflen, "%s %d, %d %d:%02d:%02d %s", months[tm.tm_mon],
+			 tm.tm_mday, tm.tm_year + 1900, hour12, tm.tm_min, tm.tm_sec,
+			 tm.tm_hour < 12 ? "AM" : "PM");
 }
 
 static bool
