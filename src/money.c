@@ -20,6 +20,7 @@
 
 #include "endpoints.h"
 #include "ledger.h"
+#include "stoppoint.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "utils/builtins.h"
@@ -168,6 +169,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		enkash_exchange(ep, json, len, &http, &request_left);
 		payload = enkash_parse_response(ep->label, &http, &answer);
+		ENKASH_STOP_POINT("money-answered");
 	}
 	PG_CATCH();
 	{
@@ -181,6 +183,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	(void) record_exchange(ep, json, len, key, key_id, audit_id, &http, &answer,
 						   payload, NULL, true, NULL);
+	ENKASH_STOP_POINT("money-recorded");
 	return payload;
 }
 
@@ -417,6 +420,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 	switch (claim.verdict)
 	{
 		case LEDGER_CLAIMED:
+			ENKASH_STOP_POINT("money-claimed");
 			return send_claimed(ep, json, len, key, claim.key_id, claim.audit_id);
 
 		case LEDGER_RECONCILE:
