@@ -191,16 +191,18 @@ sub check_cell
 {
 	my ($cell, $ref, $received) = @_;
 	is(credits($ref), 1, "$cell: exactly one credit");
-	is(sql("SELECT state FROM enkash.idempotency_keys WHERE key = '$ref'"),
-		'succeeded', "$cell: the key is succeeded");
-	my $sent = sql("SELECT count(*) FROM enkash.audit_log WHERE idempotency_key = '$ref' "
-		  . "AND endpoint = 'load_balance' AND outcome = 'sent'");
+	my ($state, $sent, $unanswered) = split /\|/, sql(<<"SQL");
+SELECT (SELECT state FROM enkash.idempotency_keys WHERE key = '$ref'),
+       count(*),
+       count(*) FILTER (WHERE NOT EXISTS
+           (SELECT 1 FROM enkash.audit_log a WHERE a.sent_id = s.id))
+FROM enkash.audit_log s
+WHERE s.idempotency_key = '$ref' AND s.endpoint = 'load_balance' AND s.outcome = 'sent'
+SQL
+	is($state, 'succeeded', "$cell: the key is succeeded");
 	ok($received <= $sent,
 		"$cell: every load EnKash received has a \"sent\" audit row ($received received, $sent rows)");
-	is(sql("SELECT count(*) FROM enkash.audit_log s WHERE s.idempotency_key = '$ref' "
-		  . "AND s.outcome = 'sent' AND NOT EXISTS "
-		  . "(SELECT 1 FROM enkash.audit_log a WHERE a.sent_id = s.id)"),
-		0, "$cell: every \"sent\" audit row is answered");
+	is($unanswered, 0, "$cell: every \"sent\" audit row is answered");
 }
 
 my $n = 0;
