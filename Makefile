@@ -24,6 +24,11 @@ OBJS = \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
+# Test-only stop points (src/stoppoint.h): make ENKASH_STOP_POINTS=1.
+ifeq ($(ENKASH_STOP_POINTS),1)
+OBJS += src/stoppoint.o
+PG_CPPFLAGS += -DENKASH_STOP_POINTS
+endif
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK = $(shell pkg-config --libs libcurl) -lcrypto
 
@@ -49,7 +54,7 @@ include $(PGXS)
 # (after PGXS, which sets its own default)
 ISOLATION_TESTDB = contrib_regression
 
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
+EXTRA_CLEAN = src/stoppoint.o tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
 
 bench: ; bash test/bench/run.sh
 

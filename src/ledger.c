@@ -33,6 +33,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "stoppoint.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -2267,6 +2268,21 @@ seq_order(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+#ifdef ENKASH_STOP_POINTS
+/* The stop point for a batch holding a session's claim, or its outcome. */
+static const char *
+batch_stop_point(LedgerSlot **batch, int count, bool committed)
+{
+	for (int i = 0; i < count; i++)
+		if (batch[i]->op == OP_CLAIM)
+			return committed ? "worker-claim-committed" : "worker-claim-before-commit";
+	for (int i = 0; i < count; i++)
+		if (batch[i]->op == OP_FINISH)
+			return committed ? "worker-finish-committed" : "worker-finish-before-commit";
+	return NULL;
+}
+#endif
+
 /*
  * Processes every submitted slot in one transaction.  Returns true if there
  * was anything to do.  Runs in the worker, outside any transaction.
@@ -2387,10 +2403,12 @@ enkash_ledger_process(void)
 	else
 		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
+	ENKASH_STOP_POINT(batch_stop_point(batch, count, false));
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	ENKASH_STOP_POINT(batch_stop_point(batch, count, true));
 
 	/* Committed: publish the answers, wake the waiting backends, free the rest. */
 	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);

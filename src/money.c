@@ -21,6 +21,7 @@
 #include "endpoints.h"
 #include "ledger.h"
 #include "reconcile.h"
+#include "stoppoint.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "utils/builtins.h"
@@ -169,6 +170,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		enkash_exchange(ep, json, len, &http, &request_left);
 		payload = enkash_parse_response(ep->label, &http, &answer);
+		ENKASH_STOP_POINT("money-answered");
 	}
 	PG_CATCH();
 	{
@@ -182,6 +184,7 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
 						   &answer, payload, NULL, true, NULL);
+	ENKASH_STOP_POINT("money-recorded");
 	return payload;
 }
 
@@ -359,6 +362,7 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 	switch (claim.verdict)
 	{
 		case LEDGER_CLAIMED:
+			ENKASH_STOP_POINT("money-claimed");
 			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
 								claim.audit_id);
 

@@ -51,6 +51,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "stoppoint.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -938,7 +939,10 @@ record_and_claim(Finished *done, int ndone, int room)
 			record_all(done, ndone, role);
 		if (room > 0 && outbox_installed())
 			claim_rows(room, role);
+		ENKASH_STOP_POINT(ndone > 0 ? "sender-record-before-commit" : NULL);
+		ENKASH_STOP_POINT(claimed_multi ? "sender-claim-before-commit" : NULL);
 		commit_work();
+		ENKASH_STOP_POINT(ndone > 0 ? "sender-recorded" : NULL);
 	}
 	PG_CATCH();
 	{
@@ -1137,6 +1141,7 @@ collect_done(Finished *done, int *ndone, int take, QueuedCall **failed,
 		(*ndone)++;
 		finished++;
 	}
+	ENKASH_STOP_POINT(finished > 0 ? "sender-answered" : NULL);
 	while (*failed && *ndone < ENKASH_MAX_CONCURRENCY)
 	{
 		done[*ndone].call = *failed;
@@ -1382,6 +1387,7 @@ enkash_sender_main(Datum arg)
 			ordinary = claimed_ordinary;
 			claimed_multi = claimed_ordinary = NULL;
 			busy = multi != NULL || ordinary != NULL;
+			ENKASH_STOP_POINT(multi ? "sender-claim-committed" : NULL);
 			/* as many as there are places; the rest are held ready */
 			nready += append_calls(&ready, multi);
 			room = enkash_max_concurrency - (enkash_multi_running() - nfinished);

@@ -66,7 +66,7 @@ prepare_work_copy() {
 # runs from other trees at the same time neither disturb this one nor are
 # disturbed by it.  ENKASH_INSTALL=system installs system-wide instead.
 build_and_install() {
-	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin" inst="$WORK/pginst" pkglib sharedir f
+	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
 	log "building the extension and the sandbox"
 	as_user make -s -C "$WORK/tree" PG_CONFIG="$sysbin/pg_config" >/dev/null \
 		|| die "build failed"
@@ -80,6 +80,14 @@ build_and_install() {
 		return 0
 	fi
 	log "installing the extension into a private mirror of PostgreSQL $PG_MAJOR"
+	install_mirror "$WORK/tree" "$WORK/pginst"
+	PG_BINDIR="$WORK/pginst$sysbin"
+	export PG_BINDIR PATH="$PG_BINDIR:$PATH"
+}
+
+# The mirror described above, in inst, with the enkash built in tree.
+install_mirror() {   # tree inst
+	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin" tree=$1 inst=$2 pkglib sharedir f
 	pkglib=$("$sysbin/pg_config" --pkglibdir)
 	sharedir=$("$sysbin/pg_config" --sharedir)
 	as_user mkdir -p "$inst$sysbin" "$inst$pkglib" "$inst$sharedir/extension"
@@ -95,10 +103,24 @@ build_and_install() {
 		esac
 		as_user ln -s "$f" "$inst${f%/*}/"
 	done
-	as_user make -s -C "$WORK/tree" install DESTDIR="$inst" PG_CONFIG="$sysbin/pg_config" >/dev/null \
+	as_user make -s -C "$tree" install DESTDIR="$inst" PG_CONFIG="$sysbin/pg_config" >/dev/null \
 		|| die "make install DESTDIR=$inst failed"
-	PG_BINDIR="$inst$sysbin"
-	export PG_BINDIR PATH="$PG_BINDIR:$PATH"
+}
+
+# A second private mirror whose enkash has the test-only stop points
+# (src/stoppoint.h), for the kill matrix alone: ENKASH_STOP_INSTALL names
+# its installation directory (PostgreSQL::Test::Cluster's install_path).
+install_stop_points() {
+	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+	log "building and installing a copy of the extension with stop points"
+	as_user mkdir "$WORK/tree-stop"
+	as_user tar -C "$WORK/tree" --exclude='*.o' --exclude='*.so' --exclude=test -cf - . \
+		| as_user tar -C "$WORK/tree-stop" -xf -
+	as_user make -s -C "$WORK/tree-stop" ENKASH_STOP_POINTS=1 PG_CONFIG="$sysbin/pg_config" >/dev/null \
+		|| die "build with stop points failed"
+	install_mirror "$WORK/tree-stop" "$WORK/pginst-stop"
+	ENKASH_STOP_INSTALL="$WORK/pginst-stop${sysbin%/bin}"
+	export ENKASH_STOP_INSTALL
 }
 
 # Test credentials, matching the sandbox's defaults.  These are not secrets.

@@ -43,13 +43,15 @@ END
 }
 
 # A started node with the extension created in database "postgres".
-# Options: conf => extra postgresql.conf lines, sandbox_url => another sandbox.
+# Options: conf => extra postgresql.conf lines, sandbox_url => another sandbox,
+# install_path => another installation (the one with stop points).
 sub enkash_node
 {
 	my ($name, %extra) = @_;
 	my $sandbox_url = $extra{sandbox_url} // $sandbox_url;
 	my $preload = $extra{preload} // 'enkash';
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		$extra{install_path} ? (install_path => $extra{install_path}) : ());
 	$node->init(allows_streaming => $extra{allows_streaming} // 0,
 		$extra{utf8} ? (extra => [ '--encoding=UTF8', '--locale=C' ]) : ());
 	$node->append_conf('postgresql.conf', <<"CONF");
