@@ -781,6 +781,15 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_token_status() IS
 'The OAuth token''s validity, age and expiry, token calls made, and the last error (never the token).';
 
+CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
+    OUT name text, OUT status text, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_check(text) IS
+'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. At most one token call and one read call; never shows a secret.';
+
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;

@@ -125,6 +125,7 @@ my ($pan, $cvv, $expiry) = split /\|/, $details;
 ok_call('enkash_call', q{SELECT enkash_call('get_card_account', '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1"}') ->> 'cardAccountId'}, qr/^CASANDBOX1$/);
 ok_call('enkash_endpoints', q{SELECT count(*) FROM enkash_endpoints()}, qr/^1\d$/);
 ok_call('enkash_token_status', q{SELECT valid FROM enkash_token_status()}, qr/^t$/);
+ok_call('enkash_check', q{SELECT string_agg(status, ',') FROM enkash_check('CASANDBOX1')}, qr/^(ok|warning)(,(ok|warning))+$/);
 ok_call('enkash_token_calls', q{SELECT enkash_token_calls()}, qr/^\d+$/);
 # Token refresh (refresh grant), then a refused refresh (password grant again).
 sandbox('POST', '/__sandbox/expire-tokens', '{}');
@@ -206,7 +207,7 @@ push @errors, err_call('enkash.audit_log_append_only',
 	q{UPDATE enkash.audit_log SET outcome = outcome WHERE id = (SELECT max(id) FROM enkash.audit_log)}, qr/^42501$/);
 # Nothing to fail on: no arguments to get wrong (enkash_retry of any id
 # answers NULL when there is nothing dead to re-arm).
-$failed{$_} = 'cannot fail' for qw(enkash_endpoints enkash_token_status enkash_token_calls enkash_retry);
+$failed{$_} = 'cannot fail' for qw(enkash_check enkash_endpoints enkash_token_status enkash_token_calls enkash_retry);
 
 # EnKash declining, failing, dropping, answering unreadably, with secrets in flight.
 my $otp_request;
