@@ -7,6 +7,7 @@ PGFILEDESC = "enkash - EnKash Prepaid Card API as SQL functions"
 
 OBJS = \
 	src/api.o \
+	src/check.o \
 	src/credentials.o \
 	src/endpoints.o \
 	src/enkash.o \
@@ -34,7 +35,7 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl) -lcrypto
 
 # Regression tests run on a throwaway instance against the sandbox; the test
 # runner (test/run.sh) writes the config and starts the sandbox first.
-REGRESS = setup load_balance load_balance_bad_input load_balance_idempotency upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format wire_bodies card_lifecycle card_functions transactions_paging card_secrets outbox reconciliation endpoint_table mask_words secrets_at_rest
+REGRESS = setup load_balance load_balance_bad_input load_balance_idempotency upstream_errors token_refresh configuration wrong_secret statement_timeout wire_format wire_bodies card_lifecycle card_functions transactions_paging card_secrets outbox reconciliation check endpoint_table mask_words secrets_at_rest
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check --temp-config=$(CURDIR)/test/tmp/regress.conf
 
 # Isolation specs (test/isolation/specs): races between sessions and the

@@ -840,6 +840,15 @@ CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
 COMMENT ON FUNCTION enkash_reset_credentials() IS
 'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
 
+CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
+    OUT name text, OUT status text, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_check(text) IS
+'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. At most one token call and one read call; never shows a secret.';
+
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;

@@ -126,6 +126,7 @@ my ($pan, $cvv, $expiry) = split /\|/, $details;
 ok_call('enkash_call', q{SELECT enkash_call('get_card_account', '{"companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1"}') ->> 'cardAccountId'}, qr/^CASANDBOX1$/);
 ok_call('enkash_endpoints', q{SELECT count(*) FROM enkash_endpoints()}, qr/^1\d$/);
 ok_call('enkash_token_status', q{SELECT valid FROM enkash_token_status()}, qr/^t$/);
+ok_call('enkash_check', q{SELECT string_agg(status, ',') FROM enkash_check('CASANDBOX1')}, qr/^(ok|warning)(,(ok|warning))+$/);
 ok_call('enkash_token_calls', q{SELECT enkash_token_calls()}, qr/^\d+$/);
 ok_call('enkash_reset_credentials', q{SELECT enkash_reset_credentials()}, qr/^f$/);
 # Token refresh (refresh grant), then a refused refresh (password grant again).
@@ -211,7 +212,7 @@ push @errors, err_call('enkash.audit_log_append_only',
 # Nothing to fail on: no arguments to get wrong (enkash_retry of any id
 # answers NULL when there is nothing dead to re-arm).
 $failed{$_} = 'cannot fail'
-  for qw(enkash_endpoints enkash_token_status enkash_token_calls enkash_retry enkash_reset_credentials);
+  for qw(enkash_check enkash_endpoints enkash_token_status enkash_token_calls enkash_retry enkash_reset_credentials);
 
 # EnKash declining, failing, dropping, answering unreadably, with secrets in flight.
 my $otp_request;
