@@ -2192,6 +2192,7 @@ batch_copy(const LedgerSlot *slot)
 static void
 slot_publish(LedgerSlot *slot, const LedgerSlot *copy)
 {
+	slot->attempt = copy->attempt;
 	slot->key_id = copy->key_id;
 	slot->audit_id = copy->audit_id;
 	slot->verdict = copy->verdict;
