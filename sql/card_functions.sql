@@ -53,7 +53,7 @@ SELECT enkash_get_card_controls('CASANDBOX1', 'EKCSANDBOX2')->>'posAllowed' AS g
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10, 'FN-1') AS load_balance;
 SELECT enkash_get_card_account('CASANDBOX1')->>'availableCardBalance' AS get_card_account;
 SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX1')->'data'->0->>'otbBalance' AS get_card;
-SELECT enkash_get_transaction('CASANDBOX1', 'FN-1')->>'principalAmount' AS get_transaction;
+SELECT enkash_get_transaction('CASANDBOX1', 'FN-1', 'EKCSANDBOX1')#>>'{data,0,principalAmount}' AS get_transaction;
 SELECT count(*) AS transactions FROM enkash_transactions('CASANDBOX1', pg_reference_numbers => ARRAY['FN-1']);
 SELECT enkash_order_physical_card('CASANDBOX1', 'EKCSANDBOX1', '12 MG Road', 'Bengaluru', 'Karnataka', '560001', 'FN-ORDER') #>> '{}' LIKE 'PCO%' AS order_physical_card;
 SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', reason => 'Lost wallet') AS block_card;
