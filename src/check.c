@@ -161,13 +161,50 @@ check_token(CheckState *state, CheckResult *result)
 	set_result(result, CHECK_OK, "EnKash's token endpoint issued a token (shared by all sessions)");
 }
 
+/*
+ * Runs fn(arg) in a subtransaction; its error, copied, is the result (NULL
+ * when none).  A cancel or anything worse than ERROR goes up unchanged.
+ */
+static ErrorData *
+try_in_subtransaction(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->elevel > ERROR)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+static void
+send_probe(void *arg)
+{
+	StringInfo	body = (StringInfo) arg;
+
+	(void) enkash_send(enkash_endpoint_by_name("get_card_account"), body->data, body->len, NULL);
+}
+
 static void
 check_round_trip(CheckState *state, CheckResult *result)
 {
-	const EnkashEndpoint *ep = enkash_endpoint_by_name("get_card_account");
 	const char *account = state->card_account_id ? state->card_account_id : PROBE_CARD_ACCOUNT;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 	StringInfoData body;
 	ErrorData  *edata = NULL;
 
@@ -190,24 +227,7 @@ check_round_trip(CheckState *state, CheckResult *result)
 	appendStringInfoChar(&body, '}');
 
 	/* The call's own error is the result; anything else goes up to run_check. */
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		(void) enkash_send(ep, body.data, body.len, NULL);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->elevel > ERROR)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	edata = try_in_subtransaction(send_probe, &body);
 
 	if (edata == NULL)
 	{
@@ -325,34 +345,30 @@ static const struct
 };
 
 /* Runs one check; its error, if any, becomes its failed row. */
+typedef struct CheckCall
+{
+	CheckFunction run;
+	CheckState *state;
+	CheckResult *result;
+} CheckCall;
+
+static void
+call_check(void *arg)
+{
+	CheckCall  *call = (CheckCall *) arg;
+
+	call->run(call->state, call->result);
+}
+
 static void
 run_check(CheckFunction run, CheckState *state, CheckResult *result)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	CheckCall	call = {run, state, result};
+	ErrorData  *edata = try_in_subtransaction(call_check, &call);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		run(state, result);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->elevel > ERROR)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
+	if (edata)
 		set_result(result, CHECK_FAILED, "%s%s%s", edata->message,
 				   edata->detail ? ": " : "", edata->detail ? edata->detail : "");
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
 }
 
 PG_FUNCTION_INFO_V1(enkash_check);
