@@ -68,7 +68,9 @@ FROM recon_cases r ORDER BY r.ref;
 SELECT r.ref, r.expect, m.state, m.attempts, (sandbox.credits(r.ref)).count AS credits
 FROM recon_cases r JOIN enkash.money_movements m ON m.reference_number = r.ref
 ORDER BY r.ref;
--- What a finance person sees when EnKash's answer does not settle it.
+-- What a finance person sees when EnKash's answer does not settle it
+-- (asked again once the grace, counted from the last look-up, is over).
+SELECT pg_sleep(1.2);
 SELECT sandbox.fault('{"lookup": {"count": 1, "mode": "wrong_amount"}}');
 SELECT * FROM sandbox.try_detail($$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 25, 'RC-AMOUNT')$$);
 SELECT sandbox.fault('{"lookup": {"count": 1, "mode": "decline"}}');

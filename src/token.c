@@ -680,7 +680,9 @@ enkash_rate_limit_wait(void)
 		LWLockRelease(shared->lock);
 		if (wait_s <= 0)
 			return;
-		if (TimestampDifferenceExceeds(started, now, enkash_timeout_ms))
+		/* a turn that would come after the deadline is refused now */
+		if (TimestampDifferenceExceeds(started, now + (TimestampTz) (wait_s * 1000000),
+									   enkash_timeout_ms))
 			ereport(ERROR,
 					(errcode(ERRCODE_ENKASH_UNAVAILABLE),
 					 errmsg("the call waited longer than enkash.timeout_ms for its turn under enkash.rate_limit; nothing was sent"),

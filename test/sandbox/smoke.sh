@@ -102,8 +102,8 @@ check "last-request body is what we sent" \
 
 call /search '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCSANDBOX1"}'
 check "search balance" "$(jq -c '[.payload.recordsCount, .payload.data[0].otbBalance, .payload.data[0].cardStatus.label, (.payload.data[0].maskedNumber | test("^652150XXXXXX[0-9]{4}$"))]' <<<"$plain")" '[1,10.5,"ACTIVE",true]'
-call /transaction/all '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","pgReferenceNumber":"SMOKE-1"}'
-check "transaction by reference" "$(jq -c '[.payload.principalAmount, .payload.cardTransactionType, (.payload.txnDate | test("^[A-Z][a-z]{2} [0-9]{1,2}, [0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M$"))]' <<<"$plain")" '[10.5,"CR",true]'
+call /transaction/all '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCSANDBOX1","pgReferenceNumber":"SMOKE-1"}'
+check "transaction by reference" "$(jq -c '.payload.data[0] | [.principalAmount, .cardTransactionType, (.txnDate | test("^[A-Z][a-z]{2} [0-9]{1,2}, [0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M$"))]' <<<"$plain")" '[10.5,"CR",true]'
 
 call /balance '{"companyId":"CEKSANDBOX1","cardAccountId":"CASANDBOX1","enKashCardId":"EKCGIFT1","createdBy":"smoke","amount":1,"transactionType":"CR","type":"ALLOCATE_FUND","transactionCode":"ALLOCATION","uniqueReferenceNumber":"SMOKE-G"}'
 check "business failure spelling" "$(jq -c '[.response_code, .response_message]' <<<"$plain")" '[1,"Card not found"]'

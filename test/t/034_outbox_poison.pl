@@ -1,7 +1,7 @@
-# A queued row that cannot even be claimed (its key is too long for the
-# ledger's index, so claiming the key fails) fails alone: the good rows
-# queued with it are sent and credited once each, and the poison row counts
-# its attempts and ends dead with its error.  A queued card block whose
+# A queued row that cannot even be claimed (its key is too long to be
+# recorded) fails alone: the good rows queued with it are sent and credited
+# once each, and the poison row, which no retry could mend, ends failed at
+# its first attempt with its error.  A queued card block whose
 # outcome is unknown (EnKash applied it, the answer was lost) is never sent
 # again: it ends dead with the unknown-outcome error.
 use strict;
@@ -56,6 +56,6 @@ is(scalar(grep { $credits->{$_} != 1 } keys %$credits), 0, 'each exactly once');
 is($node->safe_psql('postgres',
 	"SELECT state || ' ' || attempts || ' ' || jsonb_array_length(errors) || ' ' || last_sqlstate "
 	  . "|| ' ' || (last_error IS NOT NULL) FROM enkash.requests WHERE length(idempotency_key) > 64"),
-	'dead 3 3 54000 true', 'the poison row is dead after max_attempts, each error recorded');
+	'failed 1 1 22001 true', 'the poison row failed at once, its error recorded');
 
 done_testing();
