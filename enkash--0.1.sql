@@ -59,7 +59,8 @@ COMMENT ON TABLE enkash.idempotency_keys IS
 -- Append-only: one row per HTTP exchange with EnKash, token calls included;
 -- a money call also has a "sent" row, written with its key before the
 -- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
--- declined, failed (nothing happened), unknown, error, superseded (an
+-- declined, failed (nothing happened), unknown, error, abandoned (the
+-- session left before sending; its key freed), superseded (an
 -- answer that came after a later attempt took its key over).  An answer's row
 -- names its "sent" row (sent_id) and does not repeat the request; one whose
 -- answer was lost to a crash is answered "unknown" once that is found.
@@ -847,7 +848,7 @@ AS 'MODULE_PATHNAME', 'enkash_check'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION enkash_check(text) IS
-'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. At most one token call and one read call; never shows a secret.';
+'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. One token call (a new token, proving the credentials) and at most one read call; never shows a secret.';
 
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'

@@ -155,10 +155,10 @@ check_token(CheckState *state, CheckResult *result)
 {
 	char		bearer[ENKASH_BEARER_MAX];
 
-	(void) enkash_token_get(bearer, sizeof(bearer));
+	(void) enkash_token_renew(bearer, sizeof(bearer));
 	explicit_bzero(bearer, sizeof(bearer));
 	state->have_token = true;
-	set_result(result, CHECK_OK, "EnKash's token endpoint issued a token (shared by all sessions)");
+	set_result(result, CHECK_OK, "EnKash's token endpoint accepted the credentials and issued a new token (shared by all sessions)");
 }
 
 /*

@@ -145,6 +145,7 @@ extern Size enkash_token_shmem_size(void);
 extern void enkash_token_shmem_init(void);
 extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
+extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
 extern void enkash_rate_limit_wait(void);
 

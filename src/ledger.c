@@ -2101,6 +2101,7 @@ undo_abandoned_claim(LedgerSlot *slot)
 								 slot->verdict != LEDGER_RECONCILE))
 		return;
 	none.outcome = "abandoned";
+	slot->op = OP_FINISH;		/* its audit row answers the claim's "sent" row */
 	slot->key_state = (slot->verdict == LEDGER_CLAIMED) ? LEDGER_RELEASED : LEDGER_UNKNOWN;
 	slot_keep_names(slot);
 	none.endpoint = slot_get(slot, F_ENDPOINT);

@@ -551,6 +551,22 @@ enkash_token_invalidate(uint64 generation)
 	LWLockRelease(shared->lock);
 }
 
+/*
+ * Fetches a new token now with the password grant, for the go-live check:
+ * the credentials in the file are proven, not a token cached from earlier
+ * ones.  The new token is the one every session then shares.
+ */
+uint64
+enkash_token_renew(char *bearer, size_t bearer_size)
+{
+	enkash_require_preload();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->refresh_at = 0;
+	explicit_bzero(shared->refresh_token, sizeof(shared->refresh_token));
+	LWLockRelease(shared->lock);
+	return enkash_token_get(bearer, bearer_size);
+}
+
 PG_FUNCTION_INFO_V1(enkash_reset_credentials);
 
 /*
