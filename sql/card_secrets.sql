@@ -55,19 +55,8 @@ FROM enkash.idempotency_keys WHERE key = 'SECRET-TEXT-1';
 
 -- A look-up's answer is masked by the enkash worker, not the caller, before
 -- it is stored: the caller gets the card token, the audit row does not.
-CREATE FUNCTION pg_temp.audit_answer_after(after bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE answer jsonb;
-BEGIN
-    FOR i IN 1..200 LOOP	-- look-ups do not wait for their audit row
-        SELECT response INTO answer FROM enkash.audit_log
-        WHERE id > after AND endpoint = 'get_card_account' ORDER BY id LIMIT 1;
-        IF FOUND THEN RETURN answer; END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-    RETURN NULL;
-END $$;
 SELECT coalesce(max(id), 0) AS audit_before FROM enkash.audit_log \gset
 SELECT enkash_get_card_account('CASANDBOX1') #>> '{primaryEnKashCard,token}' <> '[removed]' AS caller_gets_the_token;
 SELECT a #>> '{payload,primaryEnKashCard,token}' AS stored_token,
        a #>> '{payload,primaryEnKashCard,maskedNumber}' AS stored_masked_number
-FROM pg_temp.audit_answer_after(:audit_before) a;
+FROM sandbox.audit_after(:audit_before, 'get_card_account') AS t(request, a);

@@ -36,10 +36,7 @@ SET enkash.paging_fields = 'pageNumber,pageSize';
 SET enkash.page_size = 1;
 SELECT count(*) AS transactions_with_unknown_paging FROM enkash_transactions('CASANDBOX1');
 SELECT b ? 'pageNumber' AND b ? 'pageSize' AS renamed_members_sent
-FROM (SELECT (sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard/transaction/all')->>'body')::jsonb AS w) r,
-     LATERAL (SELECT sandbox.sh(format('printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
-              sandbox.quote(w->>'request'),
-              encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb AS b) d;
+FROM sandbox.wire_body('/transaction/all') b;
 RESET enkash.page_size;
 SET enkash.paging_fields = 'page';
 RESET enkash.paging_fields;

@@ -4,17 +4,6 @@
 -- numbers are kept as first 6 / last 4, and names that merely contain such a
 -- word are kept as they are.
 --
-CREATE FUNCTION pg_temp.audit_request_after(after bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE req jsonb;
-BEGIN
-    FOR i IN 1..200 LOOP	-- look-ups do not wait for their audit row
-        SELECT request INTO req FROM enkash.audit_log
-        WHERE id > after AND endpoint = 'get_card_account' ORDER BY id LIMIT 1;
-        IF FOUND THEN RETURN req; END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-    RETURN NULL;
-END $$;
 SELECT coalesce(max(id), 0) AS audit_before FROM enkash.audit_log \gset
 SELECT enkash_call('get_card_account', '{
     "companyId": "CEKSANDBOX1", "cardAccountId": "CASANDBOX1",
@@ -29,6 +18,6 @@ SELECT enkash_call('get_card_account', '{
     "company": "Acme", "panel": "p", "cardNumberLength": 16
 }') IS NOT NULL AS answered;
 SELECT key, value
-FROM jsonb_each_text(pg_temp.audit_request_after(:audit_before))
+FROM jsonb_each_text((sandbox.audit_after(:audit_before, 'get_card_account')).request)
 WHERE key NOT IN ('companyId', 'cardAccountId')
 ORDER BY key COLLATE "C";

@@ -78,10 +78,7 @@ SELECT * FROM sandbox.try_detail($$SELECT enkash_load_balance('CASANDBOX1', 'EKC
 -- The look-up carries what the docs require: company, account, card, reference.
 SELECT b ?& array['companyId', 'cardAccountId', 'enKashCardId', 'pgReferenceNumber'] AS complete,
        b->>'enKashCardId' AS card, b->>'pgReferenceNumber' AS reference
-FROM (SELECT (sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard/transaction/all')->>'body')::jsonb AS w) r,
-     LATERAL (SELECT sandbox.sh(format('printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
-              sandbox.quote(w->>'request'),
-              encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb AS b) d;
+FROM sandbox.wire_body('/transaction/all') b;
 
 -- A code 1 answer means "no such transaction" only when configured
 -- (enkash.lookup_not_found_codes): then the load is sent once.

@@ -129,3 +129,26 @@ CREATE FUNCTION sandbox.client_secret() RETURNS text LANGUAGE sql AS $$
     SELECT substring(pg_read_file(current_setting('enkash.credentials_file'))
                      FROM 'client_secret = (\S+)')
 $$;
+
+-- The body of the last request to an endpoint (its path after
+-- /api/v0/partner/enKashCard), decrypted with the openssl command line, not
+-- our code.
+CREATE FUNCTION sandbox.wire_body(endpoint text) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT sandbox.sh(format(
+        'printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
+        sandbox.quote((sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard' || endpoint)->>'body')::jsonb->>'request'),
+        encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb
+$$;
+
+-- The first audit row of an endpoint after row "after", waited for (a
+-- look-up's row is written after it returns).
+CREATE FUNCTION sandbox.audit_after(after bigint, endpoint text,
+    OUT request jsonb, OUT response jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..200 LOOP	-- look-ups do not wait for their audit row
+        SELECT a.request, a.response INTO request, response FROM enkash.audit_log a
+        WHERE a.id > after AND a.endpoint = audit_after.endpoint ORDER BY a.id LIMIT 1;
+        IF FOUND THEN RETURN; END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;

@@ -7,13 +7,6 @@
 --
 SELECT sandbox.reset();
 
-CREATE FUNCTION sandbox.wire_body(endpoint text) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT sandbox.sh(format(
-        'printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
-        sandbox.quote((sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard' || endpoint)->>'body')::jsonb->>'request'),
-        encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb
-$$;
-
 -- Members sent that the page does not list, and members it lists that this
 -- typical call leaves out (optional ones).
 CREATE FUNCTION sandbox.vs_docs(body jsonb, documented text[],

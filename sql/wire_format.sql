@@ -5,27 +5,20 @@
 --
 SELECT sandbox.reset();
 
-CREATE FUNCTION sandbox.last_body(path text) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT sandbox.sh(format(
-        'printf %%s %s | openssl enc -d -aes-128-ecb -K %s -base64 -A',
-        sandbox.quote((sandbox.call('GET', '/__sandbox/last-request?path=' || path)->>'body')::jsonb->>'request'),
-        encode(substring(sha256(convert_to(sandbox.client_secret(), 'UTF8')) FROM 1 FOR 16), 'hex')))::jsonb
-$$;
-
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10.50, 'WIRE-1',
                            description => 'quote " backslash \ rupee ₹ {"amount":1e9}',
                            remarks => 'line1
 line2');
 SELECT jsonb_pretty(b - 'createdBy') AS decrypted_body,
        b->>'createdBy' = current_user AS created_by_is_current_user
-FROM sandbox.last_body('/api/v0/partner/enKashCard/balance') b;
+FROM sandbox.wire_body('/balance') b;
 SELECT jsonb_typeof(b->'amount') AS amount_type, b->>'amount' AS amount
-FROM sandbox.last_body('/api/v0/partner/enKashCard/balance') b;
+FROM sandbox.wire_body('/balance') b;
 
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10, 'WIRE-2');
-SELECT b->'amount' AS amount FROM sandbox.last_body('/api/v0/partner/enKashCard/balance') b;
+SELECT b->'amount' AS amount FROM sandbox.wire_body('/balance') b;
 SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1234.56, 'WIRE-3');
-SELECT b->'amount' AS amount FROM sandbox.last_body('/api/v0/partner/enKashCard/balance') b;
+SELECT b->'amount' AS amount FROM sandbox.wire_body('/balance') b;
 
 -- The raw ciphertext is the {"request": "<base64>"} wrapper and nothing else.
 SELECT jsonb_object_keys((sandbox.call('GET', '/__sandbox/last-request?path=/api/v0/partner/enKashCard/balance')->>'body')::jsonb);

@@ -19,11 +19,6 @@ sub warm
 	$node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");
 }
 
-sub credits
-{
-	return sandbox_json('GET', "/__sandbox/ledger?reference=$_[0]", 'count');
-}
-
 sub key_state
 {
 	return $node->safe_psql('postgres',

@@ -26,8 +26,6 @@ my $node = enkash_clean_node('hijack');
 is($node->safe_psql('postgres', q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}),
 	'CASANDBOX1', 'a first call works');
 
-sub credits { return sandbox_json('GET', "/__sandbox/ledger?reference=$_[0]", 'count'); }
-
 $node->safe_psql('postgres', q{
 	CREATE ROLE mallory LOGIN;
 	GRANT CREATE ON SCHEMA public TO mallory;       -- as before PostgreSQL 15

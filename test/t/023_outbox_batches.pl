@@ -22,20 +22,6 @@ enkash.retry_max_ms = 500
 enkash.max_attempts = 20
 CONF
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
-sub loads_sent
-{
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-}
-
-sub credits
-{
-	my $ledger = sandbox($url, 'GET', '/__sandbox/ledger');
-	my %count;
-	$count{$1} = $2 while $ledger =~ /"reference":"(BATCH-[^"]*)","count":(\d+)/g;
-	return \%count;
-}
 
 sub states
 {
@@ -68,7 +54,7 @@ $node->safe_psql('postgres', q{
 # All in flight at once (32 may be), all answered together: one claim, one
 # batch of outcomes.
 sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 300}');
-my $sent_before = loads_sent();
+my $sent_before = loads_sent($url);
 $node->safe_psql('postgres', q{
 	BEGIN;
 	SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1, 'BATCH-new-' || g)
@@ -106,7 +92,7 @@ is($node->safe_psql('postgres',
 	  . "AND (SELECT count(*) FROM enkash.audit_log a WHERE a.key_id = k.id AND a.outcome = 'ok' "
 	  . "     AND a.http_status = 200 AND a.response IS NOT NULL) = 1"),
 	'20', 'each new key has its one audit row, with the answer');
-is(loads_sent() - $sent_before, 23,
+is(loads_sent($url) - $sent_before, 23,
 	'sent: the 20 new loads, the key queued twice once, the declined one and the refused one');
 
 # A restart: the refused row was in flight for a sender that is gone, so it
@@ -117,9 +103,9 @@ $node->restart;
 $node->poll_query_until('postgres',
 	"SELECT state = 'succeeded' FROM enkash.requests WHERE idempotency_key = 'BATCH-bad'")
   or diag(states());
-is(loads_sent() - $sent_before, 23, 'the refused row was reconciled, not sent again');
+is(loads_sent($url) - $sent_before, 23, 'the refused row was reconciled, not sent again');
 
-my $count = credits();
+my $count = credits_by_prefix($url, 'BATCH-');
 is(scalar(keys %$count), 23, 'every reference credited at EnKash (the replayed one by the first call)');
 is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each exactly once');
 ok(!exists $count->{'BATCH-declined'}, 'the declined load credited nothing');

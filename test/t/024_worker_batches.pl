@@ -22,7 +22,6 @@ my $node = enkash_node('worker_batches', sandbox_url => $url, conf => <<'CONF');
 log_min_messages = debug1
 CONF
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
 
 $node->safe_psql('postgres', q{
 	CREATE FUNCTION public.refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -34,7 +33,7 @@ $node->safe_psql('postgres', q{
 	END $$;
 	CREATE TRIGGER refuse_bad BEFORE UPDATE ON enkash.idempotency_keys
 		FOR EACH ROW EXECUTE FUNCTION public.refuse_bad();
-	CREATE TABLE public.outcomes (reference text, amount int, sqlstate text);
+	CREATE TABLE public.outcomes (reference text, amount int, sqlstate text, message text);
 	-- One load; its SQLSTATE is kept, errors included.
 	CREATE FUNCTION public.try_load(k int, a int) RETURNS void LANGUAGE plpgsql AS $$
 	DECLARE
@@ -43,9 +42,9 @@ $node->safe_psql('postgres', q{
 	BEGIN
 		BEGIN
 			PERFORM enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', amount, ref);
-			INSERT INTO public.outcomes VALUES (ref, amount, '00000');
+			INSERT INTO public.outcomes VALUES (ref, amount, '00000', NULL);
 		EXCEPTION WHEN OTHERS THEN
-			INSERT INTO public.outcomes VALUES (ref, amount, SQLSTATE);
+			INSERT INTO public.outcomes VALUES (ref, amount, SQLSTATE, SQLERRM);
 		END;
 	END $$;
 });
@@ -75,18 +74,16 @@ $states = $node->safe_psql('postgres',
 	  . "WHERE reference LIKE 'WB-bad-%'");
 like($states, qr/^(?:00000|55000|55P03|EK007)(?: (?:00000|55000|55P03|EK007))*$/,
 	"a refused key's calls also could not be recorded at worst ($states)");
+diag($node->safe_psql('postgres',
+	"SELECT DISTINCT reference || ': ' || message FROM public.outcomes WHERE sqlstate = '55000'"));
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.outcomes'), '320', 'every call was made');
 
-my $ledger = sandbox($url, 'GET', '/__sandbox/ledger');
-my %credits;
-$credits{$1} = $2 while $ledger =~ /"reference":"(WB-[^"]*)","count":(\d+)/g;
+my %credits = %{ credits_by_prefix($url, 'WB-') };
 my @twice = grep { $credits{$_} != 1 } sort keys %credits;
 is("@twice", '', 'no reference was credited more than once');
 
-my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-my $sent = $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-is($sent, scalar(keys %credits), 'one load request per credited reference, none sent twice')
-  or diag("requests: $requests\nledger: $ledger");
+is(loads_sent($url), scalar(keys %credits), 'one load request per credited reference, none sent twice')
+  or diag(sandbox($url, 'GET', '/__sandbox/requests'), "\n", sandbox($url, 'GET', '/__sandbox/ledger'));
 
 my %succeeded = map { $_ => 1 } split /\n/, $node->safe_psql('postgres',
 	"SELECT key FROM enkash.idempotency_keys WHERE key LIKE 'WB-%' AND state = 'succeeded'");

@@ -18,19 +18,13 @@ my $node = enkash_node('durable', sandbox_url => $url, conf => <<'CONF');
 wal_writer_delay = 10000
 CONF
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
-sub loads_sent
-{
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-}
 
 $node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");   # a token
 
 for my $round (1 .. 3)
 {
 	my $ref = "DURABLE-$round";
-	my $before = loads_sent();
+	my $before = loads_sent($url);
 	$node->safe_psql('postgres',
 		"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 3, '$ref')");
 	$node->stop('immediate');
@@ -44,7 +38,7 @@ for my $round (1 .. 3)
 		'sent ok', "$ref: so did its audit rows, the request's and the answer's");
 	$node->safe_psql('postgres',
 		"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 3, '$ref')");
-	is(loads_sent() - $before, 1, "$ref: the same call again is a replay: one request in all");
+	is(loads_sent($url) - $before, 1, "$ref: the same call again is a replay: one request in all");
 	is(sandbox_json_count($ref), 1, "$ref: one credit");
 }
 

@@ -31,15 +31,6 @@ sub sent_to
 	return $requests =~ /"\Q$path\E"\s*:\s*(\d+)/ ? $1 : 0;
 }
 
-sub credits
-{
-	my ($prefix) = @_;
-	my $ledger = sandbox($url, 'GET', '/__sandbox/ledger');
-	my %count;
-	$count{$1} = $2 while $ledger =~ /"reference":"(\Q$prefix\E[^"]*)","count":(\d+)/g;
-	return \%count;
-}
-
 # "sent" audit rows of these keys with no answer row naming them.
 sub unanswered
 {
@@ -89,7 +80,7 @@ like(slurp_file($node->logfile), qr/4 queued requests were being sent by a sende
 	'after the restart the 4 were found "sending"');
 is(sent_to($lookup_path), 4, 'and each was checked with EnKash');
 is(sent_to($load_path) - $loads_before, 12, 'one load request per reference: none sent twice');
-my $count = credits('STOP-');
+my $count = credits_by_prefix($url, 'STOP-');
 is(scalar(keys %$count), 12, 'every reference was credited');
 is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each exactly once');
 is(unanswered('STOP-'), '0', 'every request that left has an answer row ("unknown" for the 4 cut off)');
@@ -119,7 +110,7 @@ like(substr(slurp_file($node->logfile), $log_at),
 	'the terminated sender put its ready row back');
 is(sent_to($lookup_path) - $lookups_before, 4, 'only the 4 on the wire were checked with EnKash');
 is(sent_to($load_path) - $loads_before, 12, 'none was sent twice');
-$count = credits('TERM-');
+$count = credits_by_prefix($url, 'TERM-');
 is(join(' ', grep { $count->{$_} != 1 } sort keys %$count), '', 'each reference credited once');
 is(scalar(keys %$count), 12, 'all 12');
 is(unanswered('TERM-'), '0', 'every request that left has an answer row');

@@ -29,7 +29,6 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $node = enkash_clean_node('hostile_roles');
-sub credits { return sandbox_json('GET', "/__sandbox/ledger?reference=$_[0]", 'count'); }
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 
 my $readme = slurp_file("$ENV{ENKASH_TAP_LIB}/../../README.md");

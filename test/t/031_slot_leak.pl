@@ -16,12 +16,6 @@ my $node = enkash_node('slot_leak', sandbox_url => $url, conf => <<'CONF');
 max_connections = 60
 CONF
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
-sub loads_sent
-{
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-}
 
 $node->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");   # a token
 
@@ -39,32 +33,14 @@ like($err, qr/ERROR:  22001: the idempotency key is too long: at most 64 charact
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/ERROR:  22001: the idempotency key is too long/, 'so is enkash_enqueue');
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server goes on');
-is(loads_sent(), 0, 'nothing was sent');
+is(loads_sent($url), 0, 'nothing was sent');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.idempotency_keys WHERE length(key) > 64"), 0, 'nothing was claimed');
 
 # --- 300 sessions ended while waiting ------------------------------------------
 # The worker's commit of these keys waits for an advisory lock the test holds,
 # so that the sessions wait for their slots' answers when they are ended.
-$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION public.hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	IF NEW.key LIKE 'LEAK-%' THEN
-		PERFORM pg_catalog.pg_advisory_xact_lock(4242);
-	END IF;
-	RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON enkash.idempotency_keys
-	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.hold_commit();
-SQL
-my ($hout, $herr) = ('', '');
-my $holder = IPC::Run::start(
-	[ 'psql', '-X', '-At', '-d', $node->connstr('postgres') . ' application_name=holder',
-	  '-c', 'SELECT pg_advisory_lock(4242), pg_sleep(600)' ],
-	'>', \$hout, '2>', \$herr);
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted")
-  or die 'the holder did not take its lock';
+my $holder = hold_worker_commits($node, 'LEAK-%');
 
 my $ended = 0;
 for my $round (1 .. 12)
@@ -92,9 +68,7 @@ for my $round (1 .. 12)
 }
 is($ended, 300, '300 sessions ended while waiting for the worker');
 
-$node->safe_psql('postgres',
-	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'");
-$holder->finish;
+release_worker_commits($node, $holder);
 
 ($rc, $out, $err) = $node->psql('postgres',
 	"SET statement_timeout = '30s'; "
@@ -104,7 +78,7 @@ is($rc, 0, 'a load afterwards goes through') or diag $err;
 	"SET statement_timeout = '30s'; SELECT count(*) FROM "
 	  . "generate_series(1, 5) g, enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 1, 'AFTER-' || g)");
 is($out, '5', 'and so do five more');
-is(loads_sent(), 6, 'only those were sent: none of the ended sessions\' loads');
+is(loads_sent($url), 6, 'only those were sent: none of the ended sessions\' loads');
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM enkash.idempotency_keys WHERE key LIKE 'LEAK-%'")
   or diag 'LEAK keys left: ' . $node->safe_psql('postgres',

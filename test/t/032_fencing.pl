@@ -20,17 +20,7 @@ enkash.unknown_grace_ms = 5000
 CONF
 install_try_sql($node);
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
 sub load { "SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 7, '$_[0]')" }
-sub loads_sent
-{
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-}
-sub credits
-{
-	return sandbox_json($url, 'GET', "/__sandbox/ledger?reference=$_[0]", 'count');
-}
 sub key_state
 {
 	return $node->safe_psql('postgres', "SELECT state FROM enkash.idempotency_keys WHERE key = '$_[0]'");
@@ -43,7 +33,7 @@ sub start_load
 {
 	my ($ref, $settings) = @_;
 	my ($out, $err) = ('', '');
-	my $sent = loads_sent();
+	my $sent = loads_sent($url);
 	my $h = IPC::Run::start(
 		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c', ($settings // '') . load($ref) ],
 		'>', \$out, '2>', \$err);
@@ -58,10 +48,10 @@ sub start_load
 	die "the load $ref did not start" if $pid eq '';
 	for (1 .. 1000)
 	{
-		last if loads_sent() > $sent;
+		last if loads_sent($url) > $sent;
 		usleep(20_000);
 	}
-	die "the load $ref did not reach the sandbox" unless loads_sent() > $sent;
+	die "the load $ref did not reach the sandbox" unless loads_sent($url) > $sent;
 	return ($h, $pid, \$err);
 }
 
@@ -83,15 +73,15 @@ like($node->safe_psql('postgres', 'SELECT try_sql($$' . load('FENCE-DEAD') . '$$
 	qr/^55P03 \| .*is unknown, and it is too soon to ask EnKash/,
 	'a call right after the owner died is refused: too soon to ask EnKash');
 is(key_state('FENCE-DEAD'), 'unknown', 'the dead owner\'s key is unknown');
-is(loads_sent(), 1, 'nothing was sent again');
+is(loads_sent($url), 1, 'nothing was sent again');
 
 sleep 6;    # past enkash.unknown_grace_ms, and the first load has landed
 my ($rc, $out, $err) = $node->psql('postgres', load('FENCE-DEAD'));
 is($rc, 0, 'past the grace the call succeeds');
 like($err, qr/EnKash already has the load with reference "FENCE-DEAD"; it was not sent again/,
 	'because EnKash was asked and had the load');
-is(loads_sent(), 1, 'one load request in all');
-is(credits('FENCE-DEAD'), 1, 'one credit for FENCE-DEAD');
+is(loads_sent($url), 1, 'one load request in all');
+is(credits($url, 'FENCE-DEAD'), 1, 'one credit for FENCE-DEAD');
 is(key_state('FENCE-DEAD'), 'succeeded', 'the key is succeeded');
 
 # 2. An owner hangs (SIGSTOP) after its request left, well past the longest
@@ -141,8 +131,8 @@ is(key_state('FENCE-LATE'), 'succeeded', 'the late owner did not overwrite the k
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.audit_log WHERE idempotency_key = 'FENCE-LATE' AND outcome = 'superseded'"),
 	1, 'the late answer is audited as superseded');
-is(credits('FENCE-LATE'), 1, 'one credit for FENCE-LATE');
-is(loads_sent(), 2, 'two load requests in all, one per reference');
+is(credits($url, 'FENCE-LATE'), 1, 'one credit for FENCE-LATE');
+is(loads_sent($url), 2, 'two load requests in all, one per reference');
 
 $node->stop;
 done_testing();

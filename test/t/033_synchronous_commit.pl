@@ -26,16 +26,6 @@ is($node->safe_psql('postgres', 'SHOW synchronous_commit'), 'off', 'synchronous_
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_walinspect');
 my $wal_start = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 
-my $load_path = '/api/v0/partner/enKashCard/balance';
-sub loads_sent
-{
-	my $requests = sandbox($url, 'GET', '/__sandbox/requests');
-	return $requests =~ /"\Q$load_path\E"\s*:\s*(\d+)/ ? $1 : 0;
-}
-sub credits
-{
-	return sandbox_json($url, 'GET', "/__sandbox/ledger?reference=$_[0]", 'count');
-}
 
 # Waits until the load of reference ref reaches the sandbox, notes how far
 # the WAL is flushed then and the claim's transaction, then stops the
@@ -47,10 +37,10 @@ sub crash_when_load_arrives
 	my ($sent, $ref) = @_;
 	for (1 .. 500)
 	{
-		last if loads_sent() > $sent;
+		last if loads_sent($url) > $sent;
 		usleep(20_000);
 	}
-	die 'the load did not reach the sandbox' unless loads_sent() > $sent;
+	die 'the load did not reach the sandbox' unless loads_sent($url) > $sent;
 	my ($flushed, $xid) = split /\|/, $node->safe_psql('postgres',
 		"SELECT pg_current_wal_flush_lsn(), "
 		  . "(SELECT xmin FROM enkash.idempotency_keys WHERE key = '$ref')");
@@ -95,7 +85,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM enkash.idempotency_keys WH
 sleep 3;    # the load lands at the sandbox
 like(load_after_restart('SYNC-1'), qr/EnKash already has the load with reference "SYNC-1"; it was not sent again/,
 	'the next call asks EnKash and sends nothing');
-is(credits('SYNC-1'), 1, 'one credit for SYNC-1');
+is(credits($url, 'SYNC-1'), 1, 'one credit for SYNC-1');
 
 # 2. A load queued for the outbox sender.
 $node->safe_psql('postgres',
@@ -109,8 +99,8 @@ sleep 3;
 ok($node->poll_query_until('postgres',
 	"SELECT state = 'succeeded' FROM enkash.requests WHERE idempotency_key = 'SYNC-2'"),
 	'the queued load ends succeeded, checked with EnKash');
-is(credits('SYNC-2'), 1, 'one credit for SYNC-2');
-is(loads_sent(), 2, 'one load request per reference');
+is(credits($url, 'SYNC-2'), 1, 'one credit for SYNC-2');
+is(loads_sent($url), 2, 'one load request per reference');
 
 $node->stop;
 done_testing();

@@ -20,14 +20,6 @@ enkash.retry_max_ms = 200
 enkash.max_attempts = 3
 CONF
 
-sub credits
-{
-	my $ledger = sandbox($url, 'GET', '/__sandbox/ledger');
-	my %count;
-	$count{$1} = $2 while $ledger =~ /"reference":"(POISON-[^"]*)","count":(\d+)/g;
-	return \%count;
-}
-
 # The poison row is queued first (as an older release could), the good
 # ones after it: it heads every claim.
 $node->safe_psql('postgres', q{
@@ -50,7 +42,7 @@ ok($node->poll_query_until('postgres',
 is($node->safe_psql('postgres',
 	"SELECT string_agg(state, ',') FROM enkash.requests WHERE idempotency_key LIKE 'POISON-good-%'"),
 	join(',', ('succeeded') x 5), 'the good rows succeeded');
-my $credits = credits();
+my $credits = credits_by_prefix($url, 'POISON-');
 is(scalar(keys %$credits), 5, 'five references credited at EnKash');
 is(scalar(grep { $credits->{$_} != 1 } keys %$credits), 0, 'each exactly once');
 is($node->safe_psql('postgres',

@@ -10,7 +10,8 @@ use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
 our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql
-  enkash_clean_node);
+  enkash_clean_node hold_worker_commits release_worker_commits loads_sent credits
+  credits_by_prefix);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
@@ -118,6 +119,68 @@ sub sandbox_json
 	my ($method, $path, $key) = @_;
 	my $body = sandbox(@url, $method, $path);
 	return $body =~ /"\Q$key\E"\s*:\s*(\d+)/ ? $1 : 0;
+}
+
+# Makes the enkash worker's commit of keys LIKE $pattern wait on an
+# advisory lock that a session of its own holds (a deferred trigger runs at
+# commit, after the batch was processed), until release_worker_commits.
+sub hold_worker_commits
+{
+	my ($node, $pattern) = @_;
+	$node->safe_psql('postgres', <<"SQL");
+CREATE FUNCTION public.hold_commit() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF NEW.key LIKE '$pattern' THEN
+		PERFORM pg_catalog.pg_advisory_xact_lock(4242);
+	END IF;
+	RETURN NULL;
+END \$\$;
+CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON enkash.idempotency_keys
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.hold_commit();
+SQL
+	my ($out, $err) = ('', '');
+	my $holder = IPC::Run::start(
+		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres') . ' application_name=holder',
+		  '-c', 'SELECT pg_advisory_lock(4242), pg_sleep(600)' ],
+		'>', \$out, '2>', \$err);
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted")
+	  or die 'the holder did not take its lock';
+	return $holder;
+}
+
+# Lets the worker's held commits go on.
+sub release_worker_commits
+{
+	my ($node, $holder) = @_;
+	$node->safe_psql('postgres',
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'");
+	$holder->finish;
+}
+
+# Load requests a sandbox received (optionally its URL first).
+sub loads_sent
+{
+	my $requests = sandbox(@_, 'GET', '/__sandbox/requests');
+	return $requests =~ m{"/api/v0/partner/enKashCard/balance"\s*:\s*(\d+)} ? $1 : 0;
+}
+
+# Credits a sandbox made under one reference (optionally its URL first).
+sub credits
+{
+	my @url = $_[0] =~ m{^http://} ? (shift) : ();
+	return sandbox_json(@url, 'GET', "/__sandbox/ledger?reference=$_[0]", 'count');
+}
+
+# reference => credits, for the references starting with a prefix
+# (optionally the sandbox's URL first).
+sub credits_by_prefix
+{
+	my @url = $_[0] =~ m{^http://} ? (shift) : ();
+	my $ledger = sandbox(@url, 'GET', '/__sandbox/ledger');
+	my %count;
+	$count{$1} = $2 while $ledger =~ /"reference":"(\Q$_[0]\E[^"]*)","count":(\d+)/g;
+	return \%count;
 }
 
 1;
