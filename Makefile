@@ -13,6 +13,11 @@ OBJS = \
 	src/enkash.o \
 	src/envelope.o \
 	src/ledger.o \
+	src/ledger_batch.o \
+	src/ledger_many.o \
+	src/ledger_slots.o \
+	src/ledger_sql.o \
+	src/ledger_worker.o \
 	src/mask.o \
 	src/money.o \
 	src/outbox.o \
@@ -20,6 +25,7 @@ OBJS = \
 	src/reconcile.o \
 	src/request.o \
 	src/response.o \
+	src/spi.o \
 	src/token.o \
 	src/transport.o \
 	src/worker.o

@@ -43,6 +43,7 @@
 #include "common/pg_prng.h"
 #include "endpoints.h"
 #include "executor/spi.h"
+#include "enkash_spi.h"
 #include "ledger.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
