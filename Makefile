@@ -21,6 +21,8 @@ OBJS = \
 	src/mask.o \
 	src/money.o \
 	src/outbox.o \
+	src/outbox_rows.o \
+	src/outbox_sender.o \
 	src/pages.o \
 	src/reconcile.o \
 	src/request.o \

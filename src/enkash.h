@@ -81,6 +81,7 @@ extern double enkash_rate_limit;
 
 extern bool enkash_preloaded;
 extern void enkash_register_launcher(void);
+extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
 extern void enkash_require_preload(void);
 extern const char *enkash_require_setting(const char *name, const char *value);
 extern const char *enkash_server_setting(const char *name);
