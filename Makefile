@@ -30,6 +30,7 @@ OBJS = \
 	src/spi.o \
 	src/token.o \
 	src/transport.o \
+	src/transport_multi.o \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
