@@ -24,9 +24,11 @@ OBJS = \
 	src/outbox_rows.o \
 	src/outbox_sender.o \
 	src/pages.o \
+	src/ratelimit.o \
 	src/reconcile.o \
 	src/request.o \
 	src/response.o \
+	src/settings.o \
 	src/spi.o \
 	src/token.o \
 	src/transport.o \

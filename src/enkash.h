@@ -16,6 +16,7 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "storage/lwlock.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -45,7 +46,8 @@
 #define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('E','K','0','5','6')	/* enkash.max_response_kb */
 #define ERRCODE_ENKASH_ANSWER_REDIRECT	MAKE_SQLSTATE('E','K','0','5','7')	/* 1xx/3xx, not followed */
 
-/* --- enkash.c: settings ------------------------------------------------ */
+/* --- settings.c: every enkash.* setting ----------------------------------- */
+extern void enkash_define_settings(void);
 extern char *enkash_base_url;
 extern char *enkash_token_url;
 extern char *enkash_partner_id;
@@ -79,7 +81,19 @@ extern double enkash_rate_limit;
  */
 #define ENKASH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
 
+/* --- enkash.c: start-up, shared memory ----------------------------------- */
 extern bool enkash_preloaded;
+
+/* The LWLocks of tranche "enkash", one per shared structure. */
+typedef enum EnkashLock
+{
+	ENKASH_LOCK_TOKEN,
+	ENKASH_LOCK_LEDGER,
+	ENKASH_LOCK_RATE_LIMIT,
+	ENKASH_NUM_LOCKS
+} EnkashLock;
+extern LWLock *enkash_lock(EnkashLock which);
+extern void *enkash_shmem_struct(const char *name, Size size, void (*init) (void *ptr));
 extern void enkash_register_launcher(void);
 extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
 extern void enkash_require_preload(void);
@@ -148,6 +162,10 @@ extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
+
+/* --- ratelimit.c: enkash.rate_limit across the server --------------------- */
+extern Size enkash_rate_limit_shmem_size(void);
+extern void enkash_rate_limit_shmem_init(void);
 extern void enkash_rate_limit_wait(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */

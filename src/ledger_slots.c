@@ -71,24 +71,24 @@ enkash_ledger_shmem_size(void)
 	return MAXALIGN(sizeof(LedgerShared));
 }
 
+static void
+ledger_shmem_first(void *ptr)
+{
+	LedgerShared *first = ptr;
+
+	memset(first, 0, offsetof(LedgerShared, slots));
+	first->lock = enkash_lock(ENKASH_LOCK_LEDGER);
+	first->next_seq = 1;
+	ConditionVariableInit(&first->freed);
+	ConditionVariableInit(&first->outbox);
+	for (int i = 0; i < LEDGER_SLOTS; i++)
+		first->slots[i].state = SLOT_FREE;
+}
+
 void
 enkash_ledger_shmem_init(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ledger = ShmemInitStruct("enkash ledger", sizeof(LedgerShared), &found);
-	if (!found)
-	{
-		memset(ledger, 0, offsetof(LedgerShared, slots));
-		ledger->lock = &(GetNamedLWLockTranche("enkash"))[1].lock;
-		ledger->next_seq = 1;
-		ConditionVariableInit(&ledger->freed);
-		ConditionVariableInit(&ledger->outbox);
-		for (int i = 0; i < LEDGER_SLOTS; i++)
-			ledger->slots[i].state = SLOT_FREE;
-	}
-	LWLockRelease(AddinShmemInitLock);
+	ledger = enkash_shmem_struct("enkash ledger", sizeof(LedgerShared), ledger_shmem_first);
 }
 
 /* ---------------------------------------------------------------------

@@ -79,9 +79,6 @@ typedef struct EnkashTokenShared
 	uint8		refused_fingerprint[PG_SHA256_DIGEST_LENGTH];
 	TimestampTz refused_at;
 	uint8		salt[16];
-	/* enkash.rate_limit: one token bucket for the whole server */
-	double		bucket;
-	TimestampTz bucket_at;
 } EnkashTokenShared;
 
 static EnkashTokenShared *shared = NULL;
@@ -92,23 +89,23 @@ enkash_token_shmem_size(void)
 	return MAXALIGN(sizeof(EnkashTokenShared));
 }
 
+static void
+token_shmem_first(void *ptr)
+{
+	EnkashTokenShared *first = ptr;
+
+	memset(first, 0, sizeof(*first));
+	first->lock = enkash_lock(ENKASH_LOCK_TOKEN);
+	ConditionVariableInit(&first->changed);
+	if (!pg_strong_random(first->salt, sizeof(first->salt)))
+		ereport(FATAL,
+				(errmsg("enkash: could not generate random numbers")));
+}
+
 void
 enkash_token_shmem_init(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("enkash token", sizeof(EnkashTokenShared), &found);
-	if (!found)
-	{
-		memset(shared, 0, sizeof(*shared));
-		shared->lock = &(GetNamedLWLockTranche("enkash"))->lock;
-		ConditionVariableInit(&shared->changed);
-		if (!pg_strong_random(shared->salt, sizeof(shared->salt)))
-			ereport(FATAL,
-					(errmsg("enkash: could not generate random numbers")));
-	}
-	LWLockRelease(AddinShmemInitLock);
+	shared = enkash_shmem_struct("enkash token", sizeof(EnkashTokenShared), token_shmem_first);
 }
 
 static bool
@@ -659,54 +656,4 @@ enkash_token_status(PG_FUNCTION_ARGS)
 	LWLockRelease(shared->lock);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
-}
-
-/*
- * Waits for a slot under enkash.rate_limit (requests per second across the
- * server: backends and workers share one bucket, a second's worth deep).
- * No longer than enkash.timeout_ms: a claimed call must be over within the
- * deadline its claim was given (enkash_longest_call_ms), and a request
- * that has not left can be given up safely.
- */
-void
-enkash_rate_limit_wait(void)
-{
-	TimestampTz started = GetCurrentTimestamp();
-
-	for (;;)
-	{
-		double		rate = enkash_rate_limit;
-		double		wait_s = 0;
-		TimestampTz now;
-
-		if (rate <= 0 || shared == NULL)
-			return;
-		now = GetCurrentTimestamp();
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		if (shared->bucket_at == 0)
-			shared->bucket = rate;
-		else
-			shared->bucket = Min(rate, shared->bucket +
-								 (now - shared->bucket_at) / 1000000.0 * rate);
-		shared->bucket_at = now;
-		if (shared->bucket >= 1)
-			shared->bucket -= 1;
-		else
-			wait_s = (1 - shared->bucket) / rate;
-		LWLockRelease(shared->lock);
-		if (wait_s <= 0)
-			return;
-		/* a turn that would come after the deadline is refused now */
-		if (TimestampDifferenceExceeds(started, now + (TimestampTz) (wait_s * 1000000),
-									   enkash_timeout_ms))
-			ereport(ERROR,
-					(errcode(ERRCODE_ENKASH_UNAVAILABLE),
-					 errmsg("the call waited longer than enkash.timeout_ms for its turn under enkash.rate_limit; nothing was sent"),
-					 errdetail("enkash.rate_limit allows %g requests a second across the server.", rate),
-					 errhint("Call again later, or raise enkash.rate_limit.")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(1, (long) (wait_s * 1000)), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
 }
