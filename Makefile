@@ -12,6 +12,7 @@ OBJS = \
 	src/endpoints.o \
 	src/enkash.o \
 	src/envelope.o \
+	src/fields.o \
 	src/ledger.o \
 	src/ledger_batch.o \
 	src/ledger_many.o \
