@@ -13,6 +13,7 @@ OBJS = \
 	src/enkash.o \
 	src/envelope.o \
 	src/fields.o \
+	src/json_member.o \
 	src/ledger.o \
 	src/ledger_batch.o \
 	src/ledger_many.o \

@@ -188,6 +188,12 @@ extern Jsonb *enkash_parse_response(const char *endpoint_name,
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
 extern bool enkash_answer_unreadable(int sqlerrcode);
 
+/* --- json_member.c: one member of a JSON object ---------------------------- */
+extern bool enkash_json_member(Jsonb *json, const char *key, JsonbValue *out);
+extern char *enkash_json_string(Jsonb *json, const char *key);
+extern char *enkash_json_scalar(Jsonb *json, const char *key);
+extern bool enkash_json_int8(Jsonb *json, const char *key, int64 *out);
+
 /* --- mask.c: secrets out of anything stored ------------------------------ */
 extern Jsonb *enkash_mask(Jsonb *json);
 extern Jsonb *enkash_mask_text(const char *json, size_t len);

@@ -132,23 +132,6 @@ append_form_field(StringInfo form, const char *name, const char *value)
 	curl_free(escaped);
 }
 
-/* Reads a string member of a token response, or NULL. */
-static char *
-token_field(Jsonb *json, const char *key)
-{
-	JsonbValue	v;
-
-	if (json == NULL || !JB_ROOT_IS_OBJECT(json) ||
-		getKeyJsonValueFromContainer(&json->root, key, strlen(key), &v) == NULL)
-		return NULL;
-	if (v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	if (v.type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v.val.numeric)));
-	return NULL;
-}
-
 static void
 record_failure(const char *message)
 {
@@ -344,7 +327,7 @@ request_token(const EnkashCredentials *creds, const uint8 *fingerprint,
 	json = enkash_parse_json_or_null(http.body, http.body_len);
 	if (http.status == 400 || http.status == 401)
 	{
-		char	   *description = token_field(json, "error_description");
+		char	   *description = enkash_json_scalar(json, "error_description");
 
 		record_failure(psprintf("HTTP %ld: %s", http.status,
 								description ? description : "refused"));
@@ -374,9 +357,9 @@ request_token(const EnkashCredentials *creds, const uint8 *fingerprint,
 				 errdetail("HTTP status %ld.", http.status)));
 	}
 
-	access = token_field(json, "access_token");
-	refresh = token_field(json, "refresh_token");
-	expires_in = token_field(json, "expires_in");
+	access = enkash_json_scalar(json, "access_token");
+	refresh = enkash_json_scalar(json, "refresh_token");
+	expires_in = enkash_json_scalar(json, "expires_in");
 	lifetime = expires_in ? strtol(expires_in, NULL, 10) : 0;
 	lifetime = Min(lifetime, 366L * 24 * 3600);	/* no overflow below */
 	if (access == NULL || access[0] == '\0' || strlen(access) >= TOKEN_MAX ||
