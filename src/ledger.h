@@ -88,7 +88,7 @@ extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 extern int	enkash_longest_call_ms(void);
 extern void enkash_durable_commit(void);
 
-/* The outbox's wake-up call (outbox.c) */
+/* The outbox's wake-up call (outbox.c, outbox_sender.c) */
 extern void enkash_outbox_wake(void);
 extern void enkash_outbox_sleep(long timeout_ms);
 

@@ -6,8 +6,8 @@
  * The launcher connects to no database.  It waits for the database named by
  * enkash.database to exist, starts "enkash worker" in it, and starts it
  * again if it stops; so a missing or dropped database is a log line, not a
- * crash loop.  The worker records calls (ledger.c) and keeps the tables
- * tidy; the sender (outbox.c) sends queued requests, many at once on one
+ * crash loop.  The worker records calls (ledger_worker.c) and keeps the tables
+ * tidy; the sender (outbox_sender.c) sends queued requests, many at once on one
  * curl multi handle.  All stop promptly on SIGTERM and reread settings on
  * SIGHUP.
  *
