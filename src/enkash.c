@@ -34,33 +34,11 @@ enkash_lock(EnkashLock which)
 	return &(GetNamedLWLockTranche("enkash"))[which].lock;
 }
 
-/*
- * A module's structure in shared memory, made (init) by the first process
- * that asks for it, under AddinShmemInitLock.
- */
-void *
-enkash_shmem_struct(const char *name, Size size, void (*init) (void *ptr))
-{
-	bool		found;
-	void	   *ptr;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ptr = ShmemInitStruct(name, size, &found);
-	if (!found)
-		init(ptr);
-	LWLockRelease(AddinShmemInitLock);
-	return ptr;
-}
-
-/* Each module's shared memory: its size, and its start-up. */
-static const struct
-{
-	Size		(*size) (void);
-	void		(*init) (void);
-}			shared_parts[] = {
-	{enkash_token_shmem_size, enkash_token_shmem_init},
-	{enkash_rate_limit_shmem_size, enkash_rate_limit_shmem_init},
-	{enkash_ledger_shmem_size, enkash_ledger_shmem_init},
+/* Each module's shared memory. */
+static const EnkashSharedPart *const shared_parts[] = {
+	&enkash_token_part,
+	&enkash_rate_limit_part,
+	&enkash_ledger_part,
 };
 
 static void
@@ -69,7 +47,7 @@ enkash_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	for (int i = 0; i < lengthof(shared_parts); i++)
-		RequestAddinShmemSpace(shared_parts[i].size());
+		RequestAddinShmemSpace(MAXALIGN(shared_parts[i]->size));
 	RequestNamedLWLockTranche("enkash", ENKASH_NUM_LOCKS);
 }
 
@@ -78,8 +56,18 @@ enkash_shmem_startup(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
+	/* each made once, by the first process, under AddinShmemInitLock */
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	for (int i = 0; i < lengthof(shared_parts); i++)
-		shared_parts[i].init();
+	{
+		const EnkashSharedPart *part = shared_parts[i];
+		bool		found;
+
+		*part->ptr = ShmemInitStruct(part->name, part->size, &found);
+		if (!found)
+			part->first(*part->ptr);
+	}
+	LWLockRelease(AddinShmemInitLock);
 }
 
 void

@@ -93,7 +93,15 @@ typedef enum EnkashLock
 	ENKASH_NUM_LOCKS
 } EnkashLock;
 extern LWLock *enkash_lock(EnkashLock which);
-extern void *enkash_shmem_struct(const char *name, Size size, void (*init) (void *ptr));
+
+/* A module's structure in shared memory: made at start-up (enkash.c). */
+typedef struct EnkashSharedPart
+{
+	const char *name;
+	Size		size;
+	void		(*first) (void *ptr);	/* fills it, in the first process */
+	void	  **ptr;			/* where the module keeps its address */
+} EnkashSharedPart;
 extern void enkash_register_launcher(void);
 extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
 extern void enkash_require_preload(void);
@@ -156,16 +164,14 @@ extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			pg_attribute_noreturn();
 
 /* --- token.c: the OAuth token shared by all backends --------------------- */
-extern Size enkash_token_shmem_size(void);
-extern void enkash_token_shmem_init(void);
+extern const struct EnkashSharedPart enkash_token_part;
 extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
 
 /* --- ratelimit.c: enkash.rate_limit across the server --------------------- */
-extern Size enkash_rate_limit_shmem_size(void);
-extern void enkash_rate_limit_shmem_init(void);
+extern const struct EnkashSharedPart enkash_rate_limit_part;
 extern void enkash_rate_limit_wait(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */

@@ -71,8 +71,7 @@ typedef struct LedgerExchange
 	double		latency_ms;
 } LedgerExchange;
 
-extern Size enkash_ledger_shmem_size(void);
-extern void enkash_ledger_shmem_init(void);
+extern const struct EnkashSharedPart enkash_ledger_part;
 
 /* Backend side */
 extern void enkash_ledger_claim(const char *endpoint, const char *key,

@@ -65,12 +65,6 @@ LedgerShared *ledger = NULL;
 /* This backend's slot while it fills it or waits for its answer. */
 static LedgerSlot *held_slot = NULL;
 
-Size
-enkash_ledger_shmem_size(void)
-{
-	return MAXALIGN(sizeof(LedgerShared));
-}
-
 static void
 ledger_shmem_first(void *ptr)
 {
@@ -85,11 +79,9 @@ ledger_shmem_first(void *ptr)
 		first->slots[i].state = SLOT_FREE;
 }
 
-void
-enkash_ledger_shmem_init(void)
-{
-	ledger = enkash_shmem_struct("enkash ledger", sizeof(LedgerShared), ledger_shmem_first);
-}
+const EnkashSharedPart enkash_ledger_part = {
+	"enkash ledger", sizeof(LedgerShared), ledger_shmem_first, (void **) &ledger
+};
 
 /* ---------------------------------------------------------------------
  * Slot contents

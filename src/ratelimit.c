@@ -23,12 +23,6 @@ typedef struct RateLimitShared
 
 static RateLimitShared *shared = NULL;
 
-Size
-enkash_rate_limit_shmem_size(void)
-{
-	return MAXALIGN(sizeof(RateLimitShared));
-}
-
 static void
 rate_limit_shmem_first(void *ptr)
 {
@@ -38,12 +32,9 @@ rate_limit_shmem_first(void *ptr)
 	first->lock = enkash_lock(ENKASH_LOCK_RATE_LIMIT);
 }
 
-void
-enkash_rate_limit_shmem_init(void)
-{
-	shared = enkash_shmem_struct("enkash rate limit", sizeof(RateLimitShared),
-								 rate_limit_shmem_first);
-}
+const EnkashSharedPart enkash_rate_limit_part = {
+	"enkash rate limit", sizeof(RateLimitShared), rate_limit_shmem_first, (void **) &shared
+};
 
 /*
  * Waits for a slot under enkash.rate_limit (requests per second across the

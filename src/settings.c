@@ -193,120 +193,144 @@ check_paging_fields(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* The integer settings, in the order they are defined. */
+static const struct
+{
+	const char *name;
+	const char *short_desc;
+	const char *long_desc;
+	int		   *value;
+	int			boot;
+	int			min;
+	int			max;
+	GucContext	context;
+	int			flags;
+}			int_settings[] = {
+	{"enkash.timeout_ms",
+		"Longest time one EnKash call may take.",
+		NULL,
+		&enkash_timeout_ms, 30000, 100, 600000, PGC_USERSET, GUC_UNIT_MS},
+	{"enkash.connect_timeout_ms",
+		"Longest time to establish a connection to EnKash.",
+		NULL,
+		&enkash_connect_timeout_ms, 5000, 100, 600000, PGC_USERSET, GUC_UNIT_MS},
+	{"enkash.max_amount",
+		"Largest amount, in rupees, accepted for one load.",
+		"Guards against a misplaced decimal point or a unit mix-up.",
+		&enkash_max_amount, 10000000, 1, INT_MAX, PGC_SUSET, 0},
+	{"enkash.max_response_kb",
+		"Largest EnKash response accepted.",
+		NULL,
+		&enkash_max_response_kb, 1024, 1, 1024 * 1024, PGC_SUSET, GUC_UNIT_KB},
+	{"enkash.page_size",
+		"Transactions asked for per page by enkash_transactions().",
+		NULL,
+		&enkash_page_size, 100, 1, 1000, PGC_USERSET, 0},
+	{"enkash.key_retention_days",
+		"Days that finished idempotency keys are kept before the worker purges them.",
+		"Keys whose outcome is unknown are never purged.",
+		&enkash_key_retention_days, 7, 1, 3650, PGC_SIGHUP, 0},
+	{"enkash.unknown_grace_ms",
+		"How long after an attempt became unknown EnKash is asked about it.",
+		"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
+		&enkash_unknown_grace_ms, 30000, 0, 3600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"enkash.stale_claim_ms",
+		"Least age at which an in-flight key of a live session counts as unknown.",
+		"The session is also trusted for the longest its call can take by its own timeouts; past both, the key is unknown and EnKash is asked after enkash.unknown_grace_ms.",
+		&enkash_stale_claim_ms, 120000, 1000, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
+	{"enkash.max_concurrency",
+		"Queued requests the enkash sender has in flight at once.",
+		NULL,
+		&enkash_max_concurrency, 2, 1, ENKASH_MAX_CONCURRENCY, PGC_SIGHUP, 0},
+	{"enkash.max_attempts",
+		"Attempts after which a queued request is given up as dead.",
+		NULL,
+		&enkash_max_attempts, 8, 1, 1000, PGC_SIGHUP, 0},
+	{"enkash.retry_base_ms",
+		"First retry delay of a queued request; it doubles with each attempt.",
+		NULL,
+		&enkash_retry_base_ms, 1000, 1, 3600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"enkash.retry_max_ms",
+		"Longest delay between attempts of a queued request.",
+		NULL,
+		&enkash_retry_max_ms, 300000, 1, 86400000, PGC_SIGHUP, GUC_UNIT_MS},
+};
+
+/* The string settings, in the order they are defined. */
+static const struct
+{
+	const char *name;
+	const char *short_desc;
+	const char *long_desc;
+	char	  **value;
+	const char *boot;
+	GucContext	context;
+	int			flags;
+	GucStringCheckHook check;
+}			string_settings[] = {
+	{"enkash.base_url",
+		"Base URL of the EnKash card API: the host alone, or up to and including /enKashCard.",
+		NULL,
+		&enkash_base_url, "", PGC_SUSET, GUC_SUPERUSER_ONLY, check_base_url},
+	{"enkash.token_url",
+		"URL of EnKash's OAuth token endpoint.",
+		NULL,
+		&enkash_token_url, "", PGC_SUSET, GUC_SUPERUSER_ONLY, check_url},
+	{"enkash.partner_id",
+		"Partner id (CR...) sent in the partnerId header.",
+		NULL,
+		&enkash_partner_id, "", PGC_SUSET, GUC_SUPERUSER_ONLY, NULL},
+	{"enkash.company_id",
+		"Default companyId (CEK...) for calls that do not name one.",
+		"The token request's clientId is the credentials file's company_id, or this setting as postgresql.conf or a superuser gives it; never a session's own value.",
+		&enkash_company_id, "", PGC_USERSET, 0, NULL},
+	{"enkash.credentials_file",
+		"File holding client_id, client_secret, username, password and encryption_secret.",
+		"Must be owned by the server's OS user and not readable by others.",
+		&enkash_credentials_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY, NULL},
+	{"enkash.ca_file",
+		"Extra CA certificates (PEM) trusted for EnKash's TLS.",
+		NULL,
+		&enkash_ca_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY, NULL},
+	{"enkash.database",
+		"Database the enkash background worker connects to.",
+		NULL,
+		&enkash_database, "postgres", PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL},
+	{"enkash.endpoint_paths",
+		"Overrides for endpoint paths inferred from EnKash's documentation.",
+		"A list of name=/path, e.g. view_card_details=/card/view.",
+		&enkash_endpoint_paths, "", PGC_SUSET, GUC_SUPERUSER_ONLY, enkash_check_endpoint_paths},
+	{"enkash.paging_fields",
+		"Names of the page-number and page-size members of a listing request.",
+		"Inferred from EnKash's documentation as \"page,size\"; change if a partner account differs.",
+		&enkash_paging_fields, "page,size", PGC_SUSET, 0, check_paging_fields},
+	{"enkash.lookup_not_found_codes",
+		"EnKash answers to Get Transaction Details that mean \"no such transaction\".",
+		"A list of code or code:message separated by ';', e.g. 1:Transaction not found. " "Only these let an unknown load be sent again; EnKash's documentation names none.",
+		&enkash_lookup_not_found_codes, "", PGC_SIGHUP, 0, check_lookup_not_found_codes},
+};
+
 void
 enkash_define_settings(void)
 {
-	DefineCustomStringVariable("enkash.base_url",
-							   "Base URL of the EnKash card API: the host alone, or up to and including /enKashCard.",
-							   NULL, &enkash_base_url, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_base_url, NULL, NULL);
-	DefineCustomStringVariable("enkash.token_url",
-							   "URL of EnKash's OAuth token endpoint.",
-							   NULL, &enkash_token_url, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_url, NULL, NULL);
-	DefineCustomStringVariable("enkash.partner_id",
-							   "Partner id (CR...) sent in the partnerId header.",
-							   NULL, &enkash_partner_id, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.company_id",
-							   "Default companyId (CEK...) for calls that do not name one.",
-							   "The token request's clientId is the credentials file's company_id, or this setting as postgresql.conf or a superuser gives it; never a session's own value.", &enkash_company_id, "",
-							   PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.credentials_file",
-							   "File holding client_id, client_secret, username, password and encryption_secret.",
-							   "Must be owned by the server's OS user and not readable by others.",
-							   &enkash_credentials_file, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	for (int i = 0; i < lengthof(string_settings); i++)
+		DefineCustomStringVariable(string_settings[i].name, string_settings[i].short_desc,
+								   string_settings[i].long_desc, string_settings[i].value,
+								   string_settings[i].boot, string_settings[i].context,
+								   string_settings[i].flags, string_settings[i].check, NULL, NULL);
+	for (int i = 0; i < lengthof(int_settings); i++)
+		DefineCustomIntVariable(int_settings[i].name, int_settings[i].short_desc,
+								int_settings[i].long_desc, int_settings[i].value,
+								int_settings[i].boot, int_settings[i].min, int_settings[i].max,
+								int_settings[i].context, int_settings[i].flags, NULL, NULL, NULL);
 	DefineCustomBoolVariable("enkash.encrypt",
 							 "Encrypt request bodies with the partner's AES envelope.",
 							 NULL, &enkash_encrypt, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.ca_file",
-							   "Extra CA certificates (PEM) trusted for EnKash's TLS.",
-							   NULL, &enkash_ca_file, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.timeout_ms",
-							"Longest time one EnKash call may take.",
-							NULL, &enkash_timeout_ms, 30000, 100, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.connect_timeout_ms",
-							"Longest time to establish a connection to EnKash.",
-							NULL, &enkash_connect_timeout_ms, 5000, 100, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.database",
-							   "Database the enkash background worker connects to.",
-							   NULL, &enkash_database, "postgres",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_amount",
-							"Largest amount, in rupees, accepted for one load.",
-							"Guards against a misplaced decimal point or a unit mix-up.",
-							&enkash_max_amount, 10000000, 1, INT_MAX,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_response_kb",
-							"Largest EnKash response accepted.",
-							NULL, &enkash_max_response_kb, 1024, 1, 1024 * 1024,
-							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("enkash.endpoint_paths",
-							   "Overrides for endpoint paths inferred from EnKash's documentation.",
-							   "A list of name=/path, e.g. view_card_details=/card/view.",
-							   &enkash_endpoint_paths, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, enkash_check_endpoint_paths, NULL, NULL);
-	DefineCustomStringVariable("enkash.paging_fields",
-							   "Names of the page-number and page-size members of a listing request.",
-							   "Inferred from EnKash's documentation as \"page,size\"; change if a partner account differs.",
-							   &enkash_paging_fields, "page,size",
-							   PGC_SUSET, 0, check_paging_fields, NULL, NULL);
-	DefineCustomStringVariable("enkash.lookup_not_found_codes",
-							   "EnKash answers to Get Transaction Details that mean \"no such transaction\".",
-							   "A list of code or code:message separated by ';', e.g. 1:Transaction not found. "
-							   "Only these let an unknown load be sent again; EnKash's documentation names none.",
-							   &enkash_lookup_not_found_codes, "",
-							   PGC_SIGHUP, 0, check_lookup_not_found_codes, NULL, NULL);
-	DefineCustomIntVariable("enkash.page_size",
-							"Transactions asked for per page by enkash_transactions().",
-							NULL, &enkash_page_size, 100, 1, 1000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.key_retention_days",
-							"Days that finished idempotency keys are kept before the worker purges them.",
-							"Keys whose outcome is unknown are never purged.",
-							&enkash_key_retention_days, 7, 1, 3650,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.unknown_grace_ms",
-							"How long after an attempt became unknown EnKash is asked about it.",
-							"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
-							&enkash_unknown_grace_ms, 30000, 0, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.stale_claim_ms",
-							"Least age at which an in-flight key of a live session counts as unknown.",
-							"The session is also trusted for the longest its call can take by its own timeouts; past both, the key is unknown and EnKash is asked after enkash.unknown_grace_ms.",
-							&enkash_stale_claim_ms, 120000, 1000, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.max_concurrency",
-							"Queued requests the enkash sender has in flight at once.",
-							NULL, &enkash_max_concurrency, 2, 1, ENKASH_MAX_CONCURRENCY,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_attempts",
-							"Attempts after which a queued request is given up as dead.",
-							NULL, &enkash_max_attempts, 8, 1, 1000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.retry_base_ms",
-							"First retry delay of a queued request; it doubles with each attempt.",
-							NULL, &enkash_retry_base_ms, 1000, 1, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.retry_max_ms",
-							"Longest delay between attempts of a queued request.",
-							NULL, &enkash_retry_max_ms, 300000, 1, 86400000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomRealVariable("enkash.token_refresh_fraction",
 							 "Fraction of a token's lifetime after which a sender replaces it.",
 							 NULL, &enkash_token_refresh_fraction, 0.8, 0.1, 0.95,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
-
 	DefineCustomRealVariable("enkash.rate_limit",
 							 "Most requests per second to EnKash from the whole server (0: no limit).",
 							 "Backends and workers share one budget, so a month-end run does not trip EnKash's limits.",

@@ -83,12 +83,6 @@ typedef struct EnkashTokenShared
 
 static EnkashTokenShared *shared = NULL;
 
-Size
-enkash_token_shmem_size(void)
-{
-	return MAXALIGN(sizeof(EnkashTokenShared));
-}
-
 static void
 token_shmem_first(void *ptr)
 {
@@ -102,11 +96,9 @@ token_shmem_first(void *ptr)
 				(errmsg("enkash: could not generate random numbers")));
 }
 
-void
-enkash_token_shmem_init(void)
-{
-	shared = enkash_shmem_struct("enkash token", sizeof(EnkashTokenShared), token_shmem_first);
-}
+const EnkashSharedPart enkash_token_part = {
+	"enkash token", sizeof(EnkashTokenShared), token_shmem_first, (void **) &shared
+};
 
 static bool
 token_valid(TimestampTz now)
