@@ -39,6 +39,8 @@ static const EnkashSharedPart *const shared_parts[] = {
 	&enkash_token_part,
 	&enkash_rate_limit_part,
 	&enkash_ledger_part,
+	&enkash_outbox_part,
+	&enkash_launcher_part,
 };
 
 static void

@@ -90,6 +90,7 @@ typedef enum EnkashLock
 	ENKASH_LOCK_TOKEN,
 	ENKASH_LOCK_LEDGER,
 	ENKASH_LOCK_RATE_LIMIT,
+	ENKASH_LOCK_LAUNCHER,
 	ENKASH_NUM_LOCKS
 } EnkashLock;
 extern LWLock *enkash_lock(EnkashLock which);
@@ -104,6 +105,8 @@ typedef struct EnkashSharedPart
 } EnkashSharedPart;
 extern void enkash_register_launcher(void);
 extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
+extern const struct EnkashSharedPart enkash_launcher_part;
+extern const struct EnkashSharedPart enkash_outbox_part;
 extern void enkash_require_preload(void);
 extern const char *enkash_require_setting(const char *name, const char *value);
 extern const char *enkash_server_setting(const char *name);

@@ -21,11 +21,8 @@
 static void
 check_database(void)
 {
-	Oid			dboid;
+	Oid			dboid = enkash_ledger_worker_database();
 
-	LWLockAcquire(ledger->lock, LW_SHARED);
-	dboid = ledger->worker_dboid;
-	LWLockRelease(ledger->lock);
 	if (!OidIsValid(dboid))
 		dboid = get_database_oid(enkash_database, true);
 	if (dboid != MyDatabaseId)

@@ -87,14 +87,7 @@ extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 extern int	enkash_longest_call_ms(void);
 extern void enkash_durable_commit(void);
 
-/* The outbox's wake-up call (outbox.c, outbox_sender.c) */
-extern void enkash_outbox_wake(void);
-extern void enkash_outbox_sleep(long timeout_ms);
-
-/* DROP DATABASE of the workers' database (worker.c) */
-extern void enkash_ledger_note_drop(Oid dboid);
-extern Oid	enkash_ledger_dropping(void);
-extern void enkash_ledger_attach_launcher(void);
+extern Oid	enkash_ledger_worker_database(void);
 
 /* The outbox sender, in its own transaction, many rows to a statement */
 typedef struct LedgerNewKey

@@ -94,11 +94,7 @@ typedef struct LedgerShared
 	Latch	   *worker_latch;
 	bool		swept;			/* in_flight keys of a past life made unknown */
 	int			slots_used;		/* slots[] beyond this were never taken */
-	Latch	   *launcher_latch;
-	Oid			dropping_dboid; /* DROP DATABASE under way: stand aside */
-	TimestampTz dropping_until;
 	ConditionVariable freed;	/* a slot became free */
-	ConditionVariable outbox;	/* a transaction that queued requests committed */
 	LedgerSlot	slots[LEDGER_SLOTS];
 } LedgerShared;
 

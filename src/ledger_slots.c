@@ -74,7 +74,6 @@ ledger_shmem_first(void *ptr)
 	first->lock = enkash_lock(ENKASH_LOCK_LEDGER);
 	first->next_seq = 1;
 	ConditionVariableInit(&first->freed);
-	ConditionVariableInit(&first->outbox);
 	for (int i = 0; i < LEDGER_SLOTS; i++)
 		first->slots[i].state = SLOT_FREE;
 }
@@ -445,66 +444,17 @@ slot_wait(LedgerSlot *slot)
 }
 
 
-/*
- * DROP DATABASE of the workers' database: the launcher stops them and
- * stays away for a while, so that the drop does not find them connected.
- */
-void
-enkash_ledger_note_drop(Oid dboid)
-{
-	Latch	   *latch = NULL;
-
-	if (ledger == NULL)
-		return;
-	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	if (dboid == ledger->worker_dboid)
-	{
-		ledger->dropping_dboid = dboid;
-		ledger->dropping_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
-		latch = ledger->launcher_latch;
-	}
-	LWLockRelease(ledger->lock);
-	if (latch)
-		SetLatch(latch);
-}
-
-/* The database being dropped, if the launcher should stay away from it. */
+/* The database the worker runs in, or InvalidOid while it is away. */
 Oid
-enkash_ledger_dropping(void)
+enkash_ledger_worker_database(void)
 {
-	Oid			dboid = InvalidOid;
+	Oid			dboid;
 
 	LWLockAcquire(ledger->lock, LW_SHARED);
-	if (GetCurrentTimestamp() < ledger->dropping_until)
-		dboid = ledger->dropping_dboid;
+	dboid = ledger->worker_dboid;
 	LWLockRelease(ledger->lock);
 	return dboid;
 }
-
-void
-enkash_ledger_attach_launcher(void)
-{
-	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
-	ledger->launcher_latch = MyLatch;
-	LWLockRelease(ledger->lock);
-}
-
-/* The senders sleep here between queued requests. */
-void
-enkash_outbox_wake(void)
-{
-	if (ledger)
-		ConditionVariableBroadcast(&ledger->outbox);
-}
-
-void
-enkash_outbox_sleep(long timeout_ms)
-{
-	ConditionVariablePrepareToSleep(&ledger->outbox);
-	ConditionVariableTimedSleep(&ledger->outbox, timeout_ms, PG_WAIT_EXTENSION);
-	ConditionVariableCancelSleep();
-}
-
 
 /* Whether the worker has marked a past life's in-flight keys unknown. */
 bool

@@ -16,19 +16,57 @@
 #include "commands/dbcommands.h"
 #include "endpoints.h"
 #include "enkash_spi.h"
-#include "ledger.h"
 #include "miscadmin.h"
+#include "outbox_internal.h"
+#include "storage/condition_variable.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/wait_event.h"
 
 
 /* ---------------------------------------------------------------------
  * Enqueueing (in the caller's backend and transaction)
  * ---------------------------------------------------------------------
  */
+
+/* The senders sleep on this between queued requests. */
+typedef struct OutboxShared
+{
+	ConditionVariable queued;	/* a transaction that queued requests committed */
+} OutboxShared;
+
+static OutboxShared *outbox_shared = NULL;
+
+static void
+outbox_shmem_first(void *ptr)
+{
+	OutboxShared *first = ptr;
+
+	ConditionVariableInit(&first->queued);
+}
+
+const EnkashSharedPart enkash_outbox_part = {
+	"enkash outbox", sizeof(OutboxShared), outbox_shmem_first, (void **) &outbox_shared
+};
+
+static void
+enkash_outbox_wake(void)
+{
+	if (outbox_shared)
+		ConditionVariableBroadcast(&outbox_shared->queued);
+}
+
+/* The sender's sleep until a transaction queues requests, or timeout_ms. */
+void
+enkash_outbox_sleep(long timeout_ms)
+{
+	ConditionVariablePrepareToSleep(&outbox_shared->queued);
+	ConditionVariableTimedSleep(&outbox_shared->queued, timeout_ms, PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
+}
 
 static bool enqueued_in_xact = false;
 

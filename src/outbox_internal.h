@@ -62,6 +62,9 @@ extern void forget_call(QueuedCall *call);
 extern void forget_calls(QueuedCall *calls);
 extern int	put_back_calls(QueuedCall *ready);
 
+/* outbox.c */
+extern void enkash_outbox_sleep(long timeout_ms);
+
 #pragma GCC visibility pop
 
 #endif							/* ENKASH_OUTBOX_INTERNAL_H */

@@ -44,6 +44,62 @@ PGDLLEXPORT void enkash_launcher_main(Datum arg);
 
 static object_access_hook_type prev_object_access_hook = NULL;
 
+/*
+ * DROP DATABASE of the workers' database: the launcher stops them and
+ * stays away for a while, so that the drop does not find them connected.
+ */
+typedef struct LauncherShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	Oid			dropping_dboid; /* DROP DATABASE under way: stand aside */
+	TimestampTz dropping_until;
+} LauncherShared;
+
+static LauncherShared *launcher = NULL;
+
+static void
+launcher_shmem_first(void *ptr)
+{
+	LauncherShared *first = ptr;
+
+	memset(first, 0, sizeof(*first));
+	first->lock = enkash_lock(ENKASH_LOCK_LAUNCHER);
+}
+
+const EnkashSharedPart enkash_launcher_part = {
+	"enkash launcher", sizeof(LauncherShared), launcher_shmem_first, (void **) &launcher
+};
+
+static void
+note_drop(Oid dboid)
+{
+	Latch	   *latch = NULL;
+
+	if (launcher == NULL || dboid != enkash_ledger_worker_database())
+		return;
+	LWLockAcquire(launcher->lock, LW_EXCLUSIVE);
+	launcher->dropping_dboid = dboid;
+	launcher->dropping_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+	latch = launcher->launcher_latch;
+	LWLockRelease(launcher->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* The database being dropped, if the launcher should stay away from it. */
+static Oid
+dropping(void)
+{
+	Oid			dboid = InvalidOid;
+
+	LWLockAcquire(launcher->lock, LW_SHARED);
+	if (GetCurrentTimestamp() < launcher->dropping_until)
+		dboid = launcher->dropping_dboid;
+	LWLockRelease(launcher->lock);
+	return dboid;
+}
+
 /* Notices DROP DATABASE of the workers' database before it checks for users. */
 static void
 enkash_object_access(ObjectAccessType access, Oid classId, Oid objectId,
@@ -52,7 +108,7 @@ enkash_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 	if (access == OAT_DROP && classId == DatabaseRelationId)
-		enkash_ledger_note_drop(objectId);
+		note_drop(objectId);
 }
 PGDLLEXPORT void enkash_worker_main(Datum arg);
 
@@ -165,7 +221,9 @@ enkash_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	enkash_ledger_attach_launcher();
+	LWLockAcquire(launcher->lock, LW_EXCLUSIVE);
+	launcher->launcher_latch = MyLatch;
+	LWLockRelease(launcher->lock);
 
 	for (;;)
 	{
@@ -181,7 +239,7 @@ enkash_launcher_main(Datum arg)
 		}
 
 		/* Someone is dropping our database: leave it, and stay away a while. */
-		if (OidIsValid(enkash_ledger_dropping()))
+		if (OidIsValid(dropping()))
 		{
 			bool		stopped = false;
 
