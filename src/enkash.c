@@ -110,7 +110,6 @@ enkash_require_preload(void)
 				 errhint("Add enkash to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
-
 PG_FUNCTION_INFO_V1(enkash_assert_preloaded);
 
 /* Called by the install script so that CREATE EXTENSION fails early. */

@@ -47,7 +47,6 @@ claim_new_key(NewKey *k)
 	return true;
 }
 
-
 /*
  * The keys of a batch with two statements: one INSERT of every key (those
  * that exist are skipped by ON CONFLICT DO NOTHING), one of the audit rows

@@ -353,7 +353,6 @@ slot_release(LedgerSlot *slot)
 	ConditionVariableSignal(&ledger->freed);
 }
 
-
 /*
  * Gives up on a slot: the worker will process it and free it.  A claim
  * answered but not heard (a cancel just as it came) goes back to the
@@ -442,7 +441,6 @@ slot_wait(LedgerSlot *slot)
 		slot_abandon(slot);
 	return done;
 }
-
 
 /* The database the worker runs in, or InvalidOid while it is away. */
 Oid

@@ -33,12 +33,13 @@ SPIPlanPtr plan_release_keys;
 const Oid claim_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, FLOAT8OID};
 const Oid sent_types[] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT8OID};
 
+/* The types of AUDIT_COLUMN_NAMES, in order. */
 const Oid audit_types[AUDIT_COLUMNS] = {
 	TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, JSONBOID, TEXTOID, INT4OID,
 	TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, JSONBOID
 };
 
-
+/* Prepares them all, once. */
 void
 prepare_plans(void)
 {

@@ -26,7 +26,6 @@
 #include "utils/syscache.h"
 #include "utils/wait_event.h"
 
-
 /* ---------------------------------------------------------------------
  * Enqueueing (in the caller's backend and transaction)
  * ---------------------------------------------------------------------

@@ -110,7 +110,6 @@ prepare_plans(void)
 	plan_outcomes = prepare_outcomes();
 }
 
-
 /*
  * In PG_CATCH: logs the error and ends the transaction, back in cxt.  The
  * cancel that SIGTERM makes to stop the sender is no error.
@@ -263,7 +262,6 @@ write_outcomes(EnkashColumns *rows)
 		write_outcome_args(values, nulls);
 	}
 }
-
 
 /*
  * Rows left "sending" by a sender that is gone may have been sent: unknown,

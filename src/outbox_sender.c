@@ -47,7 +47,6 @@
 
 PGDLLEXPORT void enkash_sender_main(Datum arg);
 
-
 /* How often the sender looks for due rows while transfers are in flight. */
 #define CLAIM_POLL_MS 100
 /*
@@ -106,7 +105,6 @@ send_call(QueuedCall *call)
 	call->retry_after = enkash_last_retry_after;
 	record_outcome(call, response, edata, NULL);
 }
-
 
 /*
  * The outcome of a finished (or failed to start) transfer: its key and
