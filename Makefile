@@ -12,16 +12,29 @@ OBJS = \
 	src/endpoints.o \
 	src/enkash.o \
 	src/envelope.o \
+	src/fields.o \
+	src/json_member.o \
 	src/ledger.o \
+	src/ledger_batch.o \
+	src/ledger_many.o \
+	src/ledger_slots.o \
+	src/ledger_sql.o \
+	src/ledger_worker.o \
 	src/mask.o \
 	src/money.o \
 	src/outbox.o \
+	src/outbox_rows.o \
+	src/outbox_sender.o \
 	src/pages.o \
+	src/ratelimit.o \
 	src/reconcile.o \
 	src/request.o \
 	src/response.o \
+	src/settings.o \
+	src/spi.o \
 	src/token.o \
 	src/transport.o \
+	src/transport_multi.o \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)

@@ -1,19 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * enkash.c
- *	  Module entry point: settings, shared memory, preload check.
- *
- * Settings that decide where requests go, which secrets are used or how TLS
- * is checked are superuser-only, to set and to see, so that an ordinary role
- * can neither point the extension at its own host to collect the bearer
- * token nor learn where the credentials file is.  Secrets are never
- * settings: they come from the file named by enkash.credentials_file.
+ *	  Module entry point: libcurl, the settings (settings.c), the launcher,
+ *	  each module's shared memory, and the preload check.
  *
  *-------------------------------------------------------------------------
  */
 #include "enkash.h"
 
-#include "endpoints.h"
 #include "ledger.h"
 
 #include <curl/curl.h>
@@ -23,36 +17,8 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "utils/guc.h"
-#include "utils/guc_tables.h"
 
 PG_MODULE_MAGIC;
-
-char	   *enkash_base_url = NULL;
-char	   *enkash_token_url = NULL;
-char	   *enkash_partner_id = NULL;
-char	   *enkash_company_id = NULL;
-char	   *enkash_credentials_file = NULL;
-bool		enkash_encrypt = true;
-char	   *enkash_ca_file = NULL;
-int			enkash_timeout_ms = 30000;
-int			enkash_connect_timeout_ms = 5000;
-char	   *enkash_database = NULL;
-int			enkash_max_amount = 10000000;
-int			enkash_max_response_kb = 1024;
-char	   *enkash_endpoint_paths = NULL;
-int			enkash_page_size = 100;
-char	   *enkash_paging_fields = NULL;
-char	   *enkash_lookup_not_found_codes = NULL;
-int			enkash_key_retention_days = 7;
-int			enkash_unknown_grace_ms = 30000;
-int			enkash_stale_claim_ms = 120000;
-int			enkash_max_concurrency = 2;
-int			enkash_max_attempts = 8;
-int			enkash_retry_base_ms = 1000;
-int			enkash_retry_max_ms = 300000;
-double		enkash_token_refresh_fraction = 0.8;
-double		enkash_rate_limit = 0;
 
 bool		enkash_preloaded = false;
 
@@ -61,284 +27,30 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
 
-/* "code[:message][;...]": every entry names a code */
-static bool
-check_lookup_not_found_codes(char **newval, void **extra, GucSource source)
+/* The LWLocks of tranche "enkash", one per shared structure (EnkashLock). */
+LWLock *
+enkash_lock(EnkashLock which)
 {
-	const char *p = *newval;
-
-	while (p && *p)
-	{
-		const char *end = strchr(p, ';');
-		size_t		len = end ? (size_t) (end - p) : strlen(p);
-		size_t		code_len = strcspn(p, ":;");
-
-		while (code_len > 0 && p[code_len - 1] == ' ')
-			code_len--;
-		while (code_len > 0 && *p == ' ')
-			p++, code_len--, len--;
-		if (code_len == 0 || code_len > 16 || memchr(p, ' ', code_len))
-		{
-			GUC_check_errdetail("Each entry is an EnKash code, optionally followed by :message; entries are separated by ';'.");
-			return false;
-		}
-		p = end ? end + 1 : p + len;
-	}
-	return true;
+	return &(GetNamedLWLockTranche("enkash"))[which].lock;
 }
 
-/*
- * A URL must be https://, except plain http:// to a loopback host, which is
- * how the tests reach the local sandbox.  libcurl's own parser decides what
- * the host is, so that what we check is what libcurl will connect to.
- */
-static bool
-check_url(char **newval, void **extra, GucSource source)
-{
-	CURLU	   *url;
-	char	   *scheme = NULL;
-	char	   *host = NULL;
-	char	   *user = NULL;
-	bool		ok = false;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;			/* unset: the call reports what is missing */
-
-	url = curl_url();
-	if (url == NULL)
-		return false;
-	if (curl_url_set(url, CURLUPART_URL, *newval, 0) != CURLUE_OK ||
-		curl_url_get(url, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-		curl_url_get(url, CURLUPART_HOST, &host, 0) != CURLUE_OK)
-	{
-		GUC_check_errdetail("The value is not a valid URL.");
-		goto done;
-	}
-	if (curl_url_get(url, CURLUPART_USER, &user, 0) == CURLUE_OK)
-	{
-		GUC_check_errdetail("The URL must not contain a user name or password.");
-		goto done;
-	}
-	if (strcmp(scheme, "https") == 0)
-		ok = true;
-	else if (strcmp(scheme, "http") == 0 &&
-			 (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
-			  strcmp(host, "[::1]") == 0))
-		ok = true;
-	else
-		GUC_check_errdetail("Only https:// URLs are allowed, and http:// only for a loopback host (127.0.0.1, ::1, localhost).");
-
-done:
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(user);
-	curl_url_cleanup(url);
-	return ok;
-}
-
-/* The path of every EnKash Prepaid Card endpoint begins with this. */
-#define ENKASH_API_PREFIX "/api/v0/partner/enKashCard"
-
-/*
- * enkash.base_url: a URL as check_url takes it; the host alone
- * ("https://pay.enkash.in") stands for the API under ENKASH_API_PREFIX.
- */
-static bool
-check_base_url(char **newval, void **extra, GucSource source)
-{
-	CURLU	   *url;
-	char	   *path = NULL;
-	char	   *query = NULL;
-	char	   *fragment = NULL;
-	bool		host_only;
-	size_t		len;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;			/* unset: the call reports what is missing */
-	if (!check_url(newval, extra, source))
-		return false;
-	url = curl_url();
-	if (url == NULL)
-		return false;
-	host_only = curl_url_set(url, CURLUPART_URL, *newval, 0) == CURLUE_OK &&
-		curl_url_get(url, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
-		(path[0] == '\0' || strcmp(path, "/") == 0) &&
-		curl_url_get(url, CURLUPART_QUERY, &query, 0) != CURLUE_OK &&
-		curl_url_get(url, CURLUPART_FRAGMENT, &fragment, 0) != CURLUE_OK;
-	curl_free(path);
-	curl_free(query);
-	curl_free(fragment);
-	curl_url_cleanup(url);
-	if (host_only)
-	{
-		char	   *full;
-
-		len = strlen(*newval);
-		if ((*newval)[len - 1] == '/')
-			len--;
-		/* PostgreSQL 15 keeps setting strings in malloc'd memory */
-		full = malloc(len + sizeof(ENKASH_API_PREFIX));
-		if (full == NULL)
-			return false;
-		memcpy(full, *newval, len);
-		strcpy(full + len, ENKASH_API_PREFIX);
-		free(*newval);
-		*newval = full;
-	}
-	return true;
-}
-
-/* "page,size": two JSON member names. */
-static bool
-check_paging_fields(char **newval, void **extra, GucSource source)
-{
-	const char *comma = strchr(*newval, ',');
-
-	if (comma == NULL || comma == *newval || comma[1] == '\0' || strchr(comma + 1, ','))
-	{
-		GUC_check_errdetail("Give the two member names separated by a comma, e.g. \"page,size\".");
-		return false;
-	}
-	for (const char *p = *newval; *p; p++)
-		if (!(isalnum((unsigned char) *p) || *p == '_' || *p == ','))
-		{
-			GUC_check_errdetail("Member names use letters, digits and underscores only.");
-			return false;
-		}
-	return true;
-}
-
-static void
-define_settings(void)
-{
-	DefineCustomStringVariable("enkash.base_url",
-							   "Base URL of the EnKash card API: the host alone, or up to and including /enKashCard.",
-							   NULL, &enkash_base_url, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_base_url, NULL, NULL);
-	DefineCustomStringVariable("enkash.token_url",
-							   "URL of EnKash's OAuth token endpoint.",
-							   NULL, &enkash_token_url, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, check_url, NULL, NULL);
-	DefineCustomStringVariable("enkash.partner_id",
-							   "Partner id (CR...) sent in the partnerId header.",
-							   NULL, &enkash_partner_id, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.company_id",
-							   "Default companyId (CEK...) for calls that do not name one.",
-							   "The token request's clientId is the credentials file's company_id, or this setting as postgresql.conf or a superuser gives it; never a session's own value.", &enkash_company_id, "",
-							   PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.credentials_file",
-							   "File holding client_id, client_secret, username, password and encryption_secret.",
-							   "Must be owned by the server's OS user and not readable by others.",
-							   &enkash_credentials_file, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomBoolVariable("enkash.encrypt",
-							 "Encrypt request bodies with the partner's AES envelope.",
-							 NULL, &enkash_encrypt, true,
-							 PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.ca_file",
-							   "Extra CA certificates (PEM) trusted for EnKash's TLS.",
-							   NULL, &enkash_ca_file, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.timeout_ms",
-							"Longest time one EnKash call may take.",
-							NULL, &enkash_timeout_ms, 30000, 100, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.connect_timeout_ms",
-							"Longest time to establish a connection to EnKash.",
-							NULL, &enkash_connect_timeout_ms, 5000, 100, 600000,
-							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("enkash.database",
-							   "Database the enkash background worker connects to.",
-							   NULL, &enkash_database, "postgres",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_amount",
-							"Largest amount, in rupees, accepted for one load.",
-							"Guards against a misplaced decimal point or a unit mix-up.",
-							&enkash_max_amount, 10000000, 1, INT_MAX,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_response_kb",
-							"Largest EnKash response accepted.",
-							NULL, &enkash_max_response_kb, 1024, 1, 1024 * 1024,
-							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("enkash.endpoint_paths",
-							   "Overrides for endpoint paths inferred from EnKash's documentation.",
-							   "A list of name=/path, e.g. view_card_details=/card/view.",
-							   &enkash_endpoint_paths, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY, enkash_check_endpoint_paths, NULL, NULL);
-	DefineCustomStringVariable("enkash.paging_fields",
-							   "Names of the page-number and page-size members of a listing request.",
-							   "Inferred from EnKash's documentation as \"page,size\"; change if a partner account differs.",
-							   &enkash_paging_fields, "page,size",
-							   PGC_SUSET, 0, check_paging_fields, NULL, NULL);
-	DefineCustomStringVariable("enkash.lookup_not_found_codes",
-							   "EnKash answers to Get Transaction Details that mean \"no such transaction\".",
-							   "A list of code or code:message separated by ';', e.g. 1:Transaction not found. "
-							   "Only these let an unknown load be sent again; EnKash's documentation names none.",
-							   &enkash_lookup_not_found_codes, "",
-							   PGC_SIGHUP, 0, check_lookup_not_found_codes, NULL, NULL);
-	DefineCustomIntVariable("enkash.page_size",
-							"Transactions asked for per page by enkash_transactions().",
-							NULL, &enkash_page_size, 100, 1, 1000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.key_retention_days",
-							"Days that finished idempotency keys are kept before the worker purges them.",
-							"Keys whose outcome is unknown are never purged.",
-							&enkash_key_retention_days, 7, 1, 3650,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.unknown_grace_ms",
-							"How long after an attempt became unknown EnKash is asked about it.",
-							"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
-							&enkash_unknown_grace_ms, 30000, 0, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.stale_claim_ms",
-							"Least age at which an in-flight key of a live session counts as unknown.",
-							"The session is also trusted for the longest its call can take by its own timeouts; past both, the key is unknown and EnKash is asked after enkash.unknown_grace_ms.",
-							&enkash_stale_claim_ms, 120000, 1000, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-
-	DefineCustomIntVariable("enkash.max_concurrency",
-							"Queued requests the enkash sender has in flight at once.",
-							NULL, &enkash_max_concurrency, 2, 1, ENKASH_MAX_CONCURRENCY,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.max_attempts",
-							"Attempts after which a queued request is given up as dead.",
-							NULL, &enkash_max_attempts, 8, 1, 1000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.retry_base_ms",
-							"First retry delay of a queued request; it doubles with each attempt.",
-							NULL, &enkash_retry_base_ms, 1000, 1, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("enkash.retry_max_ms",
-							"Longest delay between attempts of a queued request.",
-							NULL, &enkash_retry_max_ms, 300000, 1, 86400000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomRealVariable("enkash.token_refresh_fraction",
-							 "Fraction of a token's lifetime after which a sender replaces it.",
-							 NULL, &enkash_token_refresh_fraction, 0.8, 0.1, 0.95,
-							 PGC_SIGHUP, 0, NULL, NULL, NULL);
-
-	DefineCustomRealVariable("enkash.rate_limit",
-							 "Most requests per second to EnKash from the whole server (0: no limit).",
-							 "Backends and workers share one budget, so a month-end run does not trip EnKash's limits.",
-							 &enkash_rate_limit, 0, 0, 100000,
-							 PGC_SIGHUP, 0, NULL, NULL, NULL);
-
-	MarkGUCPrefixReserved("enkash");
-}
+/* Each module's shared memory. */
+static const EnkashSharedPart *const shared_parts[] = {
+	&enkash_token_part,
+	&enkash_rate_limit_part,
+	&enkash_ledger_part,
+	&enkash_outbox_part,
+	&enkash_launcher_part,
+};
 
 static void
 enkash_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(enkash_token_shmem_size());
-	RequestAddinShmemSpace(enkash_ledger_shmem_size());
-	RequestNamedLWLockTranche("enkash", 2);	/* token, ledger */
+	for (int i = 0; i < lengthof(shared_parts); i++)
+		RequestAddinShmemSpace(MAXALIGN(shared_parts[i]->size));
+	RequestNamedLWLockTranche("enkash", ENKASH_NUM_LOCKS);
 }
 
 static void
@@ -346,8 +58,18 @@ enkash_shmem_startup(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
-	enkash_token_shmem_init();
-	enkash_ledger_shmem_init();
+	/* each made once, by the first process, under AddinShmemInitLock */
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	for (int i = 0; i < lengthof(shared_parts); i++)
+	{
+		const EnkashSharedPart *part = shared_parts[i];
+		bool		found;
+
+		*part->ptr = ShmemInitStruct(part->name, part->size, &found);
+		if (!found)
+			part->first(*part->ptr);
+	}
+	LWLockRelease(AddinShmemInitLock);
 }
 
 void
@@ -368,7 +90,7 @@ _PG_init(void)
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(FATAL,
 				(errmsg("enkash: could not initialize libcurl")));
-	define_settings();
+	enkash_define_settings();
 
 	enkash_register_launcher();
 
@@ -386,44 +108,6 @@ enkash_require_preload(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("enkash must be loaded via \"shared_preload_libraries\""),
 				 errhint("Add enkash to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
-/* Returns a setting's value, or raises an error naming what to configure. */
-const char *
-enkash_require_setting(const char *name, const char *value)
-{
-	if (value == NULL || value[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("enkash is not configured: \"%s\" is not set", name),
-				 errhint("Set %s in postgresql.conf (see the enkash README) and reload.", name)));
-	return value;
-}
-
-/*
- * A string setting's value as the server gives it (postgresql.conf, the
- * command line, ALTER SYSTEM, or ALTER ROLE ALL by a superuser), never a
- * value a session chose for itself (SET, connection options, ALTER ROLE or
- * DATABASE SET).  NULL when unset or overridden below the server level.
- */
-const char *
-enkash_server_setting(const char *name)
-{
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
-
-	for (int i = 0; i < n; i++)
-	{
-		struct config_string *var = (struct config_string *) vars[i];
-
-		if (vars[i]->vartype != PGC_STRING || strcmp(vars[i]->name, name) != 0)
-			continue;
-		if (vars[i]->reset_source > PGC_S_GLOBAL || var->reset_val == NULL ||
-			var->reset_val[0] == '\0')
-			return NULL;
-		return var->reset_val;
-	}
-	return NULL;
 }
 
 PG_FUNCTION_INFO_V1(enkash_assert_preloaded);

@@ -16,6 +16,7 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "storage/lwlock.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -45,7 +46,8 @@
 #define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('E','K','0','5','6')	/* enkash.max_response_kb */
 #define ERRCODE_ENKASH_ANSWER_REDIRECT	MAKE_SQLSTATE('E','K','0','5','7')	/* 1xx/3xx, not followed */
 
-/* --- enkash.c: settings ------------------------------------------------ */
+/* --- settings.c: every enkash.* setting ----------------------------------- */
+extern void enkash_define_settings(void);
 extern char *enkash_base_url;
 extern char *enkash_token_url;
 extern char *enkash_partner_id;
@@ -79,8 +81,32 @@ extern double enkash_rate_limit;
  */
 #define ENKASH_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
 
+/* --- enkash.c: start-up, shared memory ----------------------------------- */
 extern bool enkash_preloaded;
+
+/* The LWLocks of tranche "enkash", one per shared structure. */
+typedef enum EnkashLock
+{
+	ENKASH_LOCK_TOKEN,
+	ENKASH_LOCK_LEDGER,
+	ENKASH_LOCK_RATE_LIMIT,
+	ENKASH_LOCK_LAUNCHER,
+	ENKASH_NUM_LOCKS
+} EnkashLock;
+extern LWLock *enkash_lock(EnkashLock which);
+
+/* A module's structure in shared memory: made at start-up (enkash.c). */
+typedef struct EnkashSharedPart
+{
+	const char *name;
+	Size		size;
+	void		(*first) (void *ptr);	/* fills it, in the first process */
+	void	  **ptr;			/* where the module keeps its address */
+} EnkashSharedPart;
 extern void enkash_register_launcher(void);
+extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
+extern const struct EnkashSharedPart enkash_launcher_part;
+extern const struct EnkashSharedPart enkash_outbox_part;
 extern void enkash_require_preload(void);
 extern const char *enkash_require_setting(const char *name, const char *value);
 extern const char *enkash_server_setting(const char *name);
@@ -141,12 +167,14 @@ extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
 			pg_attribute_noreturn();
 
 /* --- token.c: the OAuth token shared by all backends --------------------- */
-extern Size enkash_token_shmem_size(void);
-extern void enkash_token_shmem_init(void);
+extern const struct EnkashSharedPart enkash_token_part;
 extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
+
+/* --- ratelimit.c: enkash.rate_limit across the server --------------------- */
+extern const struct EnkashSharedPart enkash_rate_limit_part;
 extern void enkash_rate_limit_wait(void);
 
 /* --- envelope glue (crypto itself is in envelope.c, PostgreSQL-free) ------ */
@@ -168,6 +196,12 @@ extern Jsonb *enkash_parse_response(const char *endpoint_name,
 									EnkashAnswer *answer);
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
 extern bool enkash_answer_unreadable(int sqlerrcode);
+
+/* --- json_member.c: one member of a JSON object ---------------------------- */
+extern bool enkash_json_member(Jsonb *json, const char *key, JsonbValue *out);
+extern char *enkash_json_string(Jsonb *json, const char *key);
+extern char *enkash_json_scalar(Jsonb *json, const char *key);
+extern bool enkash_json_int8(Jsonb *json, const char *key, int64 *out);
 
 /* --- mask.c: secrets out of anything stored ------------------------------ */
 extern Jsonb *enkash_mask(Jsonb *json);

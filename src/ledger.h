@@ -15,7 +15,6 @@
 
 #include "postgres.h"
 
-#include "executor/spi.h"
 #include "utils/jsonb.h"
 
 /* What the worker said about a claimed key. */
@@ -72,8 +71,7 @@ typedef struct LedgerExchange
 	double		latency_ms;
 } LedgerExchange;
 
-extern Size enkash_ledger_shmem_size(void);
-extern void enkash_ledger_shmem_init(void);
+extern const struct EnkashSharedPart enkash_ledger_part;
 
 /* Backend side */
 extern void enkash_ledger_claim(const char *endpoint, const char *key,
@@ -89,14 +87,7 @@ extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
 extern int	enkash_longest_call_ms(void);
 extern void enkash_durable_commit(void);
 
-/* The outbox's wake-up call (outbox.c) */
-extern void enkash_outbox_wake(void);
-extern void enkash_outbox_sleep(long timeout_ms);
-
-/* DROP DATABASE of the workers' database (worker.c) */
-extern void enkash_ledger_note_drop(Oid dboid);
-extern Oid	enkash_ledger_dropping(void);
-extern void enkash_ledger_attach_launcher(void);
+extern Oid	enkash_ledger_worker_database(void);
 
 /* The outbox sender, in its own transaction, many rows to a statement */
 typedef struct LedgerNewKey
@@ -119,32 +110,6 @@ extern void enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int att
 									   const char *err_sqlstate, const char *err_message,
 									   const char *err_detail, const LedgerExchange *exchange);
 extern void enkash_ledger_write(LedgerBatch *batch);
-
-/*
- * Statements over many rows: one array argument per column ($1 ... $n, as
- * unnest($1, ...) takes them), filled one row at a time.
- */
-#define ENKASH_COLUMNS_MAX 13
-typedef struct EnkashColumns
-{
-	const Oid  *types;			/* element types */
-	int			ncols;
-	int			count;			/* rows */
-	int			size;
-	Datum	   *values[ENKASH_COLUMNS_MAX];
-	bool	   *nulls[ENKASH_COLUMNS_MAX];
-} EnkashColumns;
-extern SPIPlanPtr enkash_keep_plan(const char *sql, int nargs, const Oid *types);
-extern SPIPlanPtr enkash_keep_generic_plan(const char *sql, int nargs, const Oid *types);
-extern int	enkash_execute_pinned(SPIPlanPtr plan, Datum *args, const char *nulls);
-extern Datum enkash_int8_array(const int64 *values, int n);
-extern SPIPlanPtr enkash_prepare_columns(const char *sql, const Oid *types, int ncols);
-extern void enkash_columns_init(EnkashColumns *cols, const Oid *types, int ncols, int size);
-extern void enkash_columns_add(EnkashColumns *cols, const Datum *v, const char *n);
-extern void enkash_columns_row(const EnkashColumns *cols, int i, Datum *v, char *n);
-extern int	enkash_columns_run(const EnkashColumns *cols, SPIPlanPtr plan);
-extern void enkash_columns_execute(const EnkashColumns *cols, SPIPlanPtr plan, int rc);
-extern bool enkash_try_together(void (*fn) (void *arg), void *arg);
 
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);

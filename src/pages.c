@@ -24,20 +24,6 @@
 /* A listing longer than this many pages is surely a server bug. */
 #define MAX_PAGES 100000
 
-static bool
-int_member(Jsonb *json, const char *key, int64 *out)
-{
-	JsonbValue	v;
-
-	if (!JB_ROOT_IS_OBJECT(json) ||
-		getKeyJsonValueFromContainer(&json->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvNumeric)
-		return false;
-	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-											 NumericGetDatum(v.val.numeric)));
-	return true;
-}
-
 /*
  * The items of a listing answer and what it says of the whole: false if
  * the payload is neither {recordsCount, data} nor {content, totalPages}.
@@ -59,9 +45,9 @@ enkash_list_of(Jsonb *payload, EnkashList *list)
 			list->items = v.val.binary.data;
 	if (list->items == NULL)
 		return false;
-	if (!int_member(payload, "recordsCount", &list->total_records))
-		int_member(payload, "totalElements", &list->total_records);
-	int_member(payload, "totalPages", &list->total_pages);
+	if (!enkash_json_int8(payload, "recordsCount", &list->total_records))
+		enkash_json_int8(payload, "totalElements", &list->total_records);
+	enkash_json_int8(payload, "totalPages", &list->total_pages);
 	return true;
 }
 

@@ -45,23 +45,6 @@ typedef struct LookupAnswer
 	char	   *message;
 } LookupAnswer;
 
-static bool
-member(Jsonb *json, const char *name, JsonbValue *v)
-{
-	return json && JB_ROOT_IS_OBJECT(json) &&
-		getKeyJsonValueFromContainer(&json->root, name, strlen(name), v) != NULL;
-}
-
-static char *
-string_member(Jsonb *json, const char *name)
-{
-	JsonbValue	v;
-
-	if (member(json, name, &v) && v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	return NULL;
-}
-
 /* Is this decline one that enkash.lookup_not_found_codes calls "not found"? */
 static bool
 declared_not_found(const char *code, const char *message)
@@ -166,7 +149,7 @@ check_item(Jsonb *txn, Jsonb *load, const char *key, char **why)
 		*why = "EnKash's list holds an item that is not a transaction.";
 		return LOOKUP_UNSURE;
 	}
-	ref = string_member(txn, "pgReferenceNumber");
+	ref = enkash_json_string(txn, "pgReferenceNumber");
 	if (ref == NULL)
 	{
 		*why = "EnKash's list holds a transaction without a reference number.";
@@ -175,12 +158,12 @@ check_item(Jsonb *txn, Jsonb *load, const char *key, char **why)
 	if (strcmp(ref, key) != 0)
 		return LOOKUP_ABSENT;
 
-	card = string_member(txn, "enkashCardId");
+	card = enkash_json_string(txn, "enkashCardId");
 	if (card == NULL)
-		card = string_member(txn, "enKashCardId");
-	if ((member(txn, "principalAmount", &amount) || member(txn, "amount", &amount)) &&
-		member(load, "amount", &sent) && same_amount(&amount, &sent) &&
-		card && strcmp(card, string_member(load, "enKashCardId")) == 0)
+		card = enkash_json_string(txn, "enKashCardId");
+	if ((enkash_json_member(txn, "principalAmount", &amount) || enkash_json_member(txn, "amount", &amount)) &&
+		enkash_json_member(load, "amount", &sent) && same_amount(&amount, &sent) &&
+		card && strcmp(card, enkash_json_string(load, "enKashCardId")) == 0)
 		return LOOKUP_FOUND;
 	*why = psprintf("EnKash has a transaction with reference \"%s\", but its amount or card is not the load's.",
 					key);
@@ -211,7 +194,7 @@ enkash_find_load(const char *json, size_t len, const char *key,
 	appendStringInfoChar(&base, '{');
 	for (int i = 0; i < lengthof(lookup_members); i++)
 	{
-		char	   *value = string_member(load, lookup_members[i]);
+		char	   *value = enkash_json_string(load, lookup_members[i]);
 
 		if (value == NULL)
 		{
@@ -260,7 +243,7 @@ enkash_find_load(const char *json, size_t len, const char *key,
 		if (!enkash_list_of(a.payload, &list))
 		{
 			/* one bare transaction: it settles it only if it is the load */
-			if (member(a.payload, "pgReferenceNumber", &v))
+			if (enkash_json_member(a.payload, "pgReferenceNumber", &v))
 			{
 				if (check_item(a.payload, load, key, why) == LOOKUP_FOUND)
 				{

@@ -361,28 +361,13 @@ enkash_answer_unreadable(int sqlerrcode)
 	return false;
 }
 
-static bool
-member(Jsonb *json, const char *key, JsonbValue *out)
-{
-	return JB_ROOT_IS_OBJECT(json) &&
-		getKeyJsonValueFromContainer(&json->root, key, strlen(key), out) != NULL;
-}
-
 /* A short printable rendering of a scalar member, or NULL. */
 static char *
 member_text(Jsonb *json, const char *key)
 {
-	JsonbValue	v;
-	char	   *s;
+	char	   *s = enkash_json_scalar(json, key);
 
-	if (json == NULL || !member(json, key, &v))
-		return NULL;
-	if (v.type == jbvString)
-		s = pnstrdup(v.val.string.val, v.val.string.len);
-	else if (v.type == jbvNumeric)
-		s = DatumGetCString(DirectFunctionCall1(numeric_out,
-												NumericGetDatum(v.val.numeric)));
-	else
+	if (s == NULL)
 		return NULL;
 	if (strlen(s) > MAX_MESSAGE_BYTES)
 		s[pg_mbcliplen(s, strlen(s), MAX_MESSAGE_BYTES)] = '\0';
@@ -574,7 +559,7 @@ read_envelope(const EnkashHttpResult *http, AnswerProblem *problem)
 			problem->fault = ANSWER_NOT_JSON;
 		return NULL;
 	}
-	if (!member(json, "request", &v))
+	if (!enkash_json_member(json, "request", &v))
 		return json;
 	if (v.type != jbvString)
 	{
@@ -633,7 +618,7 @@ enkash_parse_response(const char *what, const EnkashHttpResult *http,
 				 errmsg("EnKash declined %s: %s", what,
 						message ? message : "no reason given"),
 				 errdetail("EnKash code %s, HTTP status %ld.", code, http->status)));
-	if (!member(envelope, "payload", &v))
+	if (!enkash_json_member(envelope, "payload", &v))
 		v.type = jbvNull;
 	return JsonbValueToJsonb(&v);
 }

@@ -79,37 +79,26 @@ typedef struct EnkashTokenShared
 	uint8		refused_fingerprint[PG_SHA256_DIGEST_LENGTH];
 	TimestampTz refused_at;
 	uint8		salt[16];
-	/* enkash.rate_limit: one token bucket for the whole server */
-	double		bucket;
-	TimestampTz bucket_at;
 } EnkashTokenShared;
 
 static EnkashTokenShared *shared = NULL;
 
-Size
-enkash_token_shmem_size(void)
+static void
+token_shmem_first(void *ptr)
 {
-	return MAXALIGN(sizeof(EnkashTokenShared));
+	EnkashTokenShared *first = ptr;
+
+	memset(first, 0, sizeof(*first));
+	first->lock = enkash_lock(ENKASH_LOCK_TOKEN);
+	ConditionVariableInit(&first->changed);
+	if (!pg_strong_random(first->salt, sizeof(first->salt)))
+		ereport(FATAL,
+				(errmsg("enkash: could not generate random numbers")));
 }
 
-void
-enkash_token_shmem_init(void)
-{
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("enkash token", sizeof(EnkashTokenShared), &found);
-	if (!found)
-	{
-		memset(shared, 0, sizeof(*shared));
-		shared->lock = &(GetNamedLWLockTranche("enkash"))->lock;
-		ConditionVariableInit(&shared->changed);
-		if (!pg_strong_random(shared->salt, sizeof(shared->salt)))
-			ereport(FATAL,
-					(errmsg("enkash: could not generate random numbers")));
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
+const EnkashSharedPart enkash_token_part = {
+	"enkash token", sizeof(EnkashTokenShared), token_shmem_first, (void **) &shared
+};
 
 static bool
 token_valid(TimestampTz now)
@@ -133,23 +122,6 @@ append_form_field(StringInfo form, const char *name, const char *value)
 	appendStringInfo(form, "%s=%s", name, escaped);
 	explicit_bzero(escaped, strlen(escaped));
 	curl_free(escaped);
-}
-
-/* Reads a string member of a token response, or NULL. */
-static char *
-token_field(Jsonb *json, const char *key)
-{
-	JsonbValue	v;
-
-	if (json == NULL || !JB_ROOT_IS_OBJECT(json) ||
-		getKeyJsonValueFromContainer(&json->root, key, strlen(key), &v) == NULL)
-		return NULL;
-	if (v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	if (v.type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v.val.numeric)));
-	return NULL;
 }
 
 static void
@@ -347,7 +319,7 @@ request_token(const EnkashCredentials *creds, const uint8 *fingerprint,
 	json = enkash_parse_json_or_null(http.body, http.body_len);
 	if (http.status == 400 || http.status == 401)
 	{
-		char	   *description = token_field(json, "error_description");
+		char	   *description = enkash_json_scalar(json, "error_description");
 
 		record_failure(psprintf("HTTP %ld: %s", http.status,
 								description ? description : "refused"));
@@ -377,9 +349,9 @@ request_token(const EnkashCredentials *creds, const uint8 *fingerprint,
 				 errdetail("HTTP status %ld.", http.status)));
 	}
 
-	access = token_field(json, "access_token");
-	refresh = token_field(json, "refresh_token");
-	expires_in = token_field(json, "expires_in");
+	access = enkash_json_scalar(json, "access_token");
+	refresh = enkash_json_scalar(json, "refresh_token");
+	expires_in = enkash_json_scalar(json, "expires_in");
 	lifetime = expires_in ? strtol(expires_in, NULL, 10) : 0;
 	lifetime = Min(lifetime, 366L * 24 * 3600);	/* no overflow below */
 	if (access == NULL || access[0] == '\0' || strlen(access) >= TOKEN_MAX ||
@@ -659,54 +631,4 @@ enkash_token_status(PG_FUNCTION_ARGS)
 	LWLockRelease(shared->lock);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
-}
-
-/*
- * Waits for a slot under enkash.rate_limit (requests per second across the
- * server: backends and workers share one bucket, a second's worth deep).
- * No longer than enkash.timeout_ms: a claimed call must be over within the
- * deadline its claim was given (enkash_longest_call_ms), and a request
- * that has not left can be given up safely.
- */
-void
-enkash_rate_limit_wait(void)
-{
-	TimestampTz started = GetCurrentTimestamp();
-
-	for (;;)
-	{
-		double		rate = enkash_rate_limit;
-		double		wait_s = 0;
-		TimestampTz now;
-
-		if (rate <= 0 || shared == NULL)
-			return;
-		now = GetCurrentTimestamp();
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		if (shared->bucket_at == 0)
-			shared->bucket = rate;
-		else
-			shared->bucket = Min(rate, shared->bucket +
-								 (now - shared->bucket_at) / 1000000.0 * rate);
-		shared->bucket_at = now;
-		if (shared->bucket >= 1)
-			shared->bucket -= 1;
-		else
-			wait_s = (1 - shared->bucket) / rate;
-		LWLockRelease(shared->lock);
-		if (wait_s <= 0)
-			return;
-		/* a turn that would come after the deadline is refused now */
-		if (TimestampDifferenceExceeds(started, now + (TimestampTz) (wait_s * 1000000),
-									   enkash_timeout_ms))
-			ereport(ERROR,
-					(errcode(ERRCODE_ENKASH_UNAVAILABLE),
-					 errmsg("the call waited longer than enkash.timeout_ms for its turn under enkash.rate_limit; nothing was sent"),
-					 errdetail("enkash.rate_limit allows %g requests a second across the server.", rate),
-					 errhint("Call again later, or raise enkash.rate_limit.")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(1, (long) (wait_s * 1000)), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
 }

@@ -6,8 +6,8 @@
  * The launcher connects to no database.  It waits for the database named by
  * enkash.database to exist, starts "enkash worker" in it, and starts it
  * again if it stops; so a missing or dropped database is a log line, not a
- * crash loop.  The worker records calls (ledger.c) and keeps the tables
- * tidy; the sender (outbox.c) sends queued requests, many at once on one
+ * crash loop.  The worker records calls (ledger_worker.c) and keeps the tables
+ * tidy; the sender (outbox_sender.c) sends queued requests, many at once on one
  * curl multi handle.  All stop promptly on SIGTERM and reread settings on
  * SIGHUP.
  *
@@ -24,7 +24,7 @@
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "commands/dbcommands.h"
-#include "executor/spi.h"
+#include "enkash_spi.h"
 #include "ledger.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -44,6 +44,62 @@ PGDLLEXPORT void enkash_launcher_main(Datum arg);
 
 static object_access_hook_type prev_object_access_hook = NULL;
 
+/*
+ * DROP DATABASE of the workers' database: the launcher stops them and
+ * stays away for a while, so that the drop does not find them connected.
+ */
+typedef struct LauncherShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	Oid			dropping_dboid; /* DROP DATABASE under way: stand aside */
+	TimestampTz dropping_until;
+} LauncherShared;
+
+static LauncherShared *launcher = NULL;
+
+static void
+launcher_shmem_first(void *ptr)
+{
+	LauncherShared *first = ptr;
+
+	memset(first, 0, sizeof(*first));
+	first->lock = enkash_lock(ENKASH_LOCK_LAUNCHER);
+}
+
+const EnkashSharedPart enkash_launcher_part = {
+	"enkash launcher", sizeof(LauncherShared), launcher_shmem_first, (void **) &launcher
+};
+
+static void
+note_drop(Oid dboid)
+{
+	Latch	   *latch = NULL;
+
+	if (launcher == NULL || dboid != enkash_ledger_worker_database())
+		return;
+	LWLockAcquire(launcher->lock, LW_EXCLUSIVE);
+	launcher->dropping_dboid = dboid;
+	launcher->dropping_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+	latch = launcher->launcher_latch;
+	LWLockRelease(launcher->lock);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* The database being dropped, if the launcher should stay away from it. */
+static Oid
+dropping(void)
+{
+	Oid			dboid = InvalidOid;
+
+	LWLockAcquire(launcher->lock, LW_SHARED);
+	if (GetCurrentTimestamp() < launcher->dropping_until)
+		dboid = launcher->dropping_dboid;
+	LWLockRelease(launcher->lock);
+	return dboid;
+}
+
 /* Notices DROP DATABASE of the workers' database before it checks for users. */
 static void
 enkash_object_access(ObjectAccessType access, Oid classId, Oid objectId,
@@ -52,7 +108,7 @@ enkash_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 	if (access == OAT_DROP && classId == DatabaseRelationId)
-		enkash_ledger_note_drop(objectId);
+		note_drop(objectId);
 }
 PGDLLEXPORT void enkash_worker_main(Datum arg);
 
@@ -60,21 +116,30 @@ PGDLLEXPORT void enkash_worker_main(Datum arg);
 #define LAUNCHER_NAP_MS 1000
 #define HOUSEKEEPING_MS 60000
 
+/* A background worker of this library: its type (also its name) and entry point. */
+static void
+describe_worker(BackgroundWorker *worker, const char *type, const char *function,
+				int restart_time)
+{
+	memset(worker, 0, sizeof(*worker));
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "enkash");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = restart_time;
+}
+
 void
 enkash_register_launcher(void)
 {
-	BackgroundWorker worker = {0};
+	BackgroundWorker worker;
 
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = enkash_object_access;
 
-	snprintf(worker.bgw_name, BGW_MAXLEN, "enkash launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "enkash launcher");
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "enkash_launcher_main");
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
+	describe_worker(&worker, "enkash launcher", "enkash_launcher_main", 5);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -82,21 +147,32 @@ enkash_register_launcher(void)
 static bool
 start_worker(Oid dboid, int role, BackgroundWorkerHandle **handle)
 {
-	BackgroundWorker worker = {0};
-	const char *type = role == 0 ? "enkash worker" : "enkash sender";
+	BackgroundWorker worker;
 
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", type);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "enkash");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s",
-			 role == 0 ? "enkash_worker_main" : "enkash_sender_main");
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher does it */
+	/* (never restarted by the postmaster: the launcher does it) */
+	describe_worker(&worker, role == 0 ? "enkash worker" : "enkash sender",
+					role == 0 ? "enkash_worker_main" : "enkash_sender_main",
+					BGW_NEVER_RESTART);
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	memcpy(worker.bgw_extra, &role, sizeof(role));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+/*
+ * The start of the worker and the sender: signals (sigterm for SIGTERM),
+ * the connection to their database (arg), and a search_path of their own:
+ * their SQL runs as a superuser, so ALTER DATABASE/ROLE ... SET
+ * search_path is ignored.
+ */
+void
+enkash_connect_worker(Datum arg, pqsigfunc sigterm)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+	SetConfigOption("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 /*
@@ -145,7 +221,9 @@ enkash_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	enkash_ledger_attach_launcher();
+	LWLockAcquire(launcher->lock, LW_EXCLUSIVE);
+	launcher->launcher_latch = MyLatch;
+	LWLockRelease(launcher->lock);
 
 	for (;;)
 	{
@@ -161,7 +239,7 @@ enkash_launcher_main(Datum arg)
 		}
 
 		/* Someone is dropping our database: leave it, and stay away a while. */
-		if (OidIsValid(enkash_ledger_dropping()))
+		if (OidIsValid(dropping()))
 		{
 			bool		stopped = false;
 
@@ -231,13 +309,8 @@ enkash_launcher_main(Datum arg)
 static void
 housekeeping(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "enkash: purging finished keys");
-	if (OidIsValid(get_relname_relid("idempotency_keys",
-									 get_namespace_oid("enkash", true))))
+	enkash_spi_begin("enkash: purging finished keys");
+	if (enkash_has_table("idempotency_keys"))
 	{
 		char	   *sql = psprintf("DELETE FROM enkash.idempotency_keys "
 								   "WHERE state IN ('succeeded', 'failed') "
@@ -249,10 +322,7 @@ housekeeping(void)
 					(errmsg("enkash worker: purged %llu finished idempotency keys older than %d days",
 							(unsigned long long) SPI_processed, enkash_key_retention_days)));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	enkash_spi_commit(true);
 }
 
 void
@@ -260,13 +330,7 @@ enkash_worker_main(Datum arg)
 {
 	static TimestampTz last_housekeeping = 0;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
-	/* Its SQL runs as a superuser: ignore ALTER DATABASE/ROLE ... SET search_path. */
-	SetConfigOption("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
-
+	enkash_connect_worker(arg, die);
 	enkash_ledger_attach_worker();
 	ereport(LOG, (errmsg("enkash worker started in database \"%s\"", enkash_database)));
 

@@ -324,7 +324,7 @@ my $before = api_requests();
 my $r = $node->safe_psql('ascii',
 	q{SELECT try_sql($q$SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', reason => E'bad \\xff\\xfe bytes')$q$)});
 note("non-UTF-8 reason from a SQL_ASCII database: $r");
-# Refused before sending: JSON on the wire must be UTF-8 (src/api.c to_utf8).
+# Refused before sending: JSON on the wire must be UTF-8 (src/fields.c to_utf8).
 like($r, qr/^22021 \| reason is not valid UTF-8/, 'non-UTF-8 text from a SQL_ASCII database: 22021');
 is(api_requests(), $before, '... and nothing is sent');
 

@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * transport_internal.h
+ *	  One transfer on a libcurl easy handle, shared by the one-at-a-time
+ *	  path (transport.c) and the sender's multi handle (transport_multi.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ENKASH_TRANSPORT_INTERNAL_H
+#define ENKASH_TRANSPORT_INTERNAL_H
+
+#include "enkash.h"
+
+#include <curl/curl.h>
+
+/* Not exported from the library: no other module can bind to these names. */
+#pragma GCC visibility push(hidden)
+
+/*
+ * One easy handle and what its callbacks fill.  Everything a callback
+ * touches lives here, in malloc'd memory.
+ */
+typedef struct Transfer
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	char		error[CURL_ERROR_SIZE]; /* libcurl's own words on a failure */
+
+	/*
+	 * The request body, copied.  When it must never be re-sent it is handed
+	 * to libcurl through a read callback that cannot seek: libcurl silently
+	 * re-sends a request whose reused connection died before any answer
+	 * (the server may well have acted on it); rewinding is the step it needs
+	 * for that, so refusing to rewind turns that blind re-send into an error
+	 * we can report as unknown.
+	 */
+	char	   *upload;
+	size_t		upload_cap;
+	size_t		upload_len;
+	size_t		upload_pos;
+	long		timeout_ms;		/* CURLOPT_TIMEOUT_MS of this request */
+
+	/* The response body, grown with realloc, reused across calls. */
+	char	   *body;
+	size_t		body_cap;
+	size_t		body_len;
+	size_t		body_limit;
+	bool		body_overflow;
+
+	/* outbox transfers */
+	bool		running;
+	bool		done;
+	CURLcode	code;
+	void	   *owner;
+} Transfer;
+
+extern void out_of_memory(void) pg_attribute_noreturn();
+extern void transfer_init(Transfer *t);
+extern void transfer_prepare(Transfer *t, const char *url, const char *const *headers,
+							 int nheaders, const char *body, size_t len, bool may_resend,
+							 long timeout_ms, long connect_timeout_ms);
+extern void transfer_release_headers(Transfer *t);
+extern void transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
+							int *retry_after);
+
+#pragma GCC visibility pop
+
+#endif							/* ENKASH_TRANSPORT_INTERNAL_H */
