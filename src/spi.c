@@ -83,7 +83,7 @@ enkash_keep_plan(const char *sql, int nargs, const Oid *types)
 /*
  * The statements the workers run for many rows at a time (the claim, the
  * batches) have generic plans, made once rather than at every execution
- * (planning was most of a small batch's cost).  A generic plan knows
+ * (planning is most of a small batch's cost).  A generic plan knows
  * neither the arrays' length nor the tables' size, and one made while a
  * table was small joins by scanning all of it, and keeps doing so as it
  * grows.  Plans may be remade at any execution, so these statements always

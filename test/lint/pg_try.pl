@@ -2,7 +2,7 @@
 # test/lint/pg_try.pl FILE...: every PG_TRY block is left only through
 # PG_END_TRY.  A return, a goto, or a break/continue of a loop outside the
 # block skips the restoring of PG_exception_stack, and the next error in the
-# process jumps into a finished stack frame (slot_wait did, in session 4).
+# process jumps into a finished stack frame and crashes.
 # One check per PG_TRY block; ends with "pg_try: N passed, M failed".
 use strict;
 use warnings;

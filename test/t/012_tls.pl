@@ -17,7 +17,7 @@ use Test::More;
 my $nginx_bin = -x '/usr/sbin/nginx' ? '/usr/sbin/nginx' : 'nginx';
 if (system("$nginx_bin -v >/dev/null 2>&1") != 0)
 {
-	# The issue asks for real server software: no nginx is a failure, not a skip.
+	# Real server software is what this test checks: no nginx is a failure, not a skip.
 	BAIL_OUT('nginx is not installed (apt-get install nginx-light)');
 }
 

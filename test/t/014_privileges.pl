@@ -1,4 +1,4 @@
-# Privileges (issue 6, section 1).
+# Privileges (SECURITY.md, section 1).
 #
 # 1. A role that was granted nothing tries every function of the extension
 #    (found in pg_depend, called with plausible arguments built from its

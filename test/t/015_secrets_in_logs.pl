@@ -1,4 +1,4 @@
-# Secrets under loud logging (issue 6, section 2).
+# Secrets under loud logging (SECURITY.md, section 2).
 #
 # A server logging everything (log_statement = all, log_min_messages = debug1,
 # log_min_error_statement = debug1, log_error_verbosity = verbose, parameters

@@ -1,4 +1,4 @@
-# Search-path hijacking (issue 6, section 1).
+# Search-path hijacking (SECURITY.md, section 1).
 #
 # A role that may queue loads and run the admin functions plants functions,
 # operators, an aggregate and types named like everything the SQL of the

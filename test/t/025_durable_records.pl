@@ -2,10 +2,9 @@
 # (no checkpoint, WAL buffers lost): its key is "succeeded" with its audit
 # row, and the same call again replays it without a request.  The worker's
 # commits of money rows are flushed before the backend is answered; the WAL
-# writer is made slow (10 s) so that it cannot be what saved them.  (Tried
-# and measured: letting the worker commit without flushing and each waiting
-# backend flush up to its slot's commit was slower, as the backends' flushes
-# no longer shared one fsync; this test caught its variant without a flush.)
+# writer is made slow (10 s) so that it cannot be what saved them: a money
+# row whose commit is not flushed before its backend is answered fails
+# this test.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
