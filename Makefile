@@ -32,6 +32,7 @@ OBJS = \
 	src/response.o \
 	src/settings.o \
 	src/spi.o \
+	src/timeline.o \
 	src/token.o \
 	src/transport.o \
 	src/transport_multi.o \

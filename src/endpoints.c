@@ -344,6 +344,16 @@ enkash_check_endpoint_paths(char **newval, void **extra, GucSource source)
 }
 
 /* The path of an endpoint, as overridden by enkash.endpoint_paths. */
+/*
+ * Whether EnKash can be asked if a call at endpoint happened: a load is
+ * found by its reference (reconcile.c); no other call has a look-up by key.
+ */
+bool
+enkash_endpoint_reconciles(const EnkashEndpoint *endpoint)
+{
+	return strcmp(endpoint->name, "load_balance") == 0;
+}
+
 const char *
 enkash_endpoint_path(const EnkashEndpoint *ep)
 {

@@ -95,6 +95,7 @@ extern const EnkashEndpoint enkash_endpoints[];
 extern const EnkashEndpoint *enkash_endpoint_by_function(const char *function);
 extern const EnkashEndpoint *enkash_endpoint_by_name(const char *name);
 extern const char *enkash_endpoint_path(const EnkashEndpoint *endpoint);
+extern bool enkash_endpoint_reconciles(const EnkashEndpoint *endpoint);
 extern bool enkash_check_endpoint_paths(char **newval, void **extra,
 										GucSource source);
 

@@ -66,6 +66,7 @@ extern char *enkash_paging_fields;
 extern char *enkash_lookup_not_found_codes;
 extern int	enkash_key_retention_days;
 extern int	enkash_unknown_grace_ms;
+extern int	enkash_check_after_failover;
 extern int	enkash_stale_claim_ms;
 extern int	enkash_max_concurrency;
 extern int	enkash_max_attempts;

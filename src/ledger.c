@@ -115,7 +115,7 @@ enkash_durable_commit(void)
 void
 enkash_ledger_claim(const char *endpoint, const char *key,
 					const char *fingerprint, const char *request,
-					LedgerClaim *claim)
+					bool look_first, LedgerClaim *claim)
 {
 	LedgerSlot *slot;
 
@@ -131,6 +131,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put(slot, F_REQUEST, request, true);
 	slot->call_ms = enkash_longest_call_ms();
+	slot->look_first = look_first;
 	slot_submit(slot);
 	if (!slot_wait(slot))
 		worker_unavailable();

@@ -76,7 +76,7 @@ extern const struct EnkashSharedPart enkash_ledger_part;
 /* Backend side */
 extern void enkash_ledger_claim(const char *endpoint, const char *key,
 								const char *fingerprint, const char *request,
-								LedgerClaim *claim);
+								bool look_first, LedgerClaim *claim);
 extern int64 enkash_ledger_sending(int64 key_id, const char *endpoint,
 								   const char *key, const char *request);
 extern void enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,

@@ -72,6 +72,7 @@ typedef struct LedgerSlot
 	int64		audit_id;
 	int			attempt;		/* the key's attempt: fences OP_FINISH */
 	int			call_ms;		/* OP_CLAIM: the longest the call can take */
+	bool		look_first;		/* OP_CLAIM: a new key is asked about before sending */
 	int			key_state;		/* LedgerState, for OP_FINISH */
 	int			http_status;
 	double		latency_ms;

@@ -321,6 +321,12 @@ process_claim(LedgerSlot *slot)
 												   SPI_tuptable->tupdesc, 1, &isnull));
 		slot->attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 2, &isnull));
+		/* To be looked up first: its "sent" row comes if it is sent after all. */
+		if (slot->look_first)
+		{
+			slot->verdict = LEDGER_RECONCILE;
+			return;
+		}
 		slot->audit_id = insert_sent_audit(slot, slot->key_id, v[3], n[3]);
 		slot->verdict = LEDGER_CLAIMED;
 		return;

@@ -97,7 +97,7 @@ process_claims_together(LedgerSlot **batch, const bool *abandoned, int count)
 		LedgerSlot *slot = batch[i];
 		NewKey	   *k = &keys[nkeys];
 
-		if (slot->op != OP_CLAIM || slot->processed || abandoned[i])
+		if (slot->op != OP_CLAIM || slot->processed || abandoned[i] || slot->look_first)
 			continue;
 		k->endpoint = slot_get(slot, F_ENDPOINT);
 		k->key = slot_get(slot, F_KEY);

@@ -21,6 +21,7 @@
 #include "endpoints.h"
 #include "ledger.h"
 #include "reconcile.h"
+#include "timeline.h"
 #include "stoppoint.h"
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -275,7 +276,7 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 	char	   *why = NULL;
 	LedgerExchange x;
 
-	if (strcmp(ep->name, "load_balance") != 0)
+	if (!enkash_endpoint_reconciles(ep))
 	{
 		memset(&x, 0, sizeof(x));
 		x.endpoint = ep->name;
@@ -314,6 +315,13 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 		x.endpoint = ep->name;
 		x.key = key;
 		enkash_ledger_finish(key_id, attempt, 0, LEDGER_UNKNOWN, NULL, NULL, NULL, NULL, &x, true);
+		if (attempt == 1)		/* a new load, looked up first (timeline.c) */
+			ereport(ERROR,
+					(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
+					 errmsg("the load with reference \"%s\" could not be checked with EnKash, so it was not sent",
+							key),
+					 errdetail("%s", why),
+					 errhint("This server became the primary, or was restored, less than enkash.check_after_failover ago, and may not know every load sent before: EnKash is asked first. Calling again asks again.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_OUTCOME_UNKNOWN),
 				 errmsg("the outcome of the load with reference \"%s\" is still unknown; it was not sent again",
@@ -357,7 +365,8 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 				 errmsg("money calls cannot be made on a standby server"),
 				 errhint("Make %s on the primary; it cannot be recorded here.", ep->label)));
 
-	enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request, &claim);
+	enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request,
+						enkash_look_up_first(ep), &claim);
 
 	switch (claim.verdict)
 	{

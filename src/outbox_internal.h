@@ -34,6 +34,7 @@ typedef struct QueuedCall
 	int64		key_id;			/* enkash.idempotency_keys.id, 0 if no key */
 	int			key_attempt;	/* its attempt, which fences its outcome */
 	int64		audit_id;
+	bool		look_first;		/* a new load looked up at EnKash before it is sent */
 	uint64		token_generation;
 	ErrorData  *start_error;	/* failed before the request could leave */
 	MemoryContext cxt;			/* this call's memory */

@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox_internal.h"
+#include "timeline.h"
 
 #include "access/xact.h"
 #include "catalog/pg_language.h"
@@ -363,6 +364,7 @@ claim_rows(int room, const char *role)
 	ErrorData **key_errors;
 	ErrorData  *error;
 	int			nkeys = 0;
+	bool		look_first;
 	int			col_id,
 				col_endpoint,
 				col_body,
@@ -391,6 +393,8 @@ claim_rows(int room, const char *role)
 	if (col_id <= 0 || col_endpoint <= 0 || col_body <= 0 || col_key <= 0 ||
 		col_attempts <= 0 || col_max_attempts <= 0)
 		elog(ERROR, "enkash.claim_requests does not return the columns of enkash.requests");
+	/* a new load may have been sent by a predecessor: the ordinary path asks */
+	look_first = enkash_timeline_is_new();
 	calls = palloc(sizeof(QueuedCall *) * nrows);
 	keys = palloc0(sizeof(LedgerNewKey) * nrows);
 	key_errors = palloc0(sizeof(ErrorData *) * nrows);
@@ -416,8 +420,12 @@ claim_rows(int room, const char *role)
 		MemoryContextSwitchTo(old);
 		calls[r] = call;
 
+		call->look_first = look_first && call->ep != NULL &&
+			enkash_endpoint_reconciles(call->ep);
+
 		/* A new money call's key is claimed below; a look-up needs none. */
-		if (call->ep != NULL && call->ep->kind == ENKASH_MONEY && call->key != NULL)
+		if (call->ep != NULL && call->ep->kind == ENKASH_MONEY && call->key != NULL &&
+			!call->look_first)
 		{
 			size_t		len = strlen(call->body);
 			LedgerNewKey *k = &keys[nkeys++];
@@ -437,7 +445,7 @@ claim_rows(int room, const char *role)
 		FreeErrorData(error);
 		for (uint64 r = 0, i = 0; r < nrows; r++)
 			if (calls[r]->ep != NULL && calls[r]->ep->kind == ENKASH_MONEY &&
-				calls[r]->key != NULL)
+				calls[r]->key != NULL && !calls[r]->look_first)
 			{
 				key_errors[i] = claim_keys_or_error(&keys[i], 1, role, calls[r]->cxt);
 				i++;
@@ -458,7 +466,7 @@ claim_rows(int room, const char *role)
 			on_multi = false;
 		else if (call->ep->kind != ENKASH_MONEY)
 			on_multi = true;
-		else if (call->key == NULL)
+		else if (call->key == NULL || call->look_first)
 			on_multi = false;
 		else if ((error = key_errors[nkeys++]) != NULL)
 		{

@@ -38,6 +38,7 @@ char	   *enkash_paging_fields = NULL;
 char	   *enkash_lookup_not_found_codes = NULL;
 int			enkash_key_retention_days = 7;
 int			enkash_unknown_grace_ms = 30000;
+int			enkash_check_after_failover = 1440;
 int			enkash_stale_claim_ms = 120000;
 int			enkash_max_concurrency = 2;
 int			enkash_max_attempts = 8;
@@ -234,6 +235,10 @@ static const struct
 		"How long after an attempt became unknown EnKash is asked about it.",
 		"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",
 		&enkash_unknown_grace_ms, 30000, 0, 3600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"enkash.check_after_failover",
+		"How long after a promotion or a restore every new load is looked up at EnKash before it is sent.",
+		"A server promoted from an asynchronous standby, or restored to an earlier point, may not know of loads its predecessor sent. 0 turns the check off.",
+		&enkash_check_after_failover, 1440, 0, 525600, PGC_SIGHUP, GUC_UNIT_MIN},
 	{"enkash.stale_claim_ms",
 		"Least age at which an in-flight key of a live session counts as unknown.",
 		"The session is also trusted for the longest its call can take by its own timeouts; past both, the key is unknown and EnKash is asked after enkash.unknown_grace_ms.",
