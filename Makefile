@@ -2,7 +2,10 @@
 
 MODULE_big = enkash
 EXTENSION = enkash
-DATA = enkash--0.1.sql
+# The version is enkash.control's default_version; every install and upgrade
+# script ships (enkash--0.1.sql, enkash--0.1--0.2.sql, ...).
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" enkash.control)
+DATA = $(wildcard enkash--*.sql)
 PGFILEDESC = "enkash - EnKash Prepaid Card API as SQL functions"
 
 OBJS = \
