@@ -40,7 +40,7 @@ $node->safe_psql('postgres',
 sandbox('POST', '/__sandbox/faults', '{"drop": {"count": 1, "after_apply": true}}');
 my ($ret, $out, $err) = $node->psql('postgres',
 	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 20, 'UPGRADE-UNKNOWN')");
-like($err, qr/EK006|unknown/i, 'under 0.1 a dropped answer leaves the outcome unknown');
+like($err, qr/no answer from EnKash for the card load/, 'under 0.1 a dropped answer leaves the outcome unknown');
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 is(credits('UPGRADE-UNKNOWN'), 1, 'EnKash credited the load whose answer was lost');
 
@@ -60,19 +60,28 @@ is($node->safe_psql('postgres',
 	"SELECT string_agg(key || ':' || state, ',' ORDER BY key) FROM enkash.idempotency_keys"),
 	'UPGRADE-OK:succeeded,UPGRADE-UNKNOWN:unknown', 'the keys 0.1 made');
 my $audit = $node->safe_psql('postgres', 'SELECT count(*) FROM enkash.audit_log');
+# EnKash reachable again from the next start.
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET enkash.base_url');
 $node->stop;
 
 # --- the 0.2 library, then ALTER EXTENSION UPDATE ----------------------------
 delete $node->{_install_path};    # this run's own installation, first on PATH
 $node->start;
+
+# Between the restart and the update nothing is sent: a key cannot be claimed.
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 3 FROM enkash.requests WHERE state = 'pending' AND attempts >= 2")
+  or diag($node->safe_psql('postgres', 'SELECT state, attempts, last_error FROM enkash.requests'));
+note($node->safe_psql('postgres', 'SELECT DISTINCT last_error FROM enkash.requests'));
+is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT state, ',') FROM enkash.requests"),
+	'pending', 'the queued loads stay queued');
+is(loads_sent(), 2, 'nothing reached EnKash before the update');
+
 $node->safe_psql('postgres', 'ALTER EXTENSION enkash UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'enkash'"),
 	'0.2', 'updated to 0.2');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM enkash.audit_log'), $audit,
+is($node->safe_psql('postgres', 'SELECT count(*) >= ' . $audit . ' FROM enkash.audit_log'), 't',
 	'every audit row is kept');
-is($node->safe_psql('postgres',
-	"SELECT string_agg(state || ':' || attempts, ',') FROM enkash.requests"),
-	'pending:1,pending:1,pending:1', 'the queued loads are still queued, none given up');
 
 # (a) The same objects, definitions, comments and privileges as a fresh 0.2.
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
@@ -89,6 +98,13 @@ sub schema
 	  or die "pg_dump $db: $stderr";
 	# Object ids differ between any two databases.
 	$stdout =~ s/^SELECT pg_catalog\.binary_upgrade_set_next_\w+\(.*\n//mg;
+	$stdout =~ s/^(SELECT pg_catalog\.binary_upgrade_create_empty_extension\(.*?)'\{[0-9,]+\}'/$1'{oids}'/mg;
+	$stdout =~ s/^SET relfrozenxid = .*\n//mg;
+	$stdout =~ s/^WHERE oid = '[0-9]+';\n//mg;
+	# pg_dump's random key for psql
+	$stdout =~ s/^\\(un)?restrict .*\n//mg;
+	# Where the sequences stand is data.
+	$stdout =~ s/^SELECT pg_catalog\.setval\(.*\n//mg;
 	$stdout =~ s/^-- Name: .*\n//mg;
 	# A column added by ALTER TABLE comes last: compare the columns as a set.
 	$stdout =~ s{(CREATE TABLE enkash\.idempotency_keys \(\n)(.*?)(\n\);)}{
@@ -106,8 +122,6 @@ is($upgraded, $fresh, 'pg_dump of the updated database equals a fresh 0.2 instal
   };
 
 # (b) The 0.1 records work under 0.2.
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET enkash.base_url');
-$node->restart;
 is($node->safe_psql('postgres',
 	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 20, 'UPGRADE-UNKNOWN') IS NOT NULL"),
 	't', 'the 0.1 unknown load is reconciled under 0.2');
