@@ -70,7 +70,7 @@ $node->start;
 
 # Between the restart and the update nothing is sent: a key cannot be claimed.
 $node->poll_query_until('postgres',
-	"SELECT count(*) = 3 FROM enkash.requests WHERE state = 'pending' AND attempts >= 2")
+	"SELECT count(*) = 3 FROM enkash.requests WHERE state = 'pending' AND attempts >= 1")
   or diag($node->safe_psql('postgres', 'SELECT state, attempts, last_error FROM enkash.requests'));
 note($node->safe_psql('postgres', 'SELECT DISTINCT last_error FROM enkash.requests'));
 is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT state, ',') FROM enkash.requests"),
