@@ -41,6 +41,8 @@ OBJS = \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
+# The library refuses to work on an extension of another version (src/spi.c).
+PG_CPPFLAGS += -DENKASH_VERSION='"$(EXTVERSION)"'
 # Test-only stop points (src/stoppoint.h): make ENKASH_STOP_POINTS=1.
 ifeq ($(ENKASH_STOP_POINTS),1)
 OBJS += src/stoppoint.o
