@@ -197,7 +197,6 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 {
 	EnkashAnswer answer = {0};
 
-	enkash_require_current();
 	if (ep->kind == ENKASH_MONEY)
 		return enkash_send_money(ep, json, len, key);
 	return enkash_send_answered(ep, json, len, key, &answer);

@@ -66,16 +66,39 @@ $node->stop;
 
 # --- the 0.2 library, then ALTER EXTENSION UPDATE ----------------------------
 delete $node->{_install_path};    # this run's own installation, first on PATH
+my $log_start = -s $node->logfile;
 $node->start;
 
-# Between the restart and the update nothing is sent: a key cannot be claimed.
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 3 FROM enkash.requests WHERE state = 'pending' AND attempts >= 1")
-  or diag($node->safe_psql('postgres', 'SELECT state, attempts, last_error FROM enkash.requests'));
-note($node->safe_psql('postgres', 'SELECT DISTINCT last_error FROM enkash.requests'));
+# Between the restart and the update the library waits for the update: each
+# background worker says so once, SQL calls are refused at once, nothing is
+# recorded or sent.
+$node->wait_for_log(qr/enkash worker waits: the enkash extension in database "postgres" is version 0\.1, the library is version 0\.2/, $log_start);
+$node->wait_for_log(qr/enkash sender waits: the enkash extension/, $log_start);
+for my $call (
+	[ 'a money call', "SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 7, 'UPGRADE-WINDOW')" ],
+	[ 'a queued load', "SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 7, 'UPGRADE-WINDOW-Q')" ],
+	[ 'a look-up', "SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX1')" ])
+{
+	my ($label, $sql) = @$call;
+	my $t0 = time;
+	my ($r, $o, $e) = $node->psql('postgres', "\\set VERBOSITY verbose\nSET statement_timeout = '60s';\n$sql");
+	like($e, qr/ERROR:  EK012: the enkash extension must be updated before it can be used/, "$label before the update is refused");
+	like($e, qr/HINT:  ALTER EXTENSION enkash UPDATE/, "$label: the hint names the update");
+	ok(time - $t0 < 20, "$label: refused at once");
+}
+sleep 3;    # the workers' loops go round a few times
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM enkash.idempotency_keys WHERE key LIKE 'UPGRADE-WINDOW%'"), '0',
+	'no key was recorded for the refused calls');
 is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT state, ',') FROM enkash.requests"),
 	'pending', 'the queued loads stay queued');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM enkash.requests'), '3', 'nothing more was queued');
 is(loads_sent(), 2, 'nothing reached EnKash before the update');
+my $window = substr(slurp_file($node->logfile), $log_start);
+is(scalar(() = $window =~ /enkash worker waits:/g), 1, 'the worker said once that it waits');
+is(scalar(() = $window =~ /enkash sender waits:/g), 1, 'the sender said once that it waits');
+unlike($window, qr/does not exist|terminated by signal|exited with exit code/,
+	'no background worker failed on the 0.1 tables');
 
 $node->safe_psql('postgres', 'ALTER EXTENSION enkash UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'enkash'"),
@@ -121,7 +144,10 @@ is($upgraded, $fresh, 'pg_dump of the updated database equals a fresh 0.2 instal
 	diag(scalar `diff -u $dir/fresh.sql $dir/upgraded.sql | head -80`);
   };
 
-# (b) The 0.1 records work under 0.2.
+# (b) The 0.1 records work under 0.2, and so does the call refused before.
+is($node->safe_psql('postgres',
+	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 7, 'UPGRADE-WINDOW') IS NOT NULL"),
+	't', 'the call refused before the update works after it');
 is($node->safe_psql('postgres',
 	"SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 20, 'UPGRADE-UNKNOWN') IS NOT NULL"),
 	't', 'the 0.1 unknown load is reconciled under 0.2');
@@ -135,14 +161,14 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM enkash.requests WHERE stat
 	'3', 'the loads queued under 0.1 are sent');
 is_deeply(credits_by_prefix('UPGRADE-'),
 	{ 'UPGRADE-OK' => 1, 'UPGRADE-UNKNOWN' => 1, 'UPGRADE-Q1' => 1, 'UPGRADE-Q2' => 1,
-	  'UPGRADE-Q3' => 1 },
+	  'UPGRADE-Q3' => 1, 'UPGRADE-WINDOW' => 1 },
 	'one credit per reference at EnKash');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.audit_log s WHERE s.outcome = 'sent' AND NOT EXISTS
 	   (SELECT 1 FROM enkash.audit_log a WHERE a.sent_id = s.id)"),
 	'0', 'every sent audit row is answered');
 is($node->safe_psql('postgres', q{SET ROLE upgrade_reader;
-	SELECT count(*) FROM enkash.money_movements}), '5',
+	SELECT count(*) FROM enkash.money_movements}), '6',
 	'a role granted under 0.1 still reads the money movements');
 $node->stop;
 done_testing();
