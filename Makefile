@@ -2,7 +2,10 @@
 
 MODULE_big = enkash
 EXTENSION = enkash
-DATA = enkash--0.1.sql
+# The version is enkash.control's default_version; every install and upgrade
+# script ships (enkash--0.1.sql, enkash--0.1--0.2.sql, ...).
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" enkash.control)
+DATA = $(wildcard enkash--*.sql)
 PGFILEDESC = "enkash - EnKash Prepaid Card API as SQL functions"
 
 OBJS = \
@@ -39,6 +42,8 @@ OBJS = \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
+# The library refuses to work on an extension of another version (src/spi.c).
+PG_CPPFLAGS += -DENKASH_VERSION='"$(EXTVERSION)"'
 # Test-only stop points (src/stoppoint.h): make ENKASH_STOP_POINTS=1.
 ifeq ($(ENKASH_STOP_POINTS),1)
 OBJS += src/stoppoint.o

@@ -42,11 +42,6 @@ CREATE TABLE enkash.idempotency_keys (
     http_status integer,
     role text NOT NULL,
     owner_pid integer,
-    -- in_flight: until when its owner may still be sending (the claim plus
-    -- the longest its call can take); a live owner is trusted until then
-    owner_deadline timestamptz,
-    -- each claim or takeover adds one; an outcome is recorded only by the
-    -- attempt that holds the key (a late owner's goes to the audit log)
     attempts integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
@@ -59,9 +54,7 @@ COMMENT ON TABLE enkash.idempotency_keys IS
 -- Append-only: one row per HTTP exchange with EnKash, token calls included;
 -- a money call also has a "sent" row, written with its key before the
 -- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
--- declined, failed (nothing happened), unknown, error, abandoned (the
--- session left before sending; its key freed), superseded (an
--- answer that came after a later attempt took its key over).  An answer's row
+-- declined, failed (nothing happened), unknown, error.  An answer's row
 -- names its "sent" row (sent_id) and does not repeat the request; one whose
 -- answer was lost to a crash is answered "unknown" once that is found.
 CREATE TABLE enkash.audit_log (
@@ -221,9 +214,7 @@ CREATE INDEX ON enkash.transactions (card_account_id, txn_date);
 SELECT pg_catalog.pg_extension_config_dump('enkash.transactions', '');
 
 -- One row per card load, with its final state: what finance reconciles.
--- A security barrier: it is read with its owner's rights by enkash_operate,
--- whose own functions in a WHERE must not see the keys it filters out.
-CREATE VIEW enkash.money_movements WITH (security_barrier) AS
+CREATE VIEW enkash.money_movements AS
 SELECT k.key AS reference_number,
        k.request->>'companyId' AS company_id,
        k.request->>'cardAccountId' AS card_account_id,
@@ -285,15 +276,13 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text, text) IS
 'Create Card Account: a new card account (account_type CORPORATE, GIFT, MEAL, ...). Returns {cardAccountId, ...}.';
 
--- first_name, email and mobile are optional at EnKash (api-13438387); the
--- defaults keep the positional order, and NULL idempotency_key is refused.
 CREATE FUNCTION enkash_create_prepaid_card(
     card_account_id text,
-    first_name text DEFAULT NULL,
-    last_name text DEFAULT NULL,
-    email text DEFAULT NULL,
-    mobile text DEFAULT NULL,
-    idempotency_key text DEFAULT NULL,
+    first_name text,
+    last_name text,
+    email text,
+    mobile text,
+    idempotency_key text,
     load_amount numeric DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -316,24 +305,22 @@ CREATE FUNCTION enkash_create_prepaid_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL,
-    documents jsonb DEFAULT NULL)
+    company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
-'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). documents (jsonb, [{"docType": "PAN", "docNo": ...}]) or pan_number give the documents. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
 
--- As enkash_create_prepaid_card (api-13012983); load_amount is required.
 CREATE FUNCTION enkash_create_gift_card(
     card_account_id text,
-    first_name text DEFAULT NULL,
-    last_name text DEFAULT NULL,
-    email text DEFAULT NULL,
-    mobile text DEFAULT NULL,
-    load_amount numeric DEFAULT NULL,
-    idempotency_key text DEFAULT NULL,
+    first_name text,
+    last_name text,
+    email text,
+    mobile text,
+    load_amount numeric,
+    idempotency_key text,
     middle_name text DEFAULT NULL,
     primary_enkash_card boolean DEFAULT false,
     physical_card boolean DEFAULT false,
@@ -356,20 +343,19 @@ CREATE FUNCTION enkash_create_gift_card(
     pan_number text DEFAULT NULL,
     special_date date DEFAULT NULL,
     user_id text DEFAULT NULL,
-    company_id text DEFAULT NULL,
-    documents jsonb DEFAULT NULL)
+    company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text) IS
 'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
 
 CREATE FUNCTION enkash_request_card_replacement(
     enkash_card_id text,
     idempotency_key text,
     otp_medium text DEFAULT 'MOBILE',
-    otp_required boolean DEFAULT NULL,
+    otp_required boolean DEFAULT false,
     otp_request_id text DEFAULT NULL,
     otp text DEFAULT NULL,
     mfa_code text DEFAULT NULL,
@@ -409,7 +395,7 @@ CREATE FUNCTION enkash_block_card(
     block_code text,
     reason text DEFAULT NULL,
     otp_required boolean DEFAULT false,
-    otp_medium text DEFAULT 'MOBILE',
+    otp_medium text DEFAULT NULL,
     otp_request_id text DEFAULT NULL,
     otp text DEFAULT NULL,
     mfa_code text DEFAULT NULL,
@@ -438,21 +424,19 @@ CREATE FUNCTION enkash_set_card_controls(
     mtd_count integer DEFAULT NULL,
     ytd_count integer DEFAULT NULL,
     pos_daily_limit numeric DEFAULT NULL,
-    pos_daily_limit_count integer DEFAULT NULL,
+    pos_daily_count integer DEFAULT NULL,
     ecom_daily_limit numeric DEFAULT NULL,
-    ecom_daily_limit_count integer DEFAULT NULL,
+    ecom_daily_count integer DEFAULT NULL,
     contact_less_daily_limit numeric DEFAULT NULL,
-    contact_less_daily_limit_count integer DEFAULT NULL,
-    admin_user boolean DEFAULT NULL,
-    company_id text DEFAULT NULL,
-    clear_limits text[] DEFAULT NULL,
-    extra_members jsonb DEFAULT NULL)
+    contact_less_daily_count integer DEFAULT NULL,
+    admin_user text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb) IS
-'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits. extra_members (a jsonb object) sends members EnKash documents without naming them, such as the auto-load settings.';
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, text, text) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed.';
 
 CREATE FUNCTION enkash_generate_card_otp(
     card_account_id text,
@@ -512,13 +496,14 @@ COMMENT ON FUNCTION enkash_get_card_account(text, text) IS
 CREATE FUNCTION enkash_get_card(
     card_account_id text,
     enkash_card_id text DEFAULT NULL,
+    client_reference_id text DEFAULT NULL,
     company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION enkash_get_card(text, text, text) IS
-'Get Card Details: {recordsCount, data: [card, ...]}: the card enkash_card_id, or every card of the account when it is NULL.';
+COMMENT ON FUNCTION enkash_get_card(text, text, text, text) IS
+'Get Card Details: status, masked number and balance of a card (the primary card when enkash_card_id is NULL).';
 
 CREATE FUNCTION enkash_get_card_controls(
     card_account_id text,
@@ -534,25 +519,14 @@ COMMENT ON FUNCTION enkash_get_card_controls(text, text, text) IS
 CREATE FUNCTION enkash_get_transaction(
     card_account_id text,
     pg_reference_number text,
-    enkash_card_id text,
+    enkash_card_id text DEFAULT NULL,
     company_id text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
-'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number) on its card; EnKash answers a list ({recordsCount, data}) or the transaction.';
-
--- A time in an EnKash answer: "Jan 23, 2025 4:38:36 PM" is IST without an
--- offset (api-13013004); a time carrying Z or an offset is taken as written.
--- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
-CREATE FUNCTION enkash.answer_time(t text) RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN t ~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN t::timestamptz
-                ELSE t::timestamp AT TIME ZONE 'Asia/Kolkata' END
-$$;
+'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number).';
 
 -- Every page of the listing, one jsonb per transaction (used below).
 CREATE FUNCTION enkash.transaction_pages(
@@ -610,7 +584,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t->>'enKashCardTransactionId',
            t->>'enkashCardId',
-           enkash.answer_time(t->>'txnDate'),
+           (t->>'txnDate')::timestamptz,
            (t->>'principalAmount')::numeric,
            t->>'cardTransactionType',
            t->>'status',
@@ -628,7 +602,7 @@ AS $$
            t->'txnDetails'->>'retrievalRefNo',
            t->'txnDetails'->>'network',
            (t->'txnDetails'->>'transactionFees')::numeric,
-           enkash.answer_time(t->>'createdOn')
+           (t->>'createdOn')::timestamptz
     FROM enkash.transaction_pages(card_account_id, enkash_card_id, status,
                                   card_transaction_type, amount_from, amount_to,
                                   txn_date_from, txn_date_to,
@@ -712,62 +686,35 @@ COMMENT ON FUNCTION enkash_wait(bigint, interval) IS
 -- A payroll table's trigger: AFTER INSERT ... FOR EACH ROW EXECUTE FUNCTION
 -- enkash_load_balance_trigger(card_account_column, card_id_column,
 -- amount_column, reference_column [, reference_column ...]).  The reference
--- number is the schema, the table and the reference columns' values, each
--- after its length ("6:public/7:payroll/7:2026-11/4:E001"): a re-fired or
--- re-inserted row reuses it (and is not loaded twice), and no two different
--- rows of any tables share one, however their values split.
--- It runs with the inserting role's rights, never the owner's: to_jsonb(NEW)
--- runs the casts of the row's column types, which whoever made the table
--- chose.  Queuing itself needs no right on enkash.* (see enqueue, outbox.c).
+-- number is the table name and the reference columns' values joined by "-",
+-- so a re-fired or re-inserted row reuses it (and is not loaded twice).
 CREATE FUNCTION enkash_load_balance_trigger() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    row_json jsonb;
-    reference text;
-    part text;
+    row_json jsonb := to_jsonb(NEW);
+    reference text := TG_TABLE_NAME;
     i integer;
 BEGIN
-    IF NOT has_function_privilege(
-            '@extschema@.enkash_load_balance_async(pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text)',
-            'EXECUTE') THEN
-        RAISE EXCEPTION 'role "%" may not queue card loads', current_user
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('A row inserted into %I.%I queues a card load, which needs the inserting role to have the rights of enkash_operate.',
-                                  TG_TABLE_SCHEMA, TG_TABLE_NAME),
-                  HINT = format('GRANT enkash_operate TO %I;', current_user);
-    END IF;
     IF TG_NARGS < 4 THEN
         RAISE EXCEPTION 'enkash_load_balance_trigger needs the card account, card id, amount and at least one reference column'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'EXECUTE FUNCTION enkash_load_balance_trigger(''card_account_id'', ''enkash_card_id'', ''amount'', ''run_id'', ''employee_id'')';
     END IF;
-    row_json := to_jsonb(NEW);
     FOR i IN 0 .. 3 LOOP
         IF NOT row_json ? TG_ARGV[i] THEN
             RAISE EXCEPTION 'table "%" has no column "%"', TG_TABLE_NAME, TG_ARGV[i]
                 USING ERRCODE = 'undefined_column';
         END IF;
     END LOOP;
-    reference := length(TG_TABLE_SCHEMA) || ':' || TG_TABLE_SCHEMA || '/'
-                 || length(TG_TABLE_NAME) || ':' || TG_TABLE_NAME;
     FOR i IN 3 .. TG_NARGS - 1 LOOP
-        part := row_json->>TG_ARGV[i];
-        IF part IS NULL THEN
+        IF row_json->>TG_ARGV[i] IS NULL THEN
             RAISE EXCEPTION 'reference column "%" is NULL', TG_ARGV[i]
                 USING ERRCODE = 'null_value_not_allowed';
         END IF;
-        reference := reference || '/' || length(part) || ':' || part;
+        reference := reference || '-' || (row_json->>TG_ARGV[i]);
     END LOOP;
-    -- EnKash identifiers have at most 64 characters (MAX_ID_CHARS, api.c).
-    IF length(reference) > 64 THEN
-        RAISE EXCEPTION 'the reference number of this card load is too long for EnKash'
-            USING ERRCODE = 'string_data_right_truncation',
-                  DETAIL = format('"%s" (from table %I.%I) has %s characters; EnKash takes at most 64.',
-                                  reference, TG_TABLE_SCHEMA, TG_TABLE_NAME, length(reference)),
-                  HINT = 'Use fewer or shorter reference columns, or a table with a shorter name.';
-    END IF;
     -- All ten arguments (card account, card id, amount, reference,
     -- description, remarks, created_by, company_id, type, transaction_code),
     -- positionally and of their exact types: a named or defaulted call could
@@ -834,22 +781,6 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_token_status() IS
 'The OAuth token''s validity, age and expiry, token calls made, and the last error (never the token).';
 
-CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
-    AS 'MODULE_PATHNAME', 'enkash_reset_credentials'
-    LANGUAGE C VOLATILE;
-
-COMMENT ON FUNCTION enkash_reset_credentials() IS
-'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
-
-CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
-    OUT name text, OUT status text, OUT detail text)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'enkash_check'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
-
-COMMENT ON FUNCTION enkash_check(text) IS
-'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. One token call (a new token, proving the credentials) and at most one read call; never shows a secret.';
-
 CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'enkash_call'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -859,13 +790,13 @@ COMMENT ON FUNCTION enkash_call(text, jsonb) IS
 
 CREATE FUNCTION enkash_endpoints(
     OUT function_name text, OUT endpoint text, OUT path text, OUT kind text,
-    OUT fields text, OUT secret_fields text, OUT docs_page text, OUT basis text)
+    OUT fields text, OUT secret_fields text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'enkash_endpoints_list'
 LANGUAGE C STABLE;
 
 COMMENT ON FUNCTION enkash_endpoints() IS
-'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
+'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional).';
 
 CREATE FUNCTION enkash_token_calls() RETURNS bigint
     AS 'MODULE_PATHNAME', 'enkash_token_calls'
@@ -894,17 +825,4 @@ BEGIN
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
-END $$;
-
--- The enkash worker and sender live in enkash.database only: installed
--- anywhere else, money calls and queued requests are refused there.
-DO $$
-BEGIN
-    IF current_setting('enkash.database', true) IS DISTINCT FROM current_database() THEN
-        RAISE WARNING 'enkash is installed in database "%", but enkash.database is "%"',
-            current_database(), current_setting('enkash.database', true)
-            USING DETAIL = 'Money calls and queued requests are made only in database "'
-                           || current_setting('enkash.database', true) || '"; here they are refused.',
-                  HINT = 'Use enkash in that database, or set enkash.database to this one and restart.';
-    END IF;
 END $$;

@@ -335,6 +335,8 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 	const EnkashEndpoint *ep;
 	List	   *clear;
 
+	/* before the arguments: an older version's function may not fit them */
+	enkash_require_current();
 	if (plan == NULL)
 		fcinfo->flinfo->fn_extra = plan = call_plan(fcinfo->flinfo);
 	ep = plan->endpoint;
@@ -456,6 +458,7 @@ enkash_raw_call_args(FunctionCallInfo fcinfo, Jsonb **body)
 	char	   *name;
 	const EnkashEndpoint *ep;
 
+	enkash_require_current();
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -32,6 +32,7 @@
 #define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('E','K','0','0','6')	/* sent, no answer */
 /* EK007 (key reused) is defined in money.c */
 #define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('E','K','0','0','8')	/* not tried again */
+#define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('E','K','0','1','2')	/* extension older than library */
 
 /*
  * An answer came but cannot be used, one code per way it is broken (EK005
@@ -109,6 +110,7 @@ extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
 extern const struct EnkashSharedPart enkash_launcher_part;
 extern const struct EnkashSharedPart enkash_outbox_part;
 extern void enkash_require_preload(void);
+extern void enkash_require_current(void);	/* spi.c */
 extern const char *enkash_require_setting(const char *name, const char *value);
 extern const char *enkash_server_setting(const char *name);
 

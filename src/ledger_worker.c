@@ -353,7 +353,7 @@ enkash_ledger_process(void)
 
 	enkash_spi_begin("enkash: recording calls");
 
-	installed = enkash_has_table("idempotency_keys");
+	installed = enkash_installed();
 	if (installed)
 	{
 		prepare_plans();
@@ -384,12 +384,16 @@ enkash_ledger_process(void)
 
 		if (!installed)
 		{
+			bool		outdated = (enkash_extension_state(NULL) == ENKASH_OUTDATED);
+
 			slot_reset_fields(slot);
 			slot->processed = true;
 			slot->verdict = LEDGER_ERROR;
-			slot_put(slot, F_ERR_SQLSTATE, "55000", false);
-			slot_put(slot, F_ERR_MESSAGE, psprintf("the enkash extension is not installed in database \"%s\"",
-												   get_database_name(MyDatabaseId)), false);
+			slot_put(slot, F_ERR_SQLSTATE, outdated ? "EK012" : "55000", false);
+			slot_put(slot, F_ERR_MESSAGE,
+					 psprintf(outdated ? "the enkash extension in database \"%s\" must be updated (ALTER EXTENSION enkash UPDATE)"
+							  : "the enkash extension is not installed in database \"%s\"",
+							  get_database_name(MyDatabaseId)), false);
 			continue;
 		}
 

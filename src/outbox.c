@@ -148,6 +148,7 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 	int			save_nestlevel;
 
 	enkash_require_preload();
+	enkash_require_current();
 	if (ep->kind == ENKASH_SECRET_IN || ep->kind == ENKASH_SECRET_OUT)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -36,7 +36,7 @@ const Oid outcome_types[OUTCOME_COLUMNS] = {
 bool
 outbox_installed(void)
 {
-	return enkash_has_table("requests");
+	return enkash_installed();
 }
 
 /* Commits the sender's own transaction (enkash_spi_begin). */

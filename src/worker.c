@@ -310,7 +310,7 @@ static void
 housekeeping(void)
 {
 	enkash_spi_begin("enkash: purging finished keys");
-	if (enkash_has_table("idempotency_keys"))
+	if (enkash_installed())
 	{
 		char	   *sql = psprintf("DELETE FROM enkash.idempotency_keys "
 								   "WHERE state IN ('succeeded', 'failed') "

@@ -123,6 +123,29 @@ install_stop_points() {
 	export ENKASH_STOP_INSTALL
 }
 
+# enkash 0.1 as released (the commit below), built from this clone's git
+# history into a third private mirror, for the upgrade test:
+# ENKASH_OLD_INSTALL names its installation directory.  Without git or that
+# commit (a tarball of the tree) it stays empty and the test says it skipped.
+ENKASH_V01_COMMIT=c1a489fcd3784cabdc0ea8bd3c510fc49ecf27b1
+install_old_version() {
+	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+	ENKASH_OLD_INSTALL=
+	export ENKASH_OLD_INSTALL
+	git -c safe.directory="$ENKASH_ROOT" -C "$ENKASH_ROOT" cat-file -e "$ENKASH_V01_COMMIT^{commit}" 2>/dev/null || {
+		log "enkash 0.1 (commit $ENKASH_V01_COMMIT) is not in this clone's history: the upgrade test skips"
+		return 0
+	}
+	log "building and installing enkash 0.1 for the upgrade test"
+	as_user mkdir "$WORK/tree-0.1"
+	git -c safe.directory="$ENKASH_ROOT" -C "$ENKASH_ROOT" archive "$ENKASH_V01_COMMIT" | as_user tar -C "$WORK/tree-0.1" -xf - \
+		|| die "git archive $ENKASH_V01_COMMIT failed"
+	as_user make -s -C "$WORK/tree-0.1" PG_CONFIG="$sysbin/pg_config" >/dev/null \
+		|| die "build of enkash 0.1 failed"
+	install_mirror "$WORK/tree-0.1" "$WORK/pginst-0.1"
+	ENKASH_OLD_INSTALL="$WORK/pginst-0.1${sysbin%/bin}"
+}
+
 # Test credentials, matching the sandbox's defaults.  These are not secrets.
 write_credentials() {   # file [encryption_secret]
 	as_user sh -c "umask 077; cat > '$1'" <<EOF2

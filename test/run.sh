@@ -122,12 +122,15 @@ log "TAP tests"
 case " $(cd "$WORK/tree" && echo $tap_files) " in
 *_kill_matrix.pl*) install_stop_points ;;
 esac
+case " $(cd "$WORK/tree" && echo $tap_files) " in
+*_upgrade.pl*) install_old_version ;;
+esac
 pgxs=$(dirname "$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pgxs)")/..
 as_user mkdir -p "$WORK/tap"
 (cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
 	PATH="$PG_BINDIR:$PATH" \
 	SANDBOX_URL="$SANDBOX_URL" ENKASH_CREDENTIALS="$WORK/credentials.conf" \
-	ENKASH_STOP_INSTALL="${ENKASH_STOP_INSTALL:-}" \
+	ENKASH_STOP_INSTALL="${ENKASH_STOP_INSTALL:-}" ENKASH_OLD_INSTALL="${ENKASH_OLD_INSTALL:-}" \
 	ENKASH_TAP_LIB="$WORK/tree/test/t" ENKASH_SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \
 	prove -I "$pgxs/test/perl" $tap_files) >"$WORK/tap.log" 2>&1
 tap_rc=$?

@@ -1,0 +1,440 @@
+/* enkash--0.1--0.2.sql: brings an enkash 0.1 database to what enkash 0.2 installs */
+
+\echo Use "ALTER EXTENSION enkash UPDATE TO '0.2'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Functions whose arguments or result change are dropped and created again.
+-- Their grants are carried over, and kept out of the extension's initial
+-- privileges (pg_init_privs) so that pg_dump still dumps them.  These
+-- helpers are dropped at the end.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE enkash.upgrade_grants (name text, grantee oid, grantable boolean);
+
+CREATE FUNCTION enkash.upgrade_save_grants(name text, f regprocedure) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO enkash.upgrade_grants
+    SELECT name, a.grantee, a.is_grantable
+    FROM pg_proc p, aclexplode(p.proacl) a
+    WHERE p.oid = f AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+$$;
+
+-- Revokes EXECUTE from PUBLIC (as a fresh install does), records that as the
+-- function's initial privileges, then grants again what name had.
+CREATE FUNCTION enkash.upgrade_restore_grants(name text, f regprocedure) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g record;
+    initial aclitem[];
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    SELECT proacl INTO initial FROM pg_proc WHERE oid = f;
+    FOR g IN SELECT * FROM enkash.upgrade_grants u WHERE u.name = upgrade_restore_grants.name LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                       CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    UPDATE pg_init_privs SET initprivs = initial
+    WHERE objoid = f AND classoid = 'pg_proc'::regclass AND objsubid = 0;
+END $$;
+
+SELECT enkash.upgrade_save_grants('create_prepaid_card', '@extschema@.enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text)');
+SELECT enkash.upgrade_save_grants('create_gift_card', '@extschema@.enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text)');
+SELECT enkash.upgrade_save_grants('set_card_controls', '@extschema@.enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, text, text)');
+SELECT enkash.upgrade_save_grants('get_card', '@extschema@.enkash_get_card(text, text, text, text)');
+SELECT enkash.upgrade_save_grants('get_transaction', '@extschema@.enkash_get_transaction(text, text, text, text)');
+SELECT enkash.upgrade_save_grants('endpoints', '@extschema@.enkash_endpoints()');
+
+DROP FUNCTION @extschema@.enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text);
+DROP FUNCTION @extschema@.enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text);
+DROP FUNCTION @extschema@.enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, text, text);
+DROP FUNCTION @extschema@.enkash_get_card(text, text, text, text);
+DROP FUNCTION @extschema@.enkash_get_transaction(text, text, text, text);
+DROP FUNCTION @extschema@.enkash_endpoints();
+
+-- ---------------------------------------------------------------------------
+-- Tables and views
+-- ---------------------------------------------------------------------------
+
+-- in_flight: until when its owner may still be sending.  Keys claimed under
+-- 0.1 have none; a stale claim is then judged by its age alone.
+ALTER TABLE enkash.idempotency_keys ADD COLUMN owner_deadline timestamptz;
+
+-- enkash_operate reads it with the owner's rights: its own functions in a
+-- WHERE must not see the keys it filters out.
+ALTER VIEW enkash.money_movements SET (security_barrier = true);
+
+-- ---------------------------------------------------------------------------
+-- Functions as enkash 0.2 defines them
+-- ---------------------------------------------------------------------------
+
+-- first_name, email and mobile are optional at EnKash (api-13438387); the
+-- defaults keep the positional order, and NULL idempotency_key is refused.
+CREATE FUNCTION enkash_create_prepaid_card(
+    card_account_id text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    load_amount numeric DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). documents (jsonb, [{"docType": "PAN", "docNo": ...}]) or pan_number give the documents. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+
+-- As enkash_create_prepaid_card (api-13012983); load_amount is required.
+CREATE FUNCTION enkash_create_gift_card(
+    card_account_id text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    load_amount numeric DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    middle_name text DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
+
+CREATE OR REPLACE FUNCTION enkash_request_card_replacement(
+    enkash_card_id text,
+    idempotency_key text,
+    otp_medium text DEFAULT 'MOBILE',
+    otp_required boolean DEFAULT NULL,
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    card_account_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_request_card_replacement(text, text, text, boolean, text, text, text, text) IS
+'Request Card Replacement: the card is replaced by a new one carrying its balance. Returns the new card id.';
+
+CREATE OR REPLACE FUNCTION enkash_block_card(
+    card_account_id text,
+    enkash_card_id text,
+    block_code text,
+    reason text DEFAULT NULL,
+    otp_required boolean DEFAULT false,
+    otp_medium text DEFAULT 'MOBILE',
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_block_card(text, text, text, text, boolean, text, text, text, text, text, text) IS
+'Block Card: block_code L locks, UL unlocks, BL blocks PERMANENTLY, AP marks activation in progress. block_code has no default on purpose.';
+
+CREATE FUNCTION enkash_set_card_controls(
+    card_account_id text,
+    enkash_card_ids text[],
+    pos_allowed boolean DEFAULT NULL,
+    online_allowed boolean DEFAULT NULL,
+    atm_allowed boolean DEFAULT NULL,
+    international_allowed boolean DEFAULT NULL,
+    contactless_allowed boolean DEFAULT NULL,
+    per_txn_limit numeric DEFAULT NULL,
+    dtd numeric DEFAULT NULL,
+    mtd numeric DEFAULT NULL,
+    ytd numeric DEFAULT NULL,
+    dtd_count integer DEFAULT NULL,
+    mtd_count integer DEFAULT NULL,
+    ytd_count integer DEFAULT NULL,
+    pos_daily_limit numeric DEFAULT NULL,
+    pos_daily_limit_count integer DEFAULT NULL,
+    ecom_daily_limit numeric DEFAULT NULL,
+    ecom_daily_limit_count integer DEFAULT NULL,
+    contact_less_daily_limit numeric DEFAULT NULL,
+    contact_less_daily_limit_count integer DEFAULT NULL,
+    admin_user boolean DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    clear_limits text[] DEFAULT NULL,
+    extra_members jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits. extra_members (a jsonb object) sends members EnKash documents without naming them, such as the auto-load settings.';
+
+CREATE FUNCTION enkash_get_card(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card(text, text, text) IS
+'Get Card Details: {recordsCount, data: [card, ...]}: the card enkash_card_id, or every card of the account when it is NULL.';
+
+CREATE FUNCTION enkash_get_transaction(
+    card_account_id text,
+    pg_reference_number text,
+    enkash_card_id text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
+'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number) on its card; EnKash answers a list ({recordsCount, data}) or the transaction.';
+
+-- A time in an EnKash answer: "Jan 23, 2025 4:38:36 PM" is IST without an
+-- offset (api-13013004); a time carrying Z or an offset is taken as written.
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
+CREATE FUNCTION enkash.answer_time(t text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t ~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN t::timestamptz
+                ELSE t::timestamp AT TIME ZONE 'Asia/Kolkata' END
+$$;
+
+CREATE OR REPLACE FUNCTION enkash_transactions(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    txn_date_from timestamptz DEFAULT NULL,
+    txn_date_to timestamptz DEFAULT NULL,
+    card_transaction_type text DEFAULT NULL,
+    status text DEFAULT NULL,
+    amount_from numeric DEFAULT NULL,
+    amount_to numeric DEFAULT NULL,
+    enkash_transaction_ids text[] DEFAULT NULL,
+    pg_reference_numbers text[] DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS TABLE (
+    transaction_id text,
+    card_id text,
+    txn_date timestamptz,
+    amount numeric,
+    cr_dr text,
+    transaction_status text,
+    transaction_type text,
+    description text,
+    reference_number text,
+    balance_after numeric,
+    currency text,
+    masked_card text,
+    user_id text,
+    card_holder text,
+    merchant_name text,
+    mcc text,
+    channel text,
+    retrieval_ref_no text,
+    network text,
+    fees numeric,
+    created_on timestamptz)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t->>'enKashCardTransactionId',
+           t->>'enkashCardId',
+           enkash.answer_time(t->>'txnDate'),
+           (t->>'principalAmount')::numeric,
+           t->>'cardTransactionType',
+           t->>'status',
+           t->>'type',
+           t->>'description',
+           t->>'pgReferenceNumber',
+           (t->>'balance')::numeric,
+           t->>'currency',
+           t->>'maskedCard',
+           t->>'userId',
+           t->>'cardHolderName',
+           t->'txnDetails'->>'merchantName',
+           t->'txnDetails'->>'mcc',
+           t->'txnDetails'->>'channel',
+           t->'txnDetails'->>'retrievalRefNo',
+           t->'txnDetails'->>'network',
+           (t->'txnDetails'->>'transactionFees')::numeric,
+           enkash.answer_time(t->>'createdOn')
+    FROM enkash.transaction_pages(card_account_id, enkash_card_id, status,
+                                  card_transaction_type, amount_from, amount_to,
+                                  txn_date_from, txn_date_to,
+                                  enkash_transaction_ids, pg_reference_numbers,
+                                  company_id) AS t
+$$;
+
+COMMENT ON FUNCTION enkash_transactions(text, text, timestamptz, timestamptz, text, text, numeric, numeric, text[], text[], text) IS
+'Get All Transaction details as typed rows, every page fetched: join, filter and sum them like a table. cr_dr is CR (credit) or DR (debit).';
+
+-- A payroll table's trigger: AFTER INSERT ... FOR EACH ROW EXECUTE FUNCTION
+-- enkash_load_balance_trigger(card_account_column, card_id_column,
+-- amount_column, reference_column [, reference_column ...]).  The reference
+-- number is the schema, the table and the reference columns' values, each
+-- after its length ("6:public/7:payroll/7:2026-11/4:E001"): a re-fired or
+-- re-inserted row reuses it (and is not loaded twice), and no two different
+-- rows of any tables share one, however their values split.
+-- It runs with the inserting role's rights, never the owner's: to_jsonb(NEW)
+-- runs the casts of the row's column types, which whoever made the table
+-- chose.  Queuing itself needs no right on enkash.* (see enqueue, outbox.c).
+CREATE OR REPLACE FUNCTION enkash_load_balance_trigger() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_json jsonb;
+    reference text;
+    part text;
+    i integer;
+BEGIN
+    IF NOT has_function_privilege(
+            '@extschema@.enkash_load_balance_async(pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text)',
+            'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" may not queue card loads', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('A row inserted into %I.%I queues a card load, which needs the inserting role to have the rights of enkash_operate.',
+                                  TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                  HINT = format('GRANT enkash_operate TO %I;', current_user);
+    END IF;
+    IF TG_NARGS < 4 THEN
+        RAISE EXCEPTION 'enkash_load_balance_trigger needs the card account, card id, amount and at least one reference column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'EXECUTE FUNCTION enkash_load_balance_trigger(''card_account_id'', ''enkash_card_id'', ''amount'', ''run_id'', ''employee_id'')';
+    END IF;
+    row_json := to_jsonb(NEW);
+    FOR i IN 0 .. 3 LOOP
+        IF NOT row_json ? TG_ARGV[i] THEN
+            RAISE EXCEPTION 'table "%" has no column "%"', TG_TABLE_NAME, TG_ARGV[i]
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    reference := length(TG_TABLE_SCHEMA) || ':' || TG_TABLE_SCHEMA || '/'
+                 || length(TG_TABLE_NAME) || ':' || TG_TABLE_NAME;
+    FOR i IN 3 .. TG_NARGS - 1 LOOP
+        part := row_json->>TG_ARGV[i];
+        IF part IS NULL THEN
+            RAISE EXCEPTION 'reference column "%" is NULL', TG_ARGV[i]
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        reference := reference || '/' || length(part) || ':' || part;
+    END LOOP;
+    -- EnKash identifiers have at most 64 characters (MAX_ID_CHARS, api.c).
+    IF length(reference) > 64 THEN
+        RAISE EXCEPTION 'the reference number of this card load is too long for EnKash'
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = format('"%s" (from table %I.%I) has %s characters; EnKash takes at most 64.',
+                                  reference, TG_TABLE_SCHEMA, TG_TABLE_NAME, length(reference)),
+                  HINT = 'Use fewer or shorter reference columns, or a table with a shorter name.';
+    END IF;
+    -- All ten arguments (card account, card id, amount, reference,
+    -- description, remarks, created_by, company_id, type, transaction_code),
+    -- positionally and of their exact types: a named or defaulted call could
+    -- be captured, or made ambiguous, by an overload that a role with CREATE
+    -- on the extension's schema plants.
+    PERFORM @extschema@.enkash_load_balance_async(
+        (row_json->>TG_ARGV[0])::pg_catalog.text, (row_json->>TG_ARGV[1])::pg_catalog.text,
+        (row_json->>TG_ARGV[2])::pg_catalog.numeric, reference,
+        ('Payroll ' || TG_TABLE_NAME)::pg_catalog.text, NULL::pg_catalog.text,
+        session_user::pg_catalog.text, NULL::pg_catalog.text,
+        'ALLOCATE_FUND'::pg_catalog.text, 'ALLOCATION'::pg_catalog.text);
+    RETURN NULL;
+END $$;
+
+COMMENT ON FUNCTION enkash_load_balance_trigger() IS
+'AFTER INSERT trigger for payroll tables: queues a card load per row (arguments: card account column, card id column, amount column, reference columns).';
+
+CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_reset_credentials'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_reset_credentials() IS
+'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
+
+CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
+    OUT name text, OUT status text, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_check(text) IS
+'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. One token call (a new token, proving the credentials) and at most one read call; never shows a secret.';
+
+CREATE FUNCTION enkash_endpoints(
+    OUT function_name text, OUT endpoint text, OUT path text, OUT kind text,
+    OUT fields text, OUT secret_fields text, OUT docs_page text, OUT basis text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_endpoints_list'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION enkash_endpoints() IS
+'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
+
+-- ---------------------------------------------------------------------------
+-- Privileges of the functions created above
+-- ---------------------------------------------------------------------------
+
+SELECT enkash.upgrade_restore_grants('create_prepaid_card', '@extschema@.enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb)');
+SELECT enkash.upgrade_restore_grants('create_gift_card', '@extschema@.enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb)');
+SELECT enkash.upgrade_restore_grants('set_card_controls', '@extschema@.enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb)');
+SELECT enkash.upgrade_restore_grants('get_card', '@extschema@.enkash_get_card(text, text, text)');
+SELECT enkash.upgrade_restore_grants('get_transaction', '@extschema@.enkash_get_transaction(text, text, text, text)');
+SELECT enkash.upgrade_restore_grants('endpoints', '@extschema@.enkash_endpoints()');
+SELECT enkash.upgrade_restore_grants('', 'enkash.answer_time(text)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reset_credentials()');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_check(text)');
+
+DROP FUNCTION enkash.upgrade_restore_grants(text, regprocedure);
+DROP FUNCTION enkash.upgrade_save_grants(text, regprocedure);
+DROP TABLE enkash.upgrade_grants;

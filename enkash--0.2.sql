@@ -1,0 +1,910 @@
+/* enkash--0.2.sql: the EnKash Prepaid Card API as SQL functions */
+
+\echo Use "CREATE EXTENSION enkash" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Preconditions
+-- ---------------------------------------------------------------------------
+
+-- The library must be preloaded (it owns shared memory); fail early if not.
+CREATE FUNCTION enkash_assert_preloaded() RETURNS void
+    AS 'MODULE_PATHNAME', 'enkash_assert_preloaded'
+    LANGUAGE C STRICT;
+SELECT enkash_assert_preloaded();
+DROP FUNCTION enkash_assert_preloaded();
+
+-- The extension's own tables, views and helpers live in schema "enkash".
+CREATE SCHEMA enkash;
+REVOKE ALL ON SCHEMA enkash FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Tables: written by the enkash worker only, so that they survive the
+-- caller's rollback, cancellation or crash.  Never hold card secrets: every
+-- body is masked first (card numbers as first 6 / last 4; CVV, PIN, OTP,
+-- passwords and tokens removed).
+-- ---------------------------------------------------------------------------
+
+-- One row per money call, by its idempotency key (for a load, the
+-- unique_reference_number).  state: in_flight (being sent), succeeded,
+-- failed (EnKash declined; replays raise it again), unknown (may or may not
+-- have happened: checked with EnKash before anything is sent again).
+CREATE TABLE enkash.idempotency_keys (
+    id bigserial PRIMARY KEY,
+    endpoint text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    state text NOT NULL CHECK (state IN ('in_flight', 'succeeded', 'failed', 'unknown')),
+    request jsonb,
+    outcome jsonb,
+    error_sqlstate text,
+    error_message text,
+    error_detail text,
+    http_status integer,
+    role text NOT NULL,
+    owner_pid integer,
+    -- in_flight: until when its owner may still be sending (the claim plus
+    -- the longest its call can take); a live owner is trusted until then
+    owner_deadline timestamptz,
+    -- each claim or takeover adds one; an outcome is recorded only by the
+    -- attempt that holds the key (a late owner's goes to the audit log)
+    attempts integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    UNIQUE (endpoint, key)
+) WITH (fillfactor = 50);	-- room for the outcome's update on the same page (HOT)
+COMMENT ON TABLE enkash.idempotency_keys IS
+'One row per money call by idempotency key: its request (masked), state and recorded outcome.';
+
+-- Append-only: one row per HTTP exchange with EnKash, token calls included;
+-- a money call also has a "sent" row, written with its key before the
+-- request leaves (what a crash mid-call leaves behind).  outcome: sent, ok,
+-- declined, failed (nothing happened), unknown, error, abandoned (the
+-- session left before sending; its key freed), superseded (an
+-- answer that came after a later attempt took its key over).  An answer's row
+-- names its "sent" row (sent_id) and does not repeat the request; one whose
+-- answer was lost to a crash is answered "unknown" once that is found.
+CREATE TABLE enkash.audit_log (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    role text,
+    endpoint text NOT NULL,
+    idempotency_key text,
+    key_id bigint,
+    sent_id bigint,
+    outcome text NOT NULL,
+    http_status integer,
+    enkash_code text,
+    message text,
+    sqlstate text,
+    latency_ms double precision,
+    request jsonb,
+    response jsonb
+);
+-- BRIN: rows arrive in time order, so block ranges are time ranges, kept at
+-- a fraction of a btree's cost per insert (one per exchange, look-ups
+-- included) for the few queries by time (enkash.stats, archiving).  Rows
+-- written into space freed by archiving make it less selective, not wrong.
+CREATE INDEX ON enkash.audit_log USING brin (at);
+CREATE INDEX ON enkash.audit_log (idempotency_key) WHERE idempotency_key IS NOT NULL;
+COMMENT ON TABLE enkash.audit_log IS
+'Append-only record of every exchange with EnKash, bodies masked.';
+
+-- Rows are never changed; archiving deletes old ones (README).
+CREATE FUNCTION enkash.audit_log_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    RAISE EXCEPTION 'enkash.audit_log is append-only: its rows cannot be changed'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Archive old rows with COPY and DELETE; nothing else changes them.';
+END $$;
+CREATE TRIGGER append_only BEFORE UPDATE ON enkash.audit_log
+    FOR EACH ROW EXECUTE FUNCTION enkash.audit_log_append_only();
+
+-- pg_dump keeps their rows.
+SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log_id_seq', '');
+
+-- The outbox: requests queued in the caller's transaction and sent by the
+-- enkash sender after it commits.  state: pending, sending, unknown (may
+-- have happened: checked with EnKash before a resend), succeeded, failed
+-- (EnKash declined, or the request is wrong: final), dead (gave up after
+-- max_attempts; enkash_retry re-arms it).  errors holds every attempt's
+-- error; http_status and latency_ms are those of the last attempt.
+CREATE TABLE enkash.requests (
+    id bigserial PRIMARY KEY,
+    endpoint text NOT NULL,
+    body jsonb NOT NULL,
+    idempotency_key text,
+    state text NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'sending', 'unknown', 'succeeded', 'failed', 'dead')),
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 8,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    sender_pid integer,
+    response jsonb,
+    http_status integer,
+    latency_ms double precision,
+    last_sqlstate text,
+    last_error text,
+    errors jsonb NOT NULL DEFAULT '[]',
+    created_by text NOT NULL DEFAULT current_user,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+-- The claim's order (next_attempt_at, id) is the index's: a claim reads the
+-- rows it takes and no more, even when thousands were queued by one
+-- transaction (and so share one next_attempt_at).
+CREATE INDEX ON enkash.requests (next_attempt_at, id) WHERE state IN ('pending', 'unknown');
+-- No index on idempotency_key: nothing looks a queued row up by key, and
+-- both of a row's updates (claim, outcome) change state, so neither is HOT
+-- and each would insert into it again.  A key's state and outcome are in
+-- enkash.idempotency_keys (unique on endpoint, key).
+COMMENT ON TABLE enkash.requests IS
+'Queued EnKash requests (the outbox): written in the caller''s transaction, sent after COMMIT by the enkash sender.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.requests_id_seq', '');
+
+-- How the sender takes due rows: a row is claimed by one caller only (SKIP
+-- LOCKED skips rows another transaction is claiming; a claimed row is no
+-- longer pending).  due_by lets a test claim rows the sender would not.
+-- The sender prepares this very body as a statement of its own (outbox.c,
+-- claim_plan: no function call, no tuplestore, many claims a second), so the
+-- body names its parameters by number: $1 max_rows, $2 due_by.
+-- MATERIALIZED: the LIMIT must apply once, not per row of the UPDATE.
+CREATE FUNCTION enkash.claim_requests(max_rows integer, due_by timestamptz DEFAULT now())
+RETURNS SETOF enkash.requests
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH due AS MATERIALIZED (
+        SELECT q.id FROM enkash.requests q
+        WHERE q.state IN ('pending', 'unknown') AND q.next_attempt_at <= $2
+        ORDER BY q.next_attempt_at, q.id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED)
+    UPDATE enkash.requests r
+    SET state = 'sending', attempts = r.attempts + 1, sender_pid = pg_backend_pid(),
+        updated_at = now()
+    FROM due WHERE r.id = due.id
+    RETURNING r.*
+$$;
+COMMENT ON FUNCTION enkash.claim_requests(integer, timestamptz) IS
+'The enkash sender''s claim: marks up to max_rows due queued requests "sending" for the calling process and returns them; rows being claimed by another transaction are skipped.';
+
+-- The queue at a glance.
+CREATE VIEW enkash.queue AS
+SELECT state, count(*) AS requests,
+       min(created_at) AS oldest,
+       max(now() - created_at) FILTER (WHERE state IN ('pending', 'sending', 'unknown')) AS oldest_waiting_for,
+       min(next_attempt_at) FILTER (WHERE state IN ('pending', 'unknown')) AS next_attempt_at
+FROM enkash.requests GROUP BY state;
+COMMENT ON VIEW enkash.queue IS 'Queued requests by state, with the age of the oldest one still waiting.';
+
+-- Per endpoint, over the last day: calls, errors, latency and sizes, from
+-- the audit log.
+CREATE VIEW enkash.stats AS
+SELECT endpoint,
+       count(*) FILTER (WHERE outcome <> 'sent') AS calls,
+       count(*) FILTER (WHERE outcome NOT IN ('ok', 'sent')) AS errors,
+       round((percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p50_ms,
+       round((percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms))::numeric, 2) AS p95_ms,
+       sum(coalesce(pg_column_size(request), 0) + coalesce(pg_column_size(response), 0)) AS bytes,
+       max(at) AS last_call
+FROM enkash.audit_log
+WHERE at > now() - interval '1 day'
+GROUP BY endpoint;
+COMMENT ON VIEW enkash.stats IS 'Calls, errors, p50/p95 latency and stored bytes per endpoint over the last day.';
+
+-- Card transactions synced from EnKash by enkash_sync_transactions().
+CREATE TABLE enkash.transactions (
+    transaction_id text PRIMARY KEY,
+    card_account_id text NOT NULL,
+    card_id text,
+    txn_date timestamptz,
+    amount numeric,
+    cr_dr text,
+    transaction_status text,
+    transaction_type text,
+    description text,
+    reference_number text,
+    balance_after numeric,
+    merchant_name text,
+    mcc text,
+    channel text,
+    synced_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON enkash.transactions (card_account_id, txn_date);
+SELECT pg_catalog.pg_extension_config_dump('enkash.transactions', '');
+
+-- One row per card load, with its final state: what finance reconciles.
+-- A security barrier: it is read with its owner's rights by enkash_operate,
+-- whose own functions in a WHERE must not see the keys it filters out.
+CREATE VIEW enkash.money_movements WITH (security_barrier) AS
+SELECT k.key AS reference_number,
+       k.request->>'companyId' AS company_id,
+       k.request->>'cardAccountId' AS card_account_id,
+       k.request->>'enKashCardId' AS enkash_card_id,
+       (k.request->>'amount')::numeric AS amount,
+       k.request->>'description' AS description,
+       k.state,
+       k.error_message,
+       k.role AS requested_by,
+       k.attempts,
+       k.created_at AS requested_at,
+       k.finished_at
+FROM enkash.idempotency_keys k
+WHERE k.endpoint = 'load_balance';
+COMMENT ON VIEW enkash.money_movements IS
+'One row per card load (by reference number) with its state: succeeded, failed, unknown or in_flight.';
+
+-- Every endpoint function below is bound to one C entry point,
+-- enkash_endpoint_call; the function's name picks the endpoint and its
+-- argument names pick the JSON fields (src/endpoints.c).  Arguments left NULL
+-- are not sent.  All are VOLATILE: each call is a request to EnKash.
+
+-- ---------------------------------------------------------------------------
+-- Money: calls that move money or create something billable
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_load_balance(
+    card_account_id text,
+    enkash_card_id text,
+    amount numeric,
+    unique_reference_number text,
+    description text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL,
+    type text DEFAULT 'ALLOCATE_FUND',
+    transaction_code text DEFAULT 'ALLOCATION')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_load_balance(text, text, numeric, text, text, text, text, text, text, text) IS
+'Load Card Balance: moves amount (rupees, at most two decimals) from the card account to the card. unique_reference_number identifies the load. Not for gift cards.';
+
+CREATE FUNCTION enkash_create_card_account(
+    company_name text,
+    plan_master_id text,
+    account_title text,
+    account_type text,
+    email text,
+    mobile text,
+    idempotency_key text,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_card_account(text, text, text, text, text, text, text, text, text) IS
+'Create Card Account: a new card account (account_type CORPORATE, GIFT, MEAL, ...). Returns {cardAccountId, ...}.';
+
+-- first_name, email and mobile are optional at EnKash (api-13438387); the
+-- defaults keep the positional order, and NULL idempotency_key is refused.
+CREATE FUNCTION enkash_create_prepaid_card(
+    card_account_id text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    load_amount numeric DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_prepaid_card(text, text, text, text, text, text, numeric, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Prepaid Card for a card holder in a card account, optionally loaded with load_amount. last_name and idempotency_key are required; gender is sent as given (EnKash''s example: M). documents (jsonb, [{"docType": "PAN", "docNo": ...}]) or pan_number give the documents. Returns {enKashCardId, maskedNumber, cardStatus, otbBalance}.';
+
+-- As enkash_create_prepaid_card (api-13012983); load_amount is required.
+CREATE FUNCTION enkash_create_gift_card(
+    card_account_id text,
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    email text DEFAULT NULL,
+    mobile text DEFAULT NULL,
+    load_amount numeric DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    middle_name text DEFAULT NULL,
+    primary_enkash_card boolean DEFAULT false,
+    physical_card boolean DEFAULT false,
+    title text DEFAULT NULL,
+    gender text DEFAULT NULL,
+    address text DEFAULT NULL,
+    address2 text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL,
+    pincode text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    physical_delivery_address_flag boolean DEFAULT NULL,
+    delivery_address text DEFAULT NULL,
+    delivery_address2 text DEFAULT NULL,
+    delivery_city text DEFAULT NULL,
+    delivery_state text DEFAULT NULL,
+    delivery_country text DEFAULT NULL,
+    delivery_pincode text DEFAULT NULL,
+    pan_number text DEFAULT NULL,
+    special_date date DEFAULT NULL,
+    user_id text DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    documents jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_create_gift_card(text, text, text, text, text, numeric, text, text, boolean, boolean, text, text, text, text, text, text, text, text, text, boolean, text, text, text, text, text, text, text, date, text, text, jsonb) IS
+'Create Gift Card in a GIFT card account, loaded with load_amount (required). Gift cards cannot be loaded later with enkash_load_balance.';
+
+CREATE FUNCTION enkash_request_card_replacement(
+    enkash_card_id text,
+    idempotency_key text,
+    otp_medium text DEFAULT 'MOBILE',
+    otp_required boolean DEFAULT NULL,
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    card_account_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_request_card_replacement(text, text, text, boolean, text, text, text, text) IS
+'Request Card Replacement: the card is replaced by a new one carrying its balance. Returns the new card id.';
+
+CREATE FUNCTION enkash_order_physical_card(
+    card_account_id text,
+    enkash_card_id text,
+    delivery_address text,
+    delivery_city text,
+    delivery_state text,
+    delivery_pincode text,
+    idempotency_key text,
+    delivery_address2 text DEFAULT NULL,
+    delivery_country text DEFAULT 'India',
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_order_physical_card(text, text, text, text, text, text, text, text, text, text) IS
+'Order Physical Card for an existing card, delivered to the address given. Returns the order id.';
+
+-- ---------------------------------------------------------------------------
+-- Card actions
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_block_card(
+    card_account_id text,
+    enkash_card_id text,
+    block_code text,
+    reason text DEFAULT NULL,
+    otp_required boolean DEFAULT false,
+    otp_medium text DEFAULT 'MOBILE',
+    otp_request_id text DEFAULT NULL,
+    otp text DEFAULT NULL,
+    mfa_code text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_block_card(text, text, text, text, boolean, text, text, text, text, text, text) IS
+'Block Card: block_code L locks, UL unlocks, BL blocks PERMANENTLY, AP marks activation in progress. block_code has no default on purpose.';
+
+CREATE FUNCTION enkash_set_card_controls(
+    card_account_id text,
+    enkash_card_ids text[],
+    pos_allowed boolean DEFAULT NULL,
+    online_allowed boolean DEFAULT NULL,
+    atm_allowed boolean DEFAULT NULL,
+    international_allowed boolean DEFAULT NULL,
+    contactless_allowed boolean DEFAULT NULL,
+    per_txn_limit numeric DEFAULT NULL,
+    dtd numeric DEFAULT NULL,
+    mtd numeric DEFAULT NULL,
+    ytd numeric DEFAULT NULL,
+    dtd_count integer DEFAULT NULL,
+    mtd_count integer DEFAULT NULL,
+    ytd_count integer DEFAULT NULL,
+    pos_daily_limit numeric DEFAULT NULL,
+    pos_daily_limit_count integer DEFAULT NULL,
+    ecom_daily_limit numeric DEFAULT NULL,
+    ecom_daily_limit_count integer DEFAULT NULL,
+    contact_less_daily_limit numeric DEFAULT NULL,
+    contact_less_daily_limit_count integer DEFAULT NULL,
+    admin_user boolean DEFAULT NULL,
+    company_id text DEFAULT NULL,
+    clear_limits text[] DEFAULT NULL,
+    extra_members jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_set_card_controls(text, text[], boolean, boolean, boolean, boolean, boolean, numeric, numeric, numeric, numeric, integer, integer, integer, numeric, integer, numeric, integer, numeric, integer, boolean, text, text[], jsonb) IS
+'Card Usage Controls: channels allowed and limits (day/month/year to date, per transaction, per channel) for 1 to 100 cards. Arguments left NULL are not changed; limits named in clear_limits (e.g. ARRAY[''dtd'']) are removed. admin_user => true when an admin changes the limits. extra_members (a jsonb object) sends members EnKash documents without naming them, such as the auto-load settings.';
+
+CREATE FUNCTION enkash_generate_card_otp(
+    card_account_id text,
+    enkash_card_id text,
+    card_otp_action text DEFAULT 'TRANSACTION_OTP')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_generate_card_otp(text, text, text) IS
+'Generate Card OTP: EnKash sends an OTP to the card holder; returns the otpRequestId to pass with that OTP.';
+
+-- ---------------------------------------------------------------------------
+-- Secrets: the PIN goes in, the card number comes out; neither is kept
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_set_card_pin(
+    card_account_id text,
+    enkash_card_id text,
+    pin_block text,
+    otp_required boolean DEFAULT false,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_set_card_pin(text, text, text, boolean, text) IS
+'Set Card PIN from a PIN block (hex). Pass pin_block as a bind parameter; it is never stored or logged by enkash.';
+
+CREATE FUNCTION enkash_view_card_details(
+    card_account_id text,
+    enkash_card_id text,
+    otp_request_id text,
+    otp text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_view_card_details(text, text, text, text, text) IS
+'View Card Details: card number, expiry and CVV, for the caller only (needs an OTP from enkash_generate_card_otp). Never stored or logged by enkash.';
+
+-- ---------------------------------------------------------------------------
+-- Look-ups
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_get_card_account(
+    card_account_id text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card_account(text, text) IS
+'Get Card Account Details: balances, limits and the primary card (masked) of a card account.';
+
+CREATE FUNCTION enkash_get_card(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card(text, text, text) IS
+'Get Card Details: {recordsCount, data: [card, ...]}: the card enkash_card_id, or every card of the account when it is NULL.';
+
+CREATE FUNCTION enkash_get_card_controls(
+    card_account_id text,
+    enkash_card_id text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_card_controls(text, text, text) IS
+'Get Card Usage Limits: the channels and limits set by enkash_set_card_controls.';
+
+CREATE FUNCTION enkash_get_transaction(
+    card_account_id text,
+    pg_reference_number text,
+    enkash_card_id text,
+    company_id text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_get_transaction(text, text, text, text) IS
+'Get Transaction Details by the reference number sent on load (the load''s unique_reference_number) on its card; EnKash answers a list ({recordsCount, data}) or the transaction.';
+
+-- A time in an EnKash answer: "Jan 23, 2025 4:38:36 PM" is IST without an
+-- offset (api-13013004); a time carrying Z or an offset is taken as written.
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
+CREATE FUNCTION enkash.answer_time(t text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t ~ '(Z|[+-][0-9]{2}(:?[0-9]{2})?)$' THEN t::timestamptz
+                ELSE t::timestamp AT TIME ZONE 'Asia/Kolkata' END
+$$;
+
+-- Every page of the listing, one jsonb per transaction (used below).
+CREATE FUNCTION enkash.transaction_pages(
+    card_account_id text,
+    enkash_card_id text,
+    status text,
+    card_transaction_type text,
+    amount_from numeric,
+    amount_to numeric,
+    txn_date_from timestamptz,
+    txn_date_to timestamptz,
+    enkash_transaction_ids text[],
+    pg_reference_numbers text[],
+    company_id text)
+RETURNS SETOF jsonb
+AS 'MODULE_PATHNAME', 'enkash_endpoint_pages'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION enkash_transactions(
+    card_account_id text,
+    enkash_card_id text DEFAULT NULL,
+    txn_date_from timestamptz DEFAULT NULL,
+    txn_date_to timestamptz DEFAULT NULL,
+    card_transaction_type text DEFAULT NULL,
+    status text DEFAULT NULL,
+    amount_from numeric DEFAULT NULL,
+    amount_to numeric DEFAULT NULL,
+    enkash_transaction_ids text[] DEFAULT NULL,
+    pg_reference_numbers text[] DEFAULT NULL,
+    company_id text DEFAULT NULL)
+RETURNS TABLE (
+    transaction_id text,
+    card_id text,
+    txn_date timestamptz,
+    amount numeric,
+    cr_dr text,
+    transaction_status text,
+    transaction_type text,
+    description text,
+    reference_number text,
+    balance_after numeric,
+    currency text,
+    masked_card text,
+    user_id text,
+    card_holder text,
+    merchant_name text,
+    mcc text,
+    channel text,
+    retrieval_ref_no text,
+    network text,
+    fees numeric,
+    created_on timestamptz)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t->>'enKashCardTransactionId',
+           t->>'enkashCardId',
+           enkash.answer_time(t->>'txnDate'),
+           (t->>'principalAmount')::numeric,
+           t->>'cardTransactionType',
+           t->>'status',
+           t->>'type',
+           t->>'description',
+           t->>'pgReferenceNumber',
+           (t->>'balance')::numeric,
+           t->>'currency',
+           t->>'maskedCard',
+           t->>'userId',
+           t->>'cardHolderName',
+           t->'txnDetails'->>'merchantName',
+           t->'txnDetails'->>'mcc',
+           t->'txnDetails'->>'channel',
+           t->'txnDetails'->>'retrievalRefNo',
+           t->'txnDetails'->>'network',
+           (t->'txnDetails'->>'transactionFees')::numeric,
+           enkash.answer_time(t->>'createdOn')
+    FROM enkash.transaction_pages(card_account_id, enkash_card_id, status,
+                                  card_transaction_type, amount_from, amount_to,
+                                  txn_date_from, txn_date_to,
+                                  enkash_transaction_ids, pg_reference_numbers,
+                                  company_id) AS t
+$$;
+
+COMMENT ON FUNCTION enkash_transactions(text, text, timestamptz, timestamptz, text, text, numeric, numeric, text[], text[], text) IS
+'Get All Transaction details as typed rows, every page fetched: join, filter and sum them like a table. cr_dr is CR (credit) or DR (debit).';
+
+-- ---------------------------------------------------------------------------
+-- The outbox: queue now, send after COMMIT
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_load_balance_async(
+    card_account_id text,
+    enkash_card_id text,
+    amount numeric,
+    unique_reference_number text,
+    description text DEFAULT NULL,
+    remarks text DEFAULT NULL,
+    created_by text DEFAULT CURRENT_USER,
+    company_id text DEFAULT NULL,
+    type text DEFAULT 'ALLOCATE_FUND',
+    transaction_code text DEFAULT 'ALLOCATION')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enkash_endpoint_call_async'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_load_balance_async(text, text, numeric, text, text, text, text, text, text, text) IS
+'Queues a Load Card Balance in the current transaction (checked as enkash_load_balance checks it) and returns its enkash.requests id. Sent after COMMIT, exactly once per unique_reference_number; nothing is sent on ROLLBACK.';
+
+CREATE FUNCTION enkash_enqueue(endpoint text, body jsonb, idempotency_key text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'enkash_enqueue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_enqueue(text, jsonb, text) IS
+'Administrators: queues a raw body for a named endpoint (money endpoints need an idempotency key; for a load it is the uniqueReferenceNumber). Returns the enkash.requests id.';
+
+CREATE FUNCTION enkash_retry(request_id bigint) RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE enkash.requests
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL,
+        updated_at = now()
+    WHERE id = request_id AND state = 'dead'
+    RETURNING true
+$$;
+
+COMMENT ON FUNCTION enkash_retry(bigint) IS
+'Re-arms a dead queued request: it is tried again (its key is checked with EnKash first if its outcome is unknown). Returns NULL if the request is not dead.';
+
+CREATE FUNCTION enkash_wait(request_id bigint, timeout interval DEFAULT '30 seconds')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+    r enkash.requests;
+BEGIN
+    LOOP
+        SELECT * INTO r FROM enkash.requests WHERE id = request_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'there is no queued request %', request_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+        EXIT WHEN r.state IN ('succeeded', 'failed', 'dead') OR clock_timestamp() >= deadline;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN jsonb_build_object('id', r.id, 'state', r.state, 'attempts', r.attempts,
+                              'response', r.response, 'last_sqlstate', r.last_sqlstate,
+                              'last_error', r.last_error);
+END $$;
+
+COMMENT ON FUNCTION enkash_wait(bigint, interval) IS
+'Waits until a queued request is final (succeeded, failed or dead) or the timeout passes, and returns its state and outcome.';
+
+-- A payroll table's trigger: AFTER INSERT ... FOR EACH ROW EXECUTE FUNCTION
+-- enkash_load_balance_trigger(card_account_column, card_id_column,
+-- amount_column, reference_column [, reference_column ...]).  The reference
+-- number is the schema, the table and the reference columns' values, each
+-- after its length ("6:public/7:payroll/7:2026-11/4:E001"): a re-fired or
+-- re-inserted row reuses it (and is not loaded twice), and no two different
+-- rows of any tables share one, however their values split.
+-- It runs with the inserting role's rights, never the owner's: to_jsonb(NEW)
+-- runs the casts of the row's column types, which whoever made the table
+-- chose.  Queuing itself needs no right on enkash.* (see enqueue, outbox.c).
+CREATE FUNCTION enkash_load_balance_trigger() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    row_json jsonb;
+    reference text;
+    part text;
+    i integer;
+BEGIN
+    IF NOT has_function_privilege(
+            '@extschema@.enkash_load_balance_async(pg_catalog.text, pg_catalog.text, pg_catalog.numeric, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text)',
+            'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" may not queue card loads', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('A row inserted into %I.%I queues a card load, which needs the inserting role to have the rights of enkash_operate.',
+                                  TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                  HINT = format('GRANT enkash_operate TO %I;', current_user);
+    END IF;
+    IF TG_NARGS < 4 THEN
+        RAISE EXCEPTION 'enkash_load_balance_trigger needs the card account, card id, amount and at least one reference column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'EXECUTE FUNCTION enkash_load_balance_trigger(''card_account_id'', ''enkash_card_id'', ''amount'', ''run_id'', ''employee_id'')';
+    END IF;
+    row_json := to_jsonb(NEW);
+    FOR i IN 0 .. 3 LOOP
+        IF NOT row_json ? TG_ARGV[i] THEN
+            RAISE EXCEPTION 'table "%" has no column "%"', TG_TABLE_NAME, TG_ARGV[i]
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    reference := length(TG_TABLE_SCHEMA) || ':' || TG_TABLE_SCHEMA || '/'
+                 || length(TG_TABLE_NAME) || ':' || TG_TABLE_NAME;
+    FOR i IN 3 .. TG_NARGS - 1 LOOP
+        part := row_json->>TG_ARGV[i];
+        IF part IS NULL THEN
+            RAISE EXCEPTION 'reference column "%" is NULL', TG_ARGV[i]
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        reference := reference || '/' || length(part) || ':' || part;
+    END LOOP;
+    -- EnKash identifiers have at most 64 characters (MAX_ID_CHARS, api.c).
+    IF length(reference) > 64 THEN
+        RAISE EXCEPTION 'the reference number of this card load is too long for EnKash'
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = format('"%s" (from table %I.%I) has %s characters; EnKash takes at most 64.',
+                                  reference, TG_TABLE_SCHEMA, TG_TABLE_NAME, length(reference)),
+                  HINT = 'Use fewer or shorter reference columns, or a table with a shorter name.';
+    END IF;
+    -- All ten arguments (card account, card id, amount, reference,
+    -- description, remarks, created_by, company_id, type, transaction_code),
+    -- positionally and of their exact types: a named or defaulted call could
+    -- be captured, or made ambiguous, by an overload that a role with CREATE
+    -- on the extension's schema plants.
+    PERFORM @extschema@.enkash_load_balance_async(
+        (row_json->>TG_ARGV[0])::pg_catalog.text, (row_json->>TG_ARGV[1])::pg_catalog.text,
+        (row_json->>TG_ARGV[2])::pg_catalog.numeric, reference,
+        ('Payroll ' || TG_TABLE_NAME)::pg_catalog.text, NULL::pg_catalog.text,
+        session_user::pg_catalog.text, NULL::pg_catalog.text,
+        'ALLOCATE_FUND'::pg_catalog.text, 'ALLOCATION'::pg_catalog.text);
+    RETURN NULL;
+END $$;
+
+COMMENT ON FUNCTION enkash_load_balance_trigger() IS
+'AFTER INSERT trigger for payroll tables: queues a card load per row (arguments: card account column, card id column, amount column, reference columns).';
+
+-- Transactions synced into enkash.transactions, for pg_cron.
+CREATE FUNCTION enkash_sync_transactions(
+    card_account_id text,
+    since timestamptz DEFAULT now() - interval '2 days',
+    max_rows integer DEFAULT 10000,
+    company_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH fetched AS (
+        -- Positional and exactly typed, so no planted overload can match better.
+        SELECT * FROM @extschema@.enkash_transactions(
+            card_account_id, NULL::pg_catalog.text, since, NULL::pg_catalog.timestamptz,
+            NULL::pg_catalog.text, NULL::pg_catalog.text, NULL::pg_catalog.numeric,
+            NULL::pg_catalog.numeric, NULL::pg_catalog.text[], NULL::pg_catalog.text[],
+            company_id)
+        ORDER BY txn_date, transaction_id LIMIT max_rows),
+    upserted AS (
+        INSERT INTO enkash.transactions AS t
+            (transaction_id, card_account_id, card_id, txn_date, amount, cr_dr,
+             transaction_status, transaction_type, description, reference_number,
+             balance_after, merchant_name, mcc, channel, synced_at)
+        SELECT f.transaction_id, card_account_id, f.card_id, f.txn_date, f.amount, f.cr_dr,
+               f.transaction_status, f.transaction_type, f.description, f.reference_number,
+               f.balance_after, f.merchant_name, f.mcc, f.channel, now()
+        FROM fetched f
+        ON CONFLICT (transaction_id) DO UPDATE
+        SET transaction_status = excluded.transaction_status, synced_at = excluded.synced_at
+        RETURNING 1)
+    SELECT count(*)::integer FROM upserted
+$$;
+
+COMMENT ON FUNCTION enkash_sync_transactions(text, timestamptz, integer, text) IS
+'Upserts a card account''s transactions since a time into enkash.transactions (at most max_rows per run); safe to run twice at once. Returns the rows written.';
+
+-- ---------------------------------------------------------------------------
+-- Administration
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_token_status(
+    OUT valid boolean, OUT obtained_at timestamptz, OUT expires_at timestamptz,
+    OUT token_calls bigint, OUT last_error text, OUT last_error_at timestamptz)
+AS 'MODULE_PATHNAME', 'enkash_token_status'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_token_status() IS
+'The OAuth token''s validity, age and expiry, token calls made, and the last error (never the token).';
+
+CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_reset_credentials'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_reset_credentials() IS
+'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
+
+CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
+    OUT name text, OUT status text, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_check(text) IS
+'The go-live check: one row per check (preloaded, settings, credentials file, token, an encrypted round trip, TLS, background workers, worker slots), each ok, warning or failed with what to do. One token call (a new token, proving the credentials) and at most one read call; never shows a secret.';
+
+CREATE FUNCTION enkash_call(endpoint text, body jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'enkash_call'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION enkash_call(text, jsonb) IS
+'Administrators only: sends body as is to a named endpoint (see README) with the usual envelope, token and errors, and none of the argument checks.';
+
+CREATE FUNCTION enkash_endpoints(
+    OUT function_name text, OUT endpoint text, OUT path text, OUT kind text,
+    OUT fields text, OUT secret_fields text, OUT docs_page text, OUT basis text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'enkash_endpoints_list'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION enkash_endpoints() IS
+'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
+
+CREATE FUNCTION enkash_token_calls() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'enkash_token_calls'
+    LANGUAGE C VOLATILE STRICT;
+
+COMMENT ON FUNCTION enkash_token_calls() IS
+'Number of calls made to EnKash''s token endpoint since the server started (the token itself is never shown).';
+
+-- ---------------------------------------------------------------------------
+-- Privileges: nobody but superusers until granted (see README, "Privileges")
+-- ---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA enkash FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA enkash FROM PUBLIC;
+
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+        FROM pg_proc p
+        JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+        WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+          AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'enkash')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;
+
+-- The enkash worker and sender live in enkash.database only: installed
+-- anywhere else, money calls and queued requests are refused there.
+DO $$
+BEGIN
+    IF current_setting('enkash.database', true) IS DISTINCT FROM current_database() THEN
+        RAISE WARNING 'enkash is installed in database "%", but enkash.database is "%"',
+            current_database(), current_setting('enkash.database', true)
+            USING DETAIL = 'Money calls and queued requests are made only in database "'
+                           || current_setting('enkash.database', true) || '"; here they are refused.',
+                  HINT = 'Use enkash in that database, or set enkash.database to this one and restart.';
+    END IF;
+END $$;
