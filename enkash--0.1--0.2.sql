@@ -62,6 +62,14 @@ DROP FUNCTION @extschema@.enkash_endpoints();
 -- 0.1 have none; a stale claim is then judged by its age alone.
 ALTER TABLE enkash.idempotency_keys ADD COLUMN owner_deadline timestamptz;
 
+-- Our SQLSTATEs moved from class EK (the SQL standard's range) to class NK.
+-- A failed key replays its stored error and a queued row is filtered by its
+-- code, so both carry the new codes; the audit log keeps what was raised then.
+UPDATE enkash.idempotency_keys SET error_sqlstate = 'NK' || substr(error_sqlstate, 3)
+ WHERE error_sqlstate ~ '^EK[0-9]{3}$';
+UPDATE enkash.requests SET last_sqlstate = 'NK' || substr(last_sqlstate, 3)
+ WHERE last_sqlstate ~ '^EK[0-9]{3}$';
+
 -- enkash_operate reads it with the owner's rights: its own functions in a
 -- WHERE must not see the keys it filters out.
 ALTER VIEW enkash.money_movements SET (security_barrier = true);
@@ -400,7 +408,7 @@ CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
     LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION enkash_reset_credentials() IS
-'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
+'Administrators only: after EnKash refused the partner credentials (NK008), lets the next call try them once more. True if a refusal was forgotten.';
 
 CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
     OUT name text, OUT status text, OUT detail text)

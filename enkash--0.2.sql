@@ -839,7 +839,7 @@ CREATE FUNCTION enkash_reset_credentials() RETURNS boolean
     LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION enkash_reset_credentials() IS
-'Administrators only: after EnKash refused the partner credentials (EK008), lets the next call try them once more. True if a refusal was forgotten.';
+'Administrators only: after EnKash refused the partner credentials (NK008), lets the next call try them once more. True if a refusal was forgotten.';
 
 CREATE FUNCTION enkash_check(card_account_id text DEFAULT NULL,
     OUT name text, OUT status text, OUT detail text)

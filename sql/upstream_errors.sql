@@ -1,6 +1,6 @@
 --
 -- When EnKash says no, or says nothing useful, the caller gets an error with
--- its own SQLSTATE (class EK, never XX000), EnKash's message, and the EnKash
+-- its own SQLSTATE (class NK, never XX000), EnKash's message, and the EnKash
 -- code and HTTP status in the detail.
 --
 SELECT sandbox.reset();

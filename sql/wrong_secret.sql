@@ -16,8 +16,8 @@ SELECT * FROM sandbox.credits('WS-1');
 RESET enkash.credentials_file;
 SELECT enkash_get_card_account('CASANDBOX1')->>'cardAccountId' AS card_account;
 
--- A wrong password: EnKash refuses it once (EK002), and it is not tried again
--- (EK008) until the file changes or an administrator resets the refusal.
+-- A wrong password: EnKash refuses it once (NK002), and it is not tried again
+-- (NK008) until the file changes or an administrator resets the refusal.
 SELECT current_setting('enkash_test.work_dir') || '/wrong-password.conf' AS f \gset
 SELECT sandbox.call('POST', '/__sandbox/expire-tokens', '{"refresh": true}');
 SELECT (sandbox.call('GET', '/__sandbox/requests')->'auth'->>'failed_password')::int AS failed_before \gset

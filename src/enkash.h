@@ -21,31 +21,32 @@
 #include "utils/timestamp.h"
 
 /*
- * SQLSTATEs of our own, class "EK", for answers that came from EnKash (or did
+ * SQLSTATEs of our own, class "NK" (a class beginning I-Z, outside the SQL
+ * standard's range), for answers that came from EnKash (or did
  * not come).  Input errors and cancellations use PostgreSQL's own codes.
  */
-#define ERRCODE_ENKASH_REJECTED			MAKE_SQLSTATE('E','K','0','0','1')	/* code 1 */
-#define ERRCODE_ENKASH_AUTH_FAILED		MAKE_SQLSTATE('E','K','0','0','2')	/* 401, 403, grant refused */
-#define ERRCODE_ENKASH_BAD_REQUEST		MAKE_SQLSTATE('E','K','0','0','3')	/* other 4xx */
-#define ERRCODE_ENKASH_UNAVAILABLE		MAKE_SQLSTATE('E','K','0','0','4')	/* 5xx, 429 */
-#define ERRCODE_ENKASH_BAD_RESPONSE		MAKE_SQLSTATE('E','K','0','0','5')	/* unreadable */
-#define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('E','K','0','0','6')	/* sent, no answer */
-/* EK007 (key reused) is defined in money.c */
-#define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('E','K','0','0','8')	/* not tried again */
-#define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('E','K','0','1','2')	/* extension older than library */
+#define ERRCODE_ENKASH_REJECTED			MAKE_SQLSTATE('N','K','0','0','1')	/* code 1 */
+#define ERRCODE_ENKASH_AUTH_FAILED		MAKE_SQLSTATE('N','K','0','0','2')	/* 401, 403, grant refused */
+#define ERRCODE_ENKASH_BAD_REQUEST		MAKE_SQLSTATE('N','K','0','0','3')	/* other 4xx */
+#define ERRCODE_ENKASH_UNAVAILABLE		MAKE_SQLSTATE('N','K','0','0','4')	/* 5xx, 429 */
+#define ERRCODE_ENKASH_BAD_RESPONSE		MAKE_SQLSTATE('N','K','0','0','5')	/* unreadable */
+#define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('N','K','0','0','6')	/* sent, no answer */
+#define ERRCODE_ENKASH_KEY_REUSED		MAKE_SQLSTATE('N','K','0','0','7')	/* same key, other request */
+#define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('N','K','0','0','8')	/* not tried again */
+#define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('N','K','0','1','2')	/* extension older than library */
 
 /*
- * An answer came but cannot be used, one code per way it is broken (EK005
+ * An answer came but cannot be used, one code per way it is broken (NK005
  * covers "not JSON" and answers of the wrong shape).  For a money call every
  * one of them means the request reached EnKash: the outcome is unknown.
  */
-#define ERRCODE_ENKASH_ANSWER_TRUNCATED	MAKE_SQLSTATE('E','K','0','5','1')	/* ends early */
-#define ERRCODE_ENKASH_ANSWER_NOT_BASE64	MAKE_SQLSTATE('E','K','0','5','2')
-#define ERRCODE_ENKASH_ANSWER_UNDECRYPTABLE	MAKE_SQLSTATE('E','K','0','5','3')	/* wrong key, padding */
-#define ERRCODE_ENKASH_ANSWER_TOO_DEEP	MAKE_SQLSTATE('E','K','0','5','4')	/* JSON nesting */
-#define ERRCODE_ENKASH_ANSWER_NO_CODE	MAKE_SQLSTATE('E','K','0','5','5')	/* no status code */
-#define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('E','K','0','5','6')	/* enkash.max_response_kb */
-#define ERRCODE_ENKASH_ANSWER_REDIRECT	MAKE_SQLSTATE('E','K','0','5','7')	/* 1xx/3xx, not followed */
+#define ERRCODE_ENKASH_ANSWER_TRUNCATED	MAKE_SQLSTATE('N','K','0','5','1')	/* ends early */
+#define ERRCODE_ENKASH_ANSWER_NOT_BASE64	MAKE_SQLSTATE('N','K','0','5','2')
+#define ERRCODE_ENKASH_ANSWER_UNDECRYPTABLE	MAKE_SQLSTATE('N','K','0','5','3')	/* wrong key, padding */
+#define ERRCODE_ENKASH_ANSWER_TOO_DEEP	MAKE_SQLSTATE('N','K','0','5','4')	/* JSON nesting */
+#define ERRCODE_ENKASH_ANSWER_NO_CODE	MAKE_SQLSTATE('N','K','0','5','5')	/* no status code */
+#define ERRCODE_ENKASH_ANSWER_TOO_LARGE	MAKE_SQLSTATE('N','K','0','5','6')	/* enkash.max_response_kb */
+#define ERRCODE_ENKASH_ANSWER_REDIRECT	MAKE_SQLSTATE('N','K','0','5','7')	/* 1xx/3xx, not followed */
 
 /* --- settings.c: every enkash.* setting ----------------------------------- */
 extern void enkash_define_settings(void);

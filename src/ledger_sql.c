@@ -90,7 +90,7 @@ prepare_plans(void)
 	plan_answer_lost = enkash_keep_plan(
 		"INSERT INTO enkash.audit_log (" AUDIT_COLUMN_NAMES ") "
 		"SELECT s.role, s.endpoint, s.idempotency_key, s.key_id, s.id, NULL, 'unknown', "
-		"       NULL, NULL, $3, 'EK006', NULL, NULL "
+		"       NULL, NULL, $3, 'NK006', NULL, NULL "
 		"FROM unnest($1, $2) AS k(id, key) "
 		"JOIN enkash.audit_log s ON s.idempotency_key = k.key AND s.key_id = k.id "
 		"WHERE s.outcome = 'sent' AND NOT EXISTS "

@@ -389,7 +389,7 @@ enkash_ledger_process(void)
 			slot_reset_fields(slot);
 			slot->processed = true;
 			slot->verdict = LEDGER_ERROR;
-			slot_put(slot, F_ERR_SQLSTATE, outdated ? "EK012" : "55000", false);
+			slot_put(slot, F_ERR_SQLSTATE, outdated ? "NK012" : "55000", false);
 			slot_put(slot, F_ERR_MESSAGE,
 					 psprintf(outdated ? "the enkash extension in database \"%s\" must be updated (ALTER EXTENSION enkash UPDATE)"
 							  : "the enkash extension is not installed in database \"%s\"",

@@ -32,7 +32,6 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#define ERRCODE_ENKASH_KEY_REUSED MAKE_SQLSTATE('E','K','0','0','7')
 
 /*
  * sha256(endpoint name, NUL, body) in hex: what "the same request" means.

@@ -146,7 +146,7 @@ state_after(int sqlerrcode, bool last_attempt, bool resendable)
 
 	/* Final: EnKash declined, or the request itself is wrong. */
 	if (sqlerrcode == ERRCODE_ENKASH_REJECTED ||
-		sqlerrcode == MAKE_SQLSTATE('E', 'K', '0', '0', '7') ||
+		sqlerrcode == ERRCODE_ENKASH_KEY_REUSED ||
 		(class0 == '2' && class1 == '2') ||
 		sqlerrcode == ERRCODE_FEATURE_NOT_SUPPORTED ||
 		sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
@@ -291,10 +291,10 @@ release_orphans(void)
 			"UPDATE enkash.requests r SET state = CASE WHEN o.lost THEN 'dead' ELSE 'unknown' END, "
 			"  sender_pid = NULL, next_attempt_at = now(), updated_at = now(), "
 			"  finished_at = CASE WHEN o.lost THEN now() END, "
-			"  last_sqlstate = CASE WHEN o.lost THEN 'EK006' ELSE r.last_sqlstate END, "
+			"  last_sqlstate = CASE WHEN o.lost THEN 'NK006' ELSE r.last_sqlstate END, "
 			"  last_error = CASE WHEN o.lost THEN o.error ELSE r.last_error END, "
 			"  errors = CASE WHEN o.lost THEN r.errors || jsonb_build_array(jsonb_build_object("
-			"    'attempt', r.attempts, 'at', now(), 'sqlstate', 'EK006', 'error', o.error)) "
+			"    'attempt', r.attempts, 'at', now(), 'sqlstate', 'NK006', 'error', o.error)) "
 			"    ELSE r.errors END "
 			"FROM (SELECT q.id, q.idempotency_key IS NULL AND q.endpoint <> ALL ($1) AS lost, "
 			"             'the enkash sender stopped while sending it: it may have happened, "

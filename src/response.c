@@ -6,7 +6,7 @@
  * Accepts the encrypted {"request": ...} wrapper and a plain JSON envelope,
  * and both spellings of the status ({"code","message"} and
  * {"response_code","response_message"}).  Every failure gets a SQLSTATE of
- * class EK (never XX000), one per way an answer can be broken, EnKash's
+ * class NK (never XX000), one per way an answer can be broken, EnKash's
  * message in errmsg, and the EnKash code and HTTP status in errdetail.  The
  * body is untrusted: it is never quoted whole in a message, and nothing in
  * it may make the parser throw or recurse without bound.

@@ -215,7 +215,7 @@ raise_refused(TimestampTz at, const char *reason)
 			 errhint("Correct the file named by enkash.credentials_file (it is re-read within a second), or, once EnKash confirms the credentials, have an administrator call enkash_reset_credentials().")));
 }
 
-/* Raises EK008 if EnKash has refused exactly these credentials. */
+/* Raises NK008 if EnKash has refused exactly these credentials. */
 static void
 check_not_refused(const uint8 *fingerprint)
 {

@@ -56,17 +56,17 @@ sub api_requests { return sandbox_json('GET', '/__sandbox/requests', 'total'); }
 
 # --- 1. hostile answers -------------------------------------------------------
 my %expect_state = (    # each mode its own SQLSTATE (see SECURITY.md, section 5)
-	malformed   => 'EK005',    # not JSON
-	truncated   => 'EK051',    # ends early
-	wrong_key   => 'EK053',    # does not decrypt
-	bad_base64  => 'EK052',    # not Base64
-	bad_padding => 'EK053',    # does not decrypt (a wrong key looks the same)
-	deep_json   => 'EK054',    # nested too deeply
-	no_code     => 'EK055',    # no status code
-	huge        => 'EK056',    # larger than enkash.max_response_kb
-	drip        => 'EK006',    # no answer in time
-	redirect    => 'EK057',    # not followed; EnKash may have acted
-	huge_number => 'EK005',);  # valid JSON, but a number numeric cannot hold
+	malformed   => 'NK005',    # not JSON
+	truncated   => 'NK051',    # ends early
+	wrong_key   => 'NK053',    # does not decrypt
+	bad_base64  => 'NK052',    # not Base64
+	bad_padding => 'NK053',    # does not decrypt (a wrong key looks the same)
+	deep_json   => 'NK054',    # nested too deeply
+	no_code     => 'NK055',    # no status code
+	huge        => 'NK056',    # larger than enkash.max_response_kb
+	drip        => 'NK006',    # no answer in time
+	redirect    => 'NK057',    # not followed; EnKash may have acted
+	huge_number => 'NK005',);  # valid JSON, but a number numeric cannot hold
 my %message_re = (
 	malformed   => qr/could not be read.*\| The body is not JSON \(HTTP status 200\)/,
 	truncated   => qr/is incomplete.*\| The body ends inside the encrypted wrapper/,
@@ -153,7 +153,7 @@ is($node->safe_psql('postgres',
 # Lowered, an ordinary answer is too large; and an ordinary role cannot change it.
 like($node->safe_psql('postgres',
 	q{SET enkash.max_response_kb = 1; SELECT try_sql($q$SELECT enkash_transactions('CASANDBOX1')$q$)}),
-	qr/^(ok|EK056 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
+	qr/^(ok|NK056 \| .*larger than enkash\.max_response_kb \(1 kB\))/, 'a lowered maximum applies');
 $node->safe_psql('postgres', 'CREATE ROLE hostile_nobody LOGIN');
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
 	"SET ROLE hostile_nobody; SET enkash.max_response_kb = 1048576;");
@@ -347,9 +347,9 @@ is(sandbox_json($plain_url, 'GET', '/__sandbox/ledger?reference=PLAIN-1', 'count
 	'encryption off: ... credited once');
 like($plain->safe_psql('postgres',
 	q{SELECT try_sql($q$SELECT enkash_get_card_account('CANOSUCHACCOUNT')$q$)}),
-	qr/^EK001 \| EnKash declined/, 'encryption off: a decline is EK001');
-for my $case ([ malformed => 'EK005' ], [ truncated => 'EK051' ], [ deep_json => 'EK054' ],
-	[ no_code => 'EK055' ], [ huge_number => 'EK005' ])
+	qr/^NK001 \| EnKash declined/, 'encryption off: a decline is NK001');
+for my $case ([ malformed => 'NK005' ], [ truncated => 'NK051' ], [ deep_json => 'NK054' ],
+	[ no_code => 'NK055' ], [ huge_number => 'NK005' ])
 {
 	my ($mode, $want) = @$case;
 	sandbox($plain_url, 'POST', '/__sandbox/faults', qq({"response": {"mode": "$mode", "count": 1}}));

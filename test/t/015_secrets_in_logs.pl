@@ -182,9 +182,9 @@ sub err_call
 my @errors;
 # Bad input, and secrets EnKash refuses (it alone says what a PIN block or
 # an OTP must look like): neither quoted in the log.
-push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCNOSUCH', t.pin())}, qr/^EK001$/, 'a PIN for an unknown card');
-push @errors, err_call('enkash_view_card_details', q{SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o, 'X' || t.otp(o)) FROM t.new_otp('EKCSANDBOX2') o}, qr/^EK001$/, 'an OTP that is not digits');
-push @errors, err_call('enkash_block_card', q{SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', otp_required => true, otp_request_id => o, otp => t.otp(o) || '1234') FROM t.new_otp('EKCSANDBOX2') o}, qr/^EK001$/, 'an OTP too long');
+push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCNOSUCH', t.pin())}, qr/^NK001$/, 'a PIN for an unknown card');
+push @errors, err_call('enkash_view_card_details', q{SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o, 'X' || t.otp(o)) FROM t.new_otp('EKCSANDBOX2') o}, qr/^NK001$/, 'an OTP that is not digits');
+push @errors, err_call('enkash_block_card', q{SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', otp_required => true, otp_request_id => o, otp => t.otp(o) || '1234') FROM t.new_otp('EKCSANDBOX2') o}, qr/^NK001$/, 'an OTP too long');
 push @errors, err_call('enkash_enqueue', q{SELECT enkash_enqueue('set_card_pin', jsonb_build_object('companyId', 'CEKSANDBOX1', 'cardAccountId', 'CASANDBOX1', 'enKashCardId', 'EKCSANDBOX1', 'pinBlock', t.pin()))}, qr/^0A000$/, 'queueing a PIN');
 push @errors, err_call('enkash_load_balance', q{SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', -1, 'LOG-BAD')}, qr/^22023$/);
 push @errors, err_call('enkash_load_balance_async', q{SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10.001, 'LOG-BAD')}, qr/^22023$/);
@@ -217,11 +217,11 @@ $failed{$_} = 'cannot fail'
 # EnKash declining, failing, dropping, answering unreadably, with secrets in flight.
 my $otp_request;
 arm('{"business_error": {"count": 1, "message": "PIN could not be set"}}');
-push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', t.pin())}, qr/^EK001$/, 'EnKash declines a PIN');
+push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', t.pin())}, qr/^NK001$/, 'EnKash declines a PIN');
 arm('{"response": {"mode": "malformed", "count": 1}}');
-push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', t.pin())}, qr/^EK005$/, 'an unreadable answer to a PIN');
-push @errors, err_call('enkash_view_card_details', q{SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o, '000000') FROM t.new_otp('EKCSANDBOX2') o}, qr/^EK\d{3}$/, 'a wrong OTP');
-my %mode_sqlstate = (no_code => 'EK055', truncated => 'EK051', wrong_key => 'EK053');
+push @errors, err_call('enkash_set_card_pin', q{SELECT enkash_set_card_pin('CASANDBOX1', 'EKCSANDBOX1', t.pin())}, qr/^NK005$/, 'an unreadable answer to a PIN');
+push @errors, err_call('enkash_view_card_details', q{SELECT enkash_view_card_details('CASANDBOX1', 'EKCSANDBOX2', o, '000000') FROM t.new_otp('EKCSANDBOX2') o}, qr/^NK\d{3}$/, 'a wrong OTP');
+my %mode_sqlstate = (no_code => 'NK055', truncated => 'NK051', wrong_key => 'NK053');
 for my $mode (qw(no_code truncated wrong_key))
 {
 	# The OTP request is made first: the fault is for the card details call.
@@ -234,20 +234,20 @@ for my $mode (qw(no_code truncated wrong_key))
 $otp_request = sql(q{SELECT t.new_otp('EKCSANDBOX2')});
 arm('{"fail": {"status": 500, "count": 1}}');
 push @errors, err_call('enkash_block_card', qq{SELECT enkash_block_card('CASANDBOX1', 'EKCSANDBOX2', 'L', otp_required => true, otp_request_id => '$otp_request', otp => t.otp('$otp_request'))},
-	qr/^EK004$/, 'EnKash fails an OTP-gated block');
+	qr/^NK004$/, 'EnKash fails an OTP-gated block');
 arm('{"drop": {"count": 1, "after_apply": true}}');
-push @errors, err_call('enkash_load_balance', q{SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10, 'LOG-DROP')}, qr/^EK006$/, 'a dropped load');
+push @errors, err_call('enkash_load_balance', q{SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 10, 'LOG-DROP')}, qr/^NK006$/, 'a dropped load');
 $otp_request = sql(q{SELECT t.new_otp('EKCSANDBOX2')});
 arm('{"response": {"mode": "no_code", "count": 1}}');
 push @errors, err_call('enkash_call', qq{SELECT enkash_call('view_card_details', jsonb_build_object('companyId', 'CEKSANDBOX1', 'cardAccountId', 'CASANDBOX1', 'enKashCardId', 'EKCSANDBOX2', 'otpRequestId', '$otp_request', 'otp', t.otp('$otp_request')))},
-	qr/^EK055$/, 'a raw card details call answered without a code');
+	qr/^NK055$/, 'a raw card details call answered without a code');
 arm('{"business_error": {"count": 1}}');
 push @errors, err_call('enkash_call', q{SELECT enkash_call('set_card_pin', jsonb_build_object('companyId', 'CEKSANDBOX1', 'cardAccountId', 'CASANDBOX1', 'enKashCardId', 'EKCSANDBOX1', 'pinBlock', t.pin()))},
-	qr/^EK001$/, 'a raw PIN call declined');
+	qr/^NK001$/, 'a raw PIN call declined');
 # A refused password (the shared token must be renewed for it to be used).
 sandbox('POST', '/__sandbox/expire-tokens', '{"refresh": true}');
 push @errors, err_call('enkash_get_card_account', "SET enkash.credentials_file = '$wrong_file'; SELECT enkash_get_card_account('CASANDBOX1')",
-	qr/^(EK002|08001)$/, 'a wrong password');
+	qr/^(NK002|08001)$/, 'a wrong password');
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 is(sql(q{SELECT enkash_get_card_account('CASANDBOX1') ->> 'cardAccountId'}), 'CASANDBOX1', 'the right password works again');
 ok($failed{$_}, "$_ was made to fail" . ($failed{$_} eq 'cannot fail' ? ' (it cannot)' : '')) for @functions;
@@ -289,7 +289,7 @@ like($leak, $secrets{$_}, "the pattern for $_ finds it") for sort keys %secrets;
 my $log = slurp_file($node->logfile);
 cmp_ok(length($log), '>', 100_000, 'the server log is loud (' . length($log) . ' bytes)');
 like($log, qr/enkash_view_card_details/, 'statements are logged');
-like($log, qr/ERROR:  EK05[0-9]: [^\n]*\n(?:[^\n]*\n){0,5}[^\n]*STATEMENT:  SELECT enkash_view_card_details/, 'enkash errors are logged with their statement');
+like($log, qr/ERROR:  NK05[0-9]: [^\n]*\n(?:[^\n]*\n){0,5}[^\n]*STATEMENT:  SELECT enkash_view_card_details/, 'enkash errors are logged with their statement');
 like($log, qr/ERROR:  22023: /, 'input errors are logged');
 # The clear text of each planted secret value is found when present: the
 # search itself works (the PIN block is in the log as the md5 seed, not the value).

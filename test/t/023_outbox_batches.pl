@@ -78,8 +78,8 @@ is($node->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.requests WHERE idempotency_key LIKE 'BATCH-new-%' AND state = 'succeeded'"),
 	'20', 'the new keys of the batch succeeded');
 is(states(),
-	'BATCH-replay=succeeded BATCH-replay=failed:EK007 BATCH-dup=succeeded BATCH-dup=succeeded '
-	  . 'BATCH-declined=failed:EK001 BATCH-bad=sending',
+	'BATCH-replay=succeeded BATCH-replay=failed:NK007 BATCH-dup=succeeded BATCH-dup=succeeded '
+	  . 'BATCH-declined=failed:NK001 BATCH-bad=sending',
 	'replay, reused key, key queued twice, decline: each final as the ordinary path decides; '
 	  . 'the row whose outcome could not be written is still sending');
 is($node->safe_psql('postgres',

@@ -2,7 +2,7 @@
 # statement per kind of row, one commit for the lot.  Eight sessions make
 # synchronous loads at once under keys that collide across sessions: the
 # same request again (a replay, or "in flight" while another session sends
-# it) and the same key with another amount (EK007).  The outcome of a few
+# it) and the same key with another amount (NK007).  The outcome of a few
 # keys cannot be written (a trigger refuses it); the caller is warned and
 # the key stays in flight.  EnKash has at most one credit per reference,
 # exactly one for every key that succeeded, and no load request beyond those.
@@ -62,17 +62,17 @@ SELECT public.try_load(:k, :a);
 }
 	});
 
-# What each call got: success (a send or a replay), in flight, EK007; a
+# What each call got: success (a send or a replay), in flight, NK007; a
 # refused key's later call may also find its record refused (55000).
 my $states = $node->safe_psql('postgres',
 	"SELECT string_agg(DISTINCT sqlstate, ' ' ORDER BY sqlstate) FROM public.outcomes "
 	  . "WHERE reference NOT LIKE 'WB-bad-%'");
-like($states, qr/^(?:00000|55P03|EK007)(?: (?:00000|55P03|EK007))*$/,
+like($states, qr/^(?:00000|55P03|NK007)(?: (?:00000|55P03|NK007))*$/,
 	"every call succeeded, was refused as in flight or as a different request ($states)");
 $states = $node->safe_psql('postgres',
 	"SELECT string_agg(DISTINCT sqlstate, ' ' ORDER BY sqlstate) FROM public.outcomes "
 	  . "WHERE reference LIKE 'WB-bad-%'");
-like($states, qr/^(?:00000|55000|55P03|EK007)(?: (?:00000|55000|55P03|EK007))*$/,
+like($states, qr/^(?:00000|55000|55P03|NK007)(?: (?:00000|55000|55P03|NK007))*$/,
 	"a refused key's calls also could not be recorded at worst ($states)");
 my $unrecorded = $node->safe_psql('postgres',
 	"SELECT string_agg(DISTINCT reference || ': ' || message, E'\n') FROM public.outcomes WHERE sqlstate = '55000'");

@@ -38,7 +38,7 @@ ok($node->poll_query_until('postgres',
 sleep(2);    # well past unknown_grace_ms and the retry backoff
 is($node->safe_psql('postgres',
 	"SELECT state || ' ' || last_sqlstate FROM enkash.requests WHERE id = $id"),
-	'dead EK006', 'the block with an unknown outcome is dead, its error recorded');
+	'dead NK006', 'the block with an unknown outcome is dead, its error recorded');
 is(sent_to('/block'), 1, 'the block was sent once, never again');
 
 done_testing();

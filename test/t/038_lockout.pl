@@ -1,7 +1,7 @@
 # EnKash locks the partner account after 3 refused password grants in a row.
 # With a wrong password, 50 calls from 8 sessions and the sender draining
 # queued loads make at most one password grant: the rest fail at once with
-# EK008 and the account stays unlocked.  Fixing the credentials file is
+# NK008 and the account stays unlocked.  Fixing the credentials file is
 # enough (no restart); enkash_reset_credentials() allows one more attempt and
 # is for administrators only.
 use strict;
@@ -58,8 +58,8 @@ like(sandbox($url, 'GET', '/__sandbox/requests'), qr/"account_locked":\s*false/,
 	'the partner account is not locked');
 like($node->safe_psql('postgres',
 		q{SELECT try_sql($$SELECT enkash_get_card_account('CASANDBOX1')$$)}),
-	qr/^EK008 \| EnKash refused the partner credentials; no new attempt is made/,
-	'a call fails at once with EK008, saying why nothing was tried');
+	qr/^NK008 \| EnKash refused the partner credentials; no new attempt is made/,
+	'a call fails at once with NK008, saying why nothing was tried');
 
 # Fixing the file is enough: calls and the queued loads go through.
 write_credentials('sandbox-password');
@@ -75,16 +75,16 @@ for my $g (1 .. 5)
 		1, "load lockout-$g credited exactly once");
 }
 
-# Refused again (a changed password at EnKash, say): one grant, then EK008.
+# Refused again (a changed password at EnKash, say): one grant, then NK008.
 write_credentials('rotated-elsewhere');
 sandbox($url, 'POST', '/__sandbox/expire-tokens', '{"refresh": true}');
 my $failed = auth('failed_password');
 like($node->safe_psql('postgres',
 		q{SELECT try_sql($$SELECT enkash_get_card_account('CASANDBOX1')$$)}),
-	qr/^EK002 /, 'the first call is refused by EnKash');
+	qr/^NK002 /, 'the first call is refused by EnKash');
 like($node->safe_psql('postgres',
 		q{SELECT try_sql($$SELECT enkash_get_card_account('CASANDBOX1')$$)}),
-	qr/^EK008 /, 'the next fails at once');
+	qr/^NK008 /, 'the next fails at once');
 is(auth('failed_password'), $failed + 1, 'one refused password grant');
 
 # Only administrators may allow another attempt.
@@ -96,7 +96,7 @@ like($err, qr/permission denied for function enkash_reset_credentials/,
 $node->safe_psql('postgres', 'SELECT enkash_reset_credentials()');
 like($node->safe_psql('postgres',
 		q{SELECT try_sql($$SELECT enkash_get_card_account('CASANDBOX1')$$)}),
-	qr/^EK002 /, 'after the reset one more attempt reaches EnKash');
+	qr/^NK002 /, 'after the reset one more attempt reaches EnKash');
 is(auth('failed_password'), $failed + 2, 'exactly one more password grant');
 like(sandbox($url, 'GET', '/__sandbox/requests'), qr/"account_locked":\s*false/,
 	'the partner account is still not locked');

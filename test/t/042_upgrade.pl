@@ -44,6 +44,12 @@ like($err, qr/no answer from EnKash for the card load/, 'under 0.1 a dropped ans
 sandbox('POST', '/__sandbox/faults', '{"clear": true}');
 is(credits('UPGRADE-UNKNOWN'), 1, 'EnKash credited the load whose answer was lost');
 
+# EnKash declines a load: the key is failed, with the SQLSTATE 0.1 raised.
+sandbox('POST', '/__sandbox/faults', '{"business_error": {"count": 1, "message": "Insufficient balance"}}');
+($ret, $out, $err) = $node->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 30, 'UPGRADE-DECLINED')");
+like($err, qr/ERROR:  EK001: /, 'under 0.1 a declined load raises class EK');
+
 # Queued loads that cannot leave yet (EnKash unreachable: nothing sent).
 $node->safe_psql('postgres',
 	"ALTER SYSTEM SET enkash.base_url = 'http://127.0.0.1:1/api/v0/partner/enKashCard'");
@@ -58,7 +64,7 @@ $node->poll_query_until('postgres',
   or die 'no audit row for the unknown load';
 is($node->safe_psql('postgres',
 	"SELECT string_agg(key || ':' || state, ',' ORDER BY key) FROM enkash.idempotency_keys"),
-	'UPGRADE-OK:succeeded,UPGRADE-UNKNOWN:unknown', 'the keys 0.1 made');
+	'UPGRADE-DECLINED:failed,UPGRADE-OK:succeeded,UPGRADE-UNKNOWN:unknown', 'the keys 0.1 made');
 my $audit = $node->safe_psql('postgres', 'SELECT count(*) FROM enkash.audit_log');
 # EnKash reachable again from the next start.
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET enkash.base_url');
@@ -82,7 +88,7 @@ for my $call (
 	my ($label, $sql) = @$call;
 	my $t0 = time;
 	my ($r, $o, $e) = $node->psql('postgres', "\\set VERBOSITY verbose\nSET statement_timeout = '60s';\n$sql");
-	like($e, qr/ERROR:  EK012: the enkash extension must be updated before it can be used/, "$label before the update is refused");
+	like($e, qr/ERROR:  NK012: the enkash extension must be updated before it can be used/, "$label before the update is refused");
 	like($e, qr/HINT:  ALTER EXTENSION enkash UPDATE/, "$label: the hint names the update");
 	ok(time - $t0 < 20, "$label: refused at once");
 }
@@ -93,7 +99,7 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT state, ',') FROM enkash.requests"),
 	'pending', 'the queued loads stay queued');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM enkash.requests'), '3', 'nothing more was queued');
-is(loads_sent(), 2, 'nothing reached EnKash before the update');
+is(loads_sent(), 3, 'nothing reached EnKash before the update');
 my $window = substr(slurp_file($node->logfile), $log_start);
 is(scalar(() = $window =~ /enkash worker waits:/g), 1, 'the worker said once that it waits');
 is(scalar(() = $window =~ /enkash sender waits:/g), 1, 'the sender said once that it waits');
@@ -159,6 +165,11 @@ $node->poll_query_until('postgres',
   or diag($node->safe_psql('postgres', 'SELECT state, last_error FROM enkash.requests'));
 is($node->safe_psql('postgres', "SELECT count(*) FROM enkash.requests WHERE state = 'succeeded'"),
 	'3', 'the loads queued under 0.1 are sent');
+my $loads_before_replay = loads_sent();
+($ret, $out, $err) = $node->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 30, 'UPGRADE-DECLINED')");
+like($err, qr/ERROR:  NK001: .*Insufficient balance/s, 'the load 0.1 saw declined replays its error in class NK');
+is(loads_sent(), $loads_before_replay, 'the replay sent nothing');
 is_deeply(credits_by_prefix('UPGRADE-'),
 	{ 'UPGRADE-OK' => 1, 'UPGRADE-UNKNOWN' => 1, 'UPGRADE-Q1' => 1, 'UPGRADE-Q2' => 1,
 	  'UPGRADE-Q3' => 1, 'UPGRADE-WINDOW' => 1 },
@@ -168,7 +179,7 @@ is($node->safe_psql('postgres',
 	   (SELECT 1 FROM enkash.audit_log a WHERE a.sent_id = s.id)"),
 	'0', 'every sent audit row is answered');
 is($node->safe_psql('postgres', q{SET ROLE upgrade_reader;
-	SELECT count(*) FROM enkash.money_movements}), '6',
+	SELECT count(*) FROM enkash.money_movements}), '7',
 	'a role granted under 0.1 still reads the money movements');
 $node->stop;
 done_testing();
