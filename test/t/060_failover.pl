@@ -22,16 +22,7 @@ enkash.unknown_grace_ms = 500
 enkash.retry_base_ms = 50
 enkash.retry_max_ms = 500
 CONF
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->start;
-# Synchronous once the standby streams (a commit before that would wait for it).
-$primary->append_conf('postgresql.conf', "synchronous_standby_names = 'standby'\nsynchronous_commit = on\n");
-$primary->reload;
-$primary->poll_query_until('postgres',
-	"SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = 'standby'")
-  or die 'the standby did not become synchronous';
+my $standby = enkash_standby($primary, 'standby', synchronous => 1);
 
 $primary->safe_psql('postgres', "SELECT enkash_get_card_account('CASANDBOX1')");    # a token
 
@@ -69,10 +60,7 @@ kill 'KILL', $postmaster;
 $primary->{_pid} = undef;    # gone: nothing to stop at the end
 $bench->finish;
 
-$standby->promote;
-$standby->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('enkash worker', 'enkash sender')")
-  or die 'the workers did not start on the new primary';
+promote_and_wait($standby);
 
 # The new primary finishes the queue.
 ok($standby->poll_query_until('postgres',

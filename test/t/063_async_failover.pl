@@ -19,10 +19,7 @@ my $primary = enkash_node('primary', sandbox_url => $url, allows_streaming => 1,
 enkash.unknown_grace_ms = 500
 enkash.retry_base_ms = 50
 CONF
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->start;
+my $standby = enkash_standby($primary, 'standby');
 
 my $load = sub {
 	my ($node, $ref) = @_;
@@ -54,10 +51,7 @@ is(credits($url, $_), 1, "$_ credited once before the failover") for qw(AF-S-1 A
 # The old primary dies; the standby, which never heard of those loads, is promoted.
 $primary->stop('immediate');
 $standby->start;
-$standby->promote;
-$standby->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('enkash worker', 'enkash sender')")
-  or die 'the workers did not start on the new primary';
+promote_and_wait($standby);
 is($standby->safe_psql('postgres',
 	"SELECT count(*) FROM enkash.idempotency_keys WHERE key LIKE 'AF-S-%'"),
 	'0', 'the new primary has no key of the loads made after the standby fell behind');

@@ -11,7 +11,7 @@ use Exporter 'import';
 
 our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql
   enkash_clean_node hold_worker_commits release_worker_commits loads_sent credits
-  credits_by_prefix);
+  credits_by_prefix enkash_standby promote_and_wait);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
@@ -67,6 +67,38 @@ CONF
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enkash');
 	return $node;
+}
+
+# A streaming standby of an enkash_node made with allows_streaming, from a
+# new base backup.  synchronous => 1: the primary's commits wait for it.
+sub enkash_standby
+{
+	my ($primary, $name, %opt) = @_;
+	$primary->backup("$name.base");
+	my $standby = PostgreSQL::Test::Cluster->new($name);
+	$standby->init_from_backup($primary, "$name.base", has_streaming => 1);
+	$standby->start;
+	if ($opt{synchronous})
+	{
+		# Set once the standby streams: a commit before that would wait for it.
+		$primary->append_conf('postgresql.conf',
+			"synchronous_standby_names = '$name'\nsynchronous_commit = on\n");
+		$primary->reload;
+		$primary->poll_query_until('postgres',
+			"SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = '$name'")
+		  or die "$name did not become a synchronous standby";
+	}
+	return $standby;
+}
+
+# Promotes a standby and waits until its enkash worker and sender run.
+sub promote_and_wait
+{
+	my ($standby) = @_;
+	$standby->promote;
+	$standby->poll_query_until('postgres',
+		"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('enkash worker', 'enkash sender')")
+	  or die 'the enkash workers did not start on the promoted server';
 }
 
 # enkash_node with try_sql installed, against a reset sandbox with no faults.
