@@ -235,6 +235,16 @@ extern void enkash_check_key(const char *key);
 #define ENKASH_BEARER_MAX 2100
 extern uint64 enkash_api_headers(const char **headers, char *bearer,
 								 const char *partner_header);
+/* A call as it goes on the wire, but for the bearer (added at sending). */
+typedef struct EnkashWireRequest
+{
+	char	   *url;
+	char	   *partner_header;	/* "partnerId: ..." */
+	const char *body;			/* sealed when enkash.encrypt is on */
+	size_t		body_len;
+} EnkashWireRequest;
+extern void enkash_prepare_request(const EnkashEndpoint *endpoint, const char *json,
+								   size_t len, EnkashWireRequest *wire);
 extern void enkash_exchange(const EnkashEndpoint *endpoint, const char *json,
 							size_t len, EnkashHttpResult *http,
 							volatile bool *request_left);

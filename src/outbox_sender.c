@@ -222,23 +222,17 @@ record_and_claim(Finished *done, int ndone, int room)
 static void
 start_call(QueuedCall *call)
 {
-	const char *base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
-	const char *partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
-	char	   *url = psprintf("%s%s", base_url, enkash_endpoint_path(call->ep));
-	char	   *partner_header = psprintf("partnerId: %s", partner_id);
+	EnkashWireRequest wire;
 	char		bearer[ENKASH_BEARER_MAX];
 	const char *headers[ENKASH_API_HEADERS];
-	size_t		len = strlen(call->body);
-	const char *body = call->body;
 
-	if (enkash_encrypt)
-		body = enkash_seal_body(call->body, len, &len);
-	call->token_generation = enkash_api_headers(headers, bearer, partner_header);
+	enkash_prepare_request(call->ep, call->body, strlen(call->body), &wire);
+	call->token_generation = enkash_api_headers(headers, bearer, wire.partner_header);
 	PG_TRY();
 	{
 		/* Only look-ups may be re-sent by libcurl after a dead connection. */
-		if (!enkash_multi_start(ENKASH_MAX_CONCURRENCY, url, headers, lengthof(headers),
-								body, len, call->ep->kind == ENKASH_READ, call))
+		if (!enkash_multi_start(ENKASH_MAX_CONCURRENCY, wire.url, headers, lengthof(headers),
+								wire.body, wire.body_len, call->ep->kind == ENKASH_READ, call))
 			elog(ERROR, "no free transfer for a queued request");
 	}
 	PG_FINALLY();

@@ -110,6 +110,25 @@ post_with_token(const char *url, const char *partner_header, const char *body,
 }
 
 /*
+ * URL, partner header and (sealed) body of a call to an endpoint: the same
+ * for a synchronous call and the sender's; only the bearer is added later.
+ */
+void
+enkash_prepare_request(const EnkashEndpoint *ep, const char *json, size_t len,
+					   EnkashWireRequest *wire)
+{
+	const char *base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
+	const char *partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
+
+	wire->url = psprintf("%s%s", base_url, enkash_endpoint_path(ep));
+	wire->partner_header = psprintf("partnerId: %s", partner_id);
+	wire->body = json;
+	wire->body_len = len;
+	if (enkash_encrypt)
+		wire->body = enkash_seal_body(json, len, &wire->body_len);
+}
+
+/*
  * One authenticated, encrypted POST to an endpoint, with one retry on a
  * refused token.  Raises when no HTTP answer came back; *request_left tells
  * the caller whether anything may have reached EnKash by then.
@@ -118,27 +137,17 @@ void
 enkash_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 				EnkashHttpResult *http, volatile bool *request_left)
 {
-	const char *base_url;
-	const char *partner_id;
-	char	   *url;
-	char	   *partner_header;
-	const char *body = json;
-	size_t		body_len = len;
+	EnkashWireRequest wire;
 
 	enkash_require_preload();
-	base_url = enkash_require_setting("enkash.base_url", enkash_base_url);
-	partner_id = enkash_require_setting("enkash.partner_id", enkash_partner_id);
-	url = psprintf("%s%s", base_url, enkash_endpoint_path(ep));
-	partner_header = psprintf("partnerId: %s", partner_id);
-
-	if (enkash_encrypt)
-		body = enkash_seal_body(json, len, &body_len);
+	enkash_prepare_request(ep, json, len, &wire);
 
 	for (int attempt = 0;; attempt++)
 	{
 		/* Only look-ups may be re-sent by libcurl after a dead connection. */
-		uint64		generation = post_with_token(url, partner_header, body,
-												 body_len, ep->kind == ENKASH_READ,
+		uint64		generation = post_with_token(wire.url, wire.partner_header,
+												 wire.body, wire.body_len,
+												 ep->kind == ENKASH_READ,
 												 http, request_left);
 
 		if (http->outcome != ENKASH_HTTP_OK)
