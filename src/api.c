@@ -335,10 +335,15 @@ enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 	const EnkashEndpoint *ep;
 	List	   *clear;
 
-	/* before the arguments: an older version's function may not fit them */
-	enkash_require_current();
+	/*
+	 * Before the arguments (an older version's function may not fit them);
+	 * once per statement, with the plan.
+	 */
 	if (plan == NULL)
+	{
+		enkash_require_current();
 		fcinfo->flinfo->fn_extra = plan = call_plan(fcinfo->flinfo);
+	}
 	ep = plan->endpoint;
 	*key = NULL;
 	clear = limits_to_clear(fcinfo, plan);

@@ -15,6 +15,7 @@
  */
 #include "enkash.h"
 
+#include "common/hashfn.h"
 #include "utils/jsonb.h"
 
 /*
@@ -129,29 +130,65 @@ name_ends_with(const Word *words, int n, const NameEnding *list)
 	return false;
 }
 
-/* Whether a member of this name is removed (its value never kept). */
-static bool
-names_removed_member(const char *name, int len)
+typedef enum MemberKind
+{
+	MEMBER_KEPT,
+	MEMBER_REMOVED,				/* its value is never kept */
+	MEMBER_CARD_NUMBER			/* kept as first 6 / last 4 */
+} MemberKind;
+
+static MemberKind
+classify_member(const char *name, int len)
 {
 	Word		words[MAX_NAME_WORDS];
+	int			n = split_words(name, len, words);
 
-	return name_ends_with(words, split_words(name, len, words), removed_endings);
+	if (name_ends_with(words, n, removed_endings))
+		return MEMBER_REMOVED;
+	if (name_ends_with(words, n, card_number_endings))
+		return MEMBER_CARD_NUMBER;
+	return MEMBER_KEPT;
 }
 
-/* Whether a member of this name holds a card number. */
-static bool
-names_card_number_member(const char *name, int len)
-{
-	Word		words[MAX_NAME_WORDS];
+/*
+ * The kinds of the names seen so far, by hash: the same few member names
+ * and ids come in every call, and splitting them into words each time costs
+ * more than the rest of masking.  Direct-mapped; a clash just recomputes.
+ */
+#define KIND_CACHE_SIZE 256
+#define KIND_CACHE_NAME 48
 
-	return name_ends_with(words, split_words(name, len, words), card_number_endings);
+typedef struct KindCacheEntry
+{
+	uint8		len;			/* 0: empty */
+	uint8		kind;
+	char		name[KIND_CACHE_NAME];
+} KindCacheEntry;
+
+static KindCacheEntry kind_cache[KIND_CACHE_SIZE];
+
+static MemberKind
+member_kind(const char *name, int len)
+{
+	KindCacheEntry *e;
+
+	if (len <= 0 || len > KIND_CACHE_NAME)
+		return classify_member(name, len);
+	e = &kind_cache[hash_bytes((const unsigned char *) name, len) % KIND_CACHE_SIZE];
+	if (e->len != len || memcmp(e->name, name, len) != 0)
+	{
+		e->kind = (uint8) classify_member(name, len);
+		memcpy(e->name, name, len);
+		e->len = (uint8) len;
+	}
+	return (MemberKind) e->kind;
 }
 
 /* Whether a member of this name is removed or masked. */
 static bool
 names_masked_member(const char *name, int len)
 {
-	return names_removed_member(name, len) || names_card_number_member(name, len);
+	return member_kind(name, len) != MEMBER_KEPT;
 }
 
 /* Writes a card number's digits as first 6, X's, last 4. */
@@ -315,9 +352,10 @@ enkash_mask(Jsonb *json)
 	{
 		if (token == WJB_KEY)
 		{
-			remove_next = names_removed_member(v.val.string.val, v.val.string.len);
-			card_next = !remove_next &&
-				names_card_number_member(v.val.string.val, v.val.string.len);
+			MemberKind	kind = member_kind(v.val.string.val, v.val.string.len);
+
+			remove_next = (kind == MEMBER_REMOVED);
+			card_next = (kind == MEMBER_CARD_NUMBER);
 			result = pushJsonbValue(&state, token, &v);
 			continue;
 		}
