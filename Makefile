@@ -74,7 +74,7 @@ include $(PGXS)
 # (after PGXS, which sets its own default)
 ISOLATION_TESTDB = contrib_regression
 
-EXTRA_CLEAN = src/stoppoint.o tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
+EXTRA_CLEAN = src/stoppoint.o tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso build-deb
 
 bench: ; bash test/bench/run.sh
 
@@ -83,3 +83,8 @@ bench: ; bash test/bench/run.sh
 memcheck: ; bash test/memcheck.sh
 memcheck-tap: ; bash test/memcheck.sh --tap $(TAP)
 .PHONY: bench memcheck memcheck-tap
+
+# Debian packages, postgresql-<major>-enkash_<version>_amd64.deb in build-deb/,
+# for the PostgreSQL versions in debian/pgversions (debian/build-deb.sh).
+deb: ; bash debian/build-deb.sh
+.PHONY: deb
