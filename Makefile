@@ -64,6 +64,18 @@ ISOLATION = outbox_claims one_key_two_sessions
 ISOLATION_OPTS = --temp-instance=$(CURDIR)/tmp_check_iso --temp-config=$(CURDIR)/test/tmp/regress.conf \
 	--inputdir=$(srcdir)/test/isolation --outputdir=$(CURDIR)/output_iso
 
+# Without test/tmp/regress.conf (which test/run.sh writes before it runs the
+# suites above on throwaway instances and the sandbox), `make installcheck`
+# runs like contrib's against the running server (PGHOST, PGPORT, PGUSER as
+# for psql) set up as the README's Install says: server_check, what can be
+# checked there without calling EnKash.
+REGRESS_CONF ?= $(wildcard $(CURDIR)/test/tmp/regress.conf)
+ifeq ($(REGRESS_CONF),)
+REGRESS = server_check
+REGRESS_OPTS =
+ISOLATION =
+endif
+
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.
 override with_llvm = no
 
