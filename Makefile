@@ -64,6 +64,18 @@ ISOLATION = outbox_claims one_key_two_sessions
 ISOLATION_OPTS = --temp-instance=$(CURDIR)/tmp_check_iso --temp-config=$(CURDIR)/test/tmp/regress.conf \
 	--inputdir=$(srcdir)/test/isolation --outputdir=$(CURDIR)/output_iso
 
+# Without test/tmp/regress.conf (which test/run.sh writes before it runs the
+# suites above on throwaway instances and the sandbox), `make installcheck`
+# runs like contrib's against the running server (PGHOST, PGPORT, PGUSER as
+# for psql) set up as the README's Install says: server_check, what can be
+# checked there without calling EnKash.
+REGRESS_CONF ?= $(wildcard $(CURDIR)/test/tmp/regress.conf)
+ifeq ($(REGRESS_CONF),)
+REGRESS = server_check
+REGRESS_OPTS =
+ISOLATION =
+endif
+
 # No LLVM bitcode: nothing here is worth JIT-inlining, and it needs clang.
 override with_llvm = no
 
@@ -74,7 +86,7 @@ include $(PGXS)
 # (after PGXS, which sets its own default)
 ISOLATION_TESTDB = contrib_regression
 
-EXTRA_CLEAN = src/stoppoint.o tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso
+EXTRA_CLEAN = src/stoppoint.o tmp_check results regression.diffs regression.out test/tmp tmp_check_iso output_iso build-deb
 
 bench: ; bash test/bench/run.sh
 
@@ -83,3 +95,8 @@ bench: ; bash test/bench/run.sh
 memcheck: ; bash test/memcheck.sh
 memcheck-tap: ; bash test/memcheck.sh --tap $(TAP)
 .PHONY: bench memcheck memcheck-tap
+
+# Debian packages, postgresql-<major>-enkash_<version>_amd64.deb in build-deb/,
+# for the PostgreSQL versions in debian/pgversions (debian/build-deb.sh).
+deb: ; bash debian/build-deb.sh
+.PHONY: deb

@@ -8,6 +8,7 @@
 #   ENKASH_REGRESS="setup outbox" runs these pg_regress tests only ("" none)
 #   ENKASH_ISOLATION="outbox_claims" runs these isolation specs only ("" none)
 #   ENKASH_TAP="test/t/013*.pl"  runs these TAP files only ("" none)
+#   ENKASH_PACKAGING=0           skips META.json, the .deb and installcheck checks
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -146,6 +147,15 @@ if [ "$tap_rc" -ne 0 ] && [ "$tap_failed" -eq 0 ]; then
 	done
 fi
 count $((tap_total - tap_failed > 0 ? tap_total - tap_failed : 0)) "$tap_failed"
+fi
+
+# --- packaging: META.json, the Debian package, make installcheck ------------
+# (ENKASH_PACKAGING=0 skips them; the package test needs root, as CI runs)
+if [ "${ENKASH_PACKAGING:-1}" != 0 ]; then
+log "packaging: META.json, the Debian package, make installcheck on a running server"
+run_counted meta_json perl "$WORK/tree/test/lint/meta_json.pl" "$WORK/tree"
+run_counted deb bash "$WORK/tree/test/packaging/deb.sh"
+run_counted installcheck bash "$WORK/tree/test/packaging/installcheck.sh"
 fi
 
 echo "$passed passed, $failed failed"
