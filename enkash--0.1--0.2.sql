@@ -654,6 +654,22 @@ END $$;
 COMMENT ON FUNCTION enkash_reconcile_store(text, timestamptz, timestamptz, interval) IS
 'Runs enkash_reconcile and stores its mismatches (not ok, not pending) in enkash.reconciliation, skipping those still open from an earlier run; sends NOTIFY enkash {"event": "reconciliation_mismatch", "id": ...} for each. Returns how many it stored.';
 
+-- Closes a stored mismatch once a person has dealt with it.
+CREATE FUNCTION enkash_reconciliation_resolve(mismatch_id bigint, note text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE enkash.reconciliation r
+    SET resolved_at = now(),
+        note = CASE WHEN $2 IS NULL THEN r.note ELSE concat_ws(' / ', r.note, $2) END
+    WHERE r.id = $1 AND r.resolved_at IS NULL
+    RETURNING true
+$$;
+
+COMMENT ON FUNCTION enkash_reconciliation_resolve(bigint, text) IS
+'Marks a mismatch of enkash.reconciliation resolved (now), adding note (what was done) to its note. Returns NULL if there is no open mismatch with that id.';
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------
@@ -669,6 +685,7 @@ SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reset_credentials()
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_check(text)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconcile(text, timestamptz, timestamptz, interval)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconcile_store(text, timestamptz, timestamptz, interval)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconciliation_resolve(bigint, text)');
 REVOKE ALL ON TABLE enkash.reconciliation FROM PUBLIC;
 REVOKE ALL ON SEQUENCE enkash.reconciliation_id_seq FROM PUBLIC;
 

@@ -148,4 +148,17 @@ is($node->safe_psql('postgres', qq{SELECT enkash_reconcile_store('CASANDBOX1', '
 is($node->safe_psql('postgres', qq{SELECT enkash_reconcile_store('CASANDBOX1', '$clean', '$mixed', '0')}),
 	'0', 'a clean window stores nothing');
 
+# A person closes a mismatch.
+is($node->safe_psql('postgres', q{
+	SELECT enkash_reconciliation_resolve(id, 'EnKash reversed it') FROM enkash.reconciliation
+	WHERE reference = 'REC-TWICE'}), 't', 'a mismatch is resolved');
+is($node->safe_psql('postgres', q{
+	SELECT coalesce(enkash_reconciliation_resolve(id), false) FROM enkash.reconciliation
+	WHERE reference = 'REC-TWICE'}), 'f', 'a resolved mismatch cannot be resolved again');
+like($node->safe_psql('postgres', q{
+	SELECT (resolved_at IS NOT NULL) || ' ' || note FROM enkash.reconciliation WHERE reference = 'REC-TWICE'}),
+	qr{^true EnKash lists 2 credits .* / EnKash reversed it$}, 'it records when, and what was done');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enkash.reconciliation WHERE resolved_at IS NULL}),
+	'3', 'the others stay open');
+
 done_testing();
