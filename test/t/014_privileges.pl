@@ -354,5 +354,13 @@ is($node->safe_psql('postgres', q{SET ROLE administrator;
 	SELECT count(*) > 0 FROM enkash.audit_log WHERE role = 'operator'}),
 	't', 'admin: reads the audit log');
 is(try_as('administrator', q{SET enkash.max_amount = 5}), 'ok', 'admin: sets enkash.max_amount');
+is($node->safe_psql('postgres', q{SET ROLE operator;
+	SELECT verdict FROM enkash_reconcile('CASANDBOX1', now() - interval '1 day', now(), '0')
+	WHERE reference = 'PRIV-OP-1'}),
+	'ok', 'operate: enkash_reconcile works');
+is($node->safe_psql('postgres', q{SET ROLE administrator;
+	SELECT enkash_reconcile_store('CASANDBOX1', now() - interval '1 day', now()) >= 0
+	   AND (SELECT count(*) >= 0 FROM enkash.reconciliation)}),
+	't', 'admin: enkash_reconcile_store works and enkash.reconciliation is readable');
 
 done_testing();
