@@ -430,6 +430,247 @@ COMMENT ON FUNCTION enkash_endpoints() IS
 'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
 
 -- ---------------------------------------------------------------------------
+-- Reconciliation: our loads against EnKash's credits, per reference
+-- ---------------------------------------------------------------------------
+
+-- Mismatches found by enkash_reconcile_store, kept for follow-up: a person
+-- sets resolved_at (and a note) once it is dealt with.
+CREATE TABLE enkash.reconciliation (
+    id bigserial PRIMARY KEY,
+    run_at timestamptz NOT NULL DEFAULT now(),
+    card_account_id text NOT NULL,
+    reference text,
+    verdict text NOT NULL,
+    our_state text,
+    our_amount numeric,
+    enkash_transaction_id text,
+    enkash_amount numeric,
+    enkash_status text,
+    resolved_at timestamptz,
+    note text
+);
+-- What enkash_reconcile_store looks up before storing a mismatch again.
+CREATE INDEX ON enkash.reconciliation (card_account_id, reference) WHERE resolved_at IS NULL;
+COMMENT ON TABLE enkash.reconciliation IS
+'Mismatches between our loads and EnKash''s credits found by enkash_reconcile_store, one row each; resolved_at is set once a person has dealt with it.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation_id_seq', '');
+
+-- One row per reference: our loads on the account made in [since, until)
+-- (the key's state once claimed, else the queued row's) and EnKash's
+-- credits listed in the window, plus EnKash's credits outside it for our
+-- references and our loads outside it for EnKash's references, so that a
+-- load at the window's edge is matched.  Verdicts (README, Reconciliation):
+-- two credits for one reference are always credited_twice; a state of ours
+-- that is neither final nor known here (queued, held, ...) is pending.
+CREATE FUNCTION enkash_reconcile(
+    card_account_id text,
+    since timestamptz,
+    until timestamptz,
+    settle interval DEFAULT '10 minutes')
+RETURNS TABLE (
+    reference text,
+    verdict text,
+    our_state text,
+    our_amount numeric,
+    our_card_id text,
+    requested_at timestamptz,
+    enkash_transaction_id text,
+    enkash_amount numeric,
+    enkash_status text,
+    enkash_card_id text,
+    enkash_credits integer,
+    note text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    account text := $1;
+    window_from timestamptz := $2;
+    window_to timestamptz := $3;
+    settle_for interval := $4;
+BEGIN
+    IF account IS NULL OR window_from IS NULL OR window_to IS NULL OR settle_for IS NULL THEN
+        RAISE EXCEPTION 'reconciliation needs a card account and a time window'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'card_account_id, since, until and settle must not be NULL; nothing was asked of EnKash.',
+                  HINT = 'SELECT * FROM enkash_reconcile(''CA...'', now() - interval ''1 day'', now());';
+    END IF;
+    IF window_from > window_to OR settle_for < interval '0' THEN
+        RAISE EXCEPTION 'the reconciliation window is not a window'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since is %s, until is %s, settle is %s; since must not be after until, and settle must not be negative. Nothing was asked of EnKash.',
+                                  window_from, window_to, settle_for),
+                  HINT = 'Give since before until.';
+    END IF;
+
+    RETURN QUERY
+    WITH ours_all AS (
+        SELECT k.key AS ref, k.request->>'cardAccountId' AS account_id, k.state AS state,
+               (k.request->>'amount')::numeric AS amount, k.request->>'enKashCardId' AS card,
+               k.created_at AS made_at, coalesce(k.finished_at, k.updated_at) AS changed_at
+        FROM enkash.idempotency_keys k
+        WHERE k.endpoint = 'load_balance'
+        UNION ALL
+        (SELECT DISTINCT ON (q.idempotency_key)
+               q.idempotency_key, q.body->>'cardAccountId', q.state,
+               (q.body->>'amount')::numeric, q.body->>'enKashCardId',
+               q.created_at, q.updated_at
+        FROM enkash.requests q
+        WHERE q.endpoint = 'load_balance' AND q.idempotency_key IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM enkash.idempotency_keys k
+                          WHERE k.endpoint = 'load_balance' AND k.key = q.idempotency_key)
+        ORDER BY q.idempotency_key, q.id DESC)),
+    ours_in_window AS MATERIALIZED (
+        SELECT o.* FROM ours_all o
+        WHERE o.account_id = account AND o.made_at >= window_from AND o.made_at < window_to),
+    -- Positional and exactly typed, so no planted overload can match better.
+    listed AS MATERIALIZED (
+        SELECT t.* FROM @extschema@.enkash_transactions(
+            account, NULL::pg_catalog.text, window_from, window_to, 'CR'::pg_catalog.text,
+            NULL::pg_catalog.text, NULL::pg_catalog.numeric, NULL::pg_catalog.numeric,
+            NULL::pg_catalog.text[], NULL::pg_catalog.text[], NULL::pg_catalog.text) t
+        WHERE t.reference_number IS NOT NULL),
+    -- Our references EnKash did not list in the window, asked by reference
+    -- (at most 100 a call, as the listing takes them).
+    unlisted AS (
+        SELECT o.ref, (row_number() OVER (ORDER BY o.ref) - 1) / 100 AS batch
+        FROM ours_in_window o
+        WHERE NOT EXISTS (SELECT 1 FROM listed l WHERE l.reference_number = o.ref)),
+    listed_elsewhen AS MATERIALIZED (
+        SELECT t.* FROM (SELECT array_agg(u.ref) AS refs FROM unlisted u GROUP BY u.batch) b,
+        LATERAL @extschema@.enkash_transactions(
+            account, NULL::pg_catalog.text, NULL::pg_catalog.timestamptz,
+            NULL::pg_catalog.timestamptz, 'CR'::pg_catalog.text, NULL::pg_catalog.text,
+            NULL::pg_catalog.numeric, NULL::pg_catalog.numeric, NULL::pg_catalog.text[],
+            b.refs, NULL::pg_catalog.text) t
+        WHERE t.reference_number IS NOT NULL),
+    credits AS (
+        SELECT c.reference_number AS ref, count(*)::integer AS n,
+               string_agg(c.transaction_id, ',' ORDER BY c.txn_date, c.transaction_id) AS ids,
+               sum(c.amount) AS amount,
+               string_agg(DISTINCT c.transaction_status, ',') AS status,
+               string_agg(DISTINCT c.card_id, ',') AS card
+        FROM (SELECT * FROM listed UNION ALL SELECT * FROM listed_elsewhen) c
+        GROUP BY c.reference_number),
+    ours AS (
+        SELECT * FROM ours_in_window
+        UNION ALL
+        SELECT o.* FROM ours_all o JOIN credits c ON c.ref = o.ref
+        WHERE NOT EXISTS (SELECT 1 FROM ours_in_window w WHERE w.ref = o.ref)),
+    joined AS (
+        SELECT coalesce(o.ref, c.ref) AS ref, o.state, o.amount AS our_amount, o.card AS our_card,
+               o.made_at, o.changed_at, c.ids, c.amount AS their_amount, c.status,
+               c.card AS their_card, coalesce(c.n, 0) AS n,
+               CASE WHEN o.ref IS NULL THEN 'none'
+                    WHEN o.state IN ('succeeded', 'unknown') THEN 'maybe_made'
+                    WHEN o.state IN ('failed', 'dead') THEN 'not_made'
+                    ELSE 'in_progress' END AS ours_class
+        FROM ours o FULL JOIN credits c ON c.ref = o.ref)
+    SELECT j.ref, v.verdict, j.state, j.our_amount, j.our_card, j.made_at,
+           j.ids, j.their_amount, j.status, j.their_card, j.n,
+           CASE v.verdict
+               WHEN 'credited_twice' THEN format('EnKash lists %s credits for this one reference (%s).', j.n, j.ids)
+               WHEN 'unknown_here' THEN
+                   CASE WHEN j.ours_class = 'none'
+                        THEN 'EnKash lists a credit with this reference; enkash never made such a load.'
+                        ELSE format('We recorded this load as %s (nothing credited), but EnKash lists a credit.', j.state) END
+               WHEN 'missing_at_enkash' THEN
+                   CASE WHEN j.state = 'succeeded'
+                        THEN 'EnKash answered this load with success, but lists no credit for it.'
+                        ELSE 'The outcome of this load is unknown here and EnKash lists no credit for it: the next call with this reference asks EnKash again before sending.' END
+               WHEN 'amount_differs' THEN
+                   format('EnKash credited %s on card %s; the load was %s on card %s.',
+                          j.their_amount, j.their_card, j.our_amount, j.our_card)
+               WHEN 'pending' THEN
+                   CASE WHEN j.ours_class = 'in_progress'
+                        THEN format('The load is %s here: not judged until it is final.', j.state)
+                        ELSE format('Finished less than %s ago: EnKash''s listing may not show it yet.', settle_for) END
+               ELSE
+                   CASE WHEN j.state = 'unknown'
+                        THEN 'EnKash credited it; our record is still unknown until the next call with this reference records the success.' END
+           END
+    FROM joined j
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN j.n >= 2 THEN 'credited_twice'
+        WHEN j.ours_class = 'none' THEN 'unknown_here'
+        WHEN j.ours_class = 'in_progress' THEN 'pending'
+        WHEN j.ours_class = 'not_made' THEN CASE WHEN j.n = 0 THEN 'ok' ELSE 'unknown_here' END
+        WHEN j.n = 0 AND j.changed_at > now() - settle_for THEN 'pending'
+        WHEN j.n = 0 THEN 'missing_at_enkash'
+        WHEN j.their_amount IS DISTINCT FROM j.our_amount
+             OR j.their_card IS DISTINCT FROM j.our_card THEN 'amount_differs'
+        ELSE 'ok' END AS verdict) v
+    ORDER BY j.made_at NULLS LAST, j.ref;
+END $$;
+
+COMMENT ON FUNCTION enkash_reconcile(text, timestamptz, timestamptz, interval) IS
+'Reconciliation of a card account over [since, until): one row per load reference, our state and amount against EnKash''s credits, with a verdict: ok, missing_at_enkash, unknown_here, amount_differs, credited_twice or pending (in progress, or finished less than settle ago). Reads EnKash''s listing, every page.';
+
+-- Stores a run's mismatches (verdicts other than ok and pending) in
+-- enkash.reconciliation and sends NOTIFY enkash for each one stored.  A
+-- mismatch still open (same account, reference and verdict, not resolved)
+-- is not stored again, so overlapping runs do not pile up rows.
+CREATE FUNCTION enkash_reconcile_store(
+    card_account_id text,
+    since timestamptz,
+    until timestamptz,
+    settle interval DEFAULT '10 minutes')
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    account text := $1;
+    m record;
+    stored_id bigint;
+    stored integer := 0;
+BEGIN
+    -- Positional and exactly typed, so no planted overload can match better.
+    FOR m IN SELECT * FROM @extschema@.enkash_reconcile(account, $2, $3, $4) r
+             WHERE r.verdict NOT IN ('ok', 'pending')
+    LOOP
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM enkash.reconciliation x
+            WHERE x.card_account_id = account AND x.reference IS NOT DISTINCT FROM m.reference
+              AND x.verdict = m.verdict AND x.resolved_at IS NULL);
+        INSERT INTO enkash.reconciliation
+            (card_account_id, reference, verdict, our_state, our_amount,
+             enkash_transaction_id, enkash_amount, enkash_status, note)
+        VALUES (account, m.reference, m.verdict, m.our_state, m.our_amount,
+                m.enkash_transaction_id, m.enkash_amount, m.enkash_status, m.note)
+        RETURNING id INTO stored_id;
+        PERFORM pg_notify('enkash', json_build_object(
+            'event', 'reconciliation_mismatch', 'id', stored_id,
+            'card_account_id', account, 'reference', m.reference,
+            'verdict', m.verdict)::text);
+        stored := stored + 1;
+    END LOOP;
+    RETURN stored;
+END $$;
+
+COMMENT ON FUNCTION enkash_reconcile_store(text, timestamptz, timestamptz, interval) IS
+'Runs enkash_reconcile and stores its mismatches (not ok, not pending) in enkash.reconciliation, skipping those still open from an earlier run; sends NOTIFY enkash {"event": "reconciliation_mismatch", "id": ...} for each. Returns how many it stored.';
+
+-- Closes a stored mismatch once a person has dealt with it.
+CREATE FUNCTION enkash_reconciliation_resolve(mismatch_id bigint, note text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE enkash.reconciliation r
+    SET resolved_at = now(),
+        note = CASE WHEN $2 IS NULL THEN r.note ELSE concat_ws(' / ', r.note, $2) END
+    WHERE r.id = $1 AND r.resolved_at IS NULL
+    RETURNING true
+$$;
+
+COMMENT ON FUNCTION enkash_reconciliation_resolve(bigint, text) IS
+'Marks a mismatch of enkash.reconciliation resolved (now), adding note (what was done) to its note. Returns NULL if there is no open mismatch with that id.';
+
+-- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------
 
@@ -442,6 +683,11 @@ SELECT enkash.upgrade_restore_grants('endpoints', '@extschema@.enkash_endpoints(
 SELECT enkash.upgrade_restore_grants('', 'enkash.answer_time(text)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reset_credentials()');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_check(text)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconcile(text, timestamptz, timestamptz, interval)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconcile_store(text, timestamptz, timestamptz, interval)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reconciliation_resolve(bigint, text)');
+REVOKE ALL ON TABLE enkash.reconciliation FROM PUBLIC;
+REVOKE ALL ON SEQUENCE enkash.reconciliation_id_seq FROM PUBLIC;
 
 DROP FUNCTION enkash.upgrade_restore_grants(text, regprocedure);
 DROP FUNCTION enkash.upgrade_save_grants(text, regprocedure);

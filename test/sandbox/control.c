@@ -229,7 +229,7 @@ static const char *const lookup_names[] = {
 };
 
 static const char *const proc_names[] = {
-	"none", "apply_later", "answer_later", NULL
+	"none", "apply_later", "answer_later", "lose", NULL
 };
 
 static bool
@@ -611,6 +611,8 @@ control_handle(SandboxRequest *req, SandboxReply *rep)
 		else
 			ok_reply(rep);
 	}
+	else if (post && strcmp(name, "credit") == 0)
+		reply_json(rep, 200, api_load(body));
 	else if (post && strcmp(name, "expire-tokens") == 0)
 	{
 		auth_expire_all(json_is_true(json_object_get(body, "refresh")));

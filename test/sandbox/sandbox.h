@@ -144,6 +144,7 @@ extern void api_dispatch(const char *suffix, json_t *in, int *status,
 						 json_t **out);
 extern bool api_known_suffix(const char *suffix);
 extern void api_apply_due(void);
+extern json_t *api_load(json_t *in);
 extern void api_pending_clear(void);
 
 /* control.c */
@@ -198,7 +199,8 @@ typedef enum ProcessingMode
 {
 	PROC_NONE = 0,
 	PROC_APPLY_LATER,			/* answered "Success" at once, applied ms later */
-	PROC_ANSWER_LATER			/* applied at once, answered ms later */
+	PROC_ANSWER_LATER,			/* applied at once, answered ms later */
+	PROC_LOSE					/* answered "Success", never applied */
 } ProcessingMode;
 
 #define MAX_PATH_LATENCY 16

@@ -268,9 +268,10 @@ my %level = (
 		  enkash_create_prepaid_card enkash_create_gift_card enkash_request_card_replacement
 		  enkash_order_physical_card enkash_block_card enkash_set_card_controls
 		  enkash_generate_card_otp enkash_set_card_pin enkash_view_card_details
-		  enkash_load_balance_async enkash_load_balance_trigger enkash_wait)),
+		  enkash_load_balance_async enkash_load_balance_trigger enkash_wait enkash_reconcile)),
 	(map { ($_ => 'admin') } qw(enkash_call enkash_check enkash_enqueue enkash_retry enkash_sync_transactions
-		  enkash_token_calls enkash_token_status enkash_reset_credentials)));
+		  enkash_token_calls enkash_token_status enkash_reset_credentials enkash_reconcile_store
+		  enkash_reconciliation_resolve)));
 my %rank = (read => 1, operate => 2, admin => 3, superuser => 4);
 my %role_of = (read => 'reader', operate => 'operator', admin => 'administrator');
 
@@ -353,5 +354,13 @@ is($node->safe_psql('postgres', q{SET ROLE administrator;
 	SELECT count(*) > 0 FROM enkash.audit_log WHERE role = 'operator'}),
 	't', 'admin: reads the audit log');
 is(try_as('administrator', q{SET enkash.max_amount = 5}), 'ok', 'admin: sets enkash.max_amount');
+is($node->safe_psql('postgres', q{SET ROLE operator;
+	SELECT verdict FROM enkash_reconcile('CASANDBOX1', now() - interval '1 day', now(), '0')
+	WHERE reference = 'PRIV-OP-1'}),
+	'ok', 'operate: enkash_reconcile works');
+is($node->safe_psql('postgres', q{SET ROLE administrator;
+	SELECT enkash_reconcile_store('CASANDBOX1', now() - interval '1 day', now()) >= 0
+	   AND (SELECT count(*) >= 0 FROM enkash.reconciliation)}),
+	't', 'admin: enkash_reconcile_store works and enkash.reconciliation is readable');
 
 done_testing();

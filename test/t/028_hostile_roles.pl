@@ -9,8 +9,9 @@
 # like those the extension's SQL uses; a table with the payroll trigger, a
 # column of the planted type, a column default and a trigger of their own.
 # Then they call every SECURITY DEFINER path: the payroll trigger, the queued
-# load, enkash_transactions, enkash_sync_transactions, enkash_wait and
-# enkash_retry (with arguments of the planted type).  Nothing is gained: no
+# load, enkash_transactions, enkash_sync_transactions, enkash_wait,
+# enkash_retry, enkash_reconcile, enkash_reconcile_store and
+# enkash_reconciliation_resolve (with arguments of the planted type).  Nothing is gained: no
 # role is superuser, no membership is added, no role is created, and the
 # extension's tables hold only what the functions write.
 #
@@ -148,7 +149,12 @@ my %paths = (
 		WHERE card_id = 'EKCSANDBOX1'::pg_temp.ev;},
 	sync => q{SELECT public.enkash_sync_transactions('CASANDBOX1'::pg_temp.ev);},
 	wait => qq{SELECT public.enkash_wait($dead, '0 s');},
-	retry => qq{SELECT public.enkash_retry($dead);});
+	retry => qq{SELECT public.enkash_retry($dead);},
+	reconcile => q{SELECT count(*) FROM public.enkash_reconcile('CASANDBOX1'::pg_temp.ev,
+		now() - interval '1 day', now()) WHERE reference = 'HOSTILE-BASE'::pg_temp.ev;},
+	reconcile_store => q{SELECT public.enkash_reconcile_store('CASANDBOX1'::pg_temp.ev,
+		now() - interval '1 day', now());},
+	resolve => q{SELECT public.enkash_reconciliation_resolve(1, 'HOSTILE'::pg_temp.ev);});
 
 for my $role (@roles)
 {
