@@ -529,6 +529,10 @@ COMMENT ON TABLE enkash.expired_keys IS
 'Load reference numbers whose idempotency keys expired: a load replayed with one is checked with EnKash before it is sent.';
 SELECT pg_catalog.pg_extension_config_dump('enkash.expired_keys', '');
 
+-- Nobody but superusers until granted, as every table (see Privileges).
+REVOKE ALL ON enkash.audit_archives, enkash.expired_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE enkash.audit_archives_id_seq FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------

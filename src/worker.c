@@ -115,9 +115,8 @@ PGDLLEXPORT void enkash_worker_main(Datum arg);
 /* How often the launcher looks for the database, and the worker tidies up. */
 #define LAUNCHER_NAP_MS 1000
 #define HOUSEKEEPING_MS 60000
-/* finished queued requests deleted per transaction, and transactions per round */
+/* finished queued requests deleted per transaction */
 #define QUEUE_PURGE_ROWS 5000
-#define QUEUE_PURGE_BATCHES 20
 
 /* A background worker of this library: its type (also its name) and entry point. */
 static void
@@ -341,61 +340,54 @@ purge_keys(void)
 }
 
 /*
- * Deletes finished queued requests older than enkash.queue_retention_days
- * (0: kept), a bounded batch per transaction so that no lock or WAL burst
- * holds up the queue; at most QUEUE_PURGE_BATCHES batches per round.
+ * Deletes one batch of finished queued requests older than
+ * enkash.queue_retention_days (0: kept), in a transaction of its own; true
+ * if the batch was full, so more may be due.  One batch at a time, the
+ * worker's ledger work in between: sessions' money calls wait on it.
  */
-static void
-purge_queue(void)
+static bool
+purge_queue_batch(void)
 {
-	uint64		purged = 0;
+	uint64		deleted = 0;
 
 	if (enkash_queue_retention_days <= 0)
-		return;
-	for (int batch = 0; batch < QUEUE_PURGE_BATCHES; batch++)
+		return false;
+	enkash_spi_begin("enkash: purging finished queued requests");
+	if (enkash_installed())
 	{
-		uint64		deleted = 0;
+		char	   *sql = psprintf("DELETE FROM enkash.requests WHERE id IN ("
+								   "  SELECT id FROM enkash.requests "
+								   "  WHERE state IN ('succeeded', 'failed', 'dead') "
+								   "  AND coalesce(finished_at, updated_at) < now() - interval '%d days' "
+								   "  LIMIT %d)",
+								   enkash_queue_retention_days, QUEUE_PURGE_ROWS);
 
-		CHECK_FOR_INTERRUPTS();
-		enkash_spi_begin("enkash: purging finished queued requests");
-		if (enkash_installed())
-		{
-			char	   *sql = psprintf("DELETE FROM enkash.requests WHERE id IN ("
-									   "  SELECT id FROM enkash.requests "
-									   "  WHERE state IN ('succeeded', 'failed', 'dead') "
-									   "  AND coalesce(finished_at, updated_at) < now() - interval '%d days' "
-									   "  LIMIT %d)",
-									   enkash_queue_retention_days, QUEUE_PURGE_ROWS);
-
-			if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
-				elog(ERROR, "could not purge enkash.requests");
-			deleted = SPI_processed;
-		}
-		enkash_spi_commit(true);
-		purged += deleted;
-		if (deleted < QUEUE_PURGE_ROWS)
-			break;
+		if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge enkash.requests");
+		deleted = SPI_processed;
 	}
-	if (purged > 0)
+	enkash_spi_commit(true);
+	if (deleted > 0)
 		ereport(LOG,
 				(errmsg("enkash worker: purged %llu finished queued requests older than %d days",
-						(unsigned long long) purged, enkash_queue_retention_days)));
+						(unsigned long long) deleted, enkash_queue_retention_days)));
+	return deleted == QUEUE_PURGE_ROWS;
 }
 
 static void
-housekeeping(void)
+purge_keys_now(void)
 {
 	enkash_spi_begin("enkash: purging finished keys");
 	if (enkash_installed())
 		purge_keys();
 	enkash_spi_commit(true);
-	purge_queue();
 }
 
 void
 enkash_worker_main(Datum arg)
 {
 	static TimestampTz last_housekeeping = 0;
+	static bool queue_purge_due = false;
 
 	enkash_connect_worker(arg, die);
 	enkash_ledger_attach_worker();
@@ -421,8 +413,16 @@ enkash_worker_main(Datum arg)
 										   HOUSEKEEPING_MS))
 			{
 				last_housekeeping = GetCurrentTimestamp();
-				housekeeping();
+				purge_keys_now();
+				queue_purge_due = true;
 			}
+			/* a full batch: the next one after the ledger's next round */
+			if (queue_purge_due)
+			{
+				queue_purge_due = false;	/* an error waits for the next minute */
+				queue_purge_due = purge_queue_batch();
+			}
+			busy = busy || queue_purge_due;
 		}
 		PG_CATCH();
 		{
