@@ -107,6 +107,110 @@ SELECT pg_catalog.pg_extension_config_dump('enkash.idempotency_keys_id_seq', '')
 SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('enkash.audit_log_id_seq', '');
 
+-- ---------------------------------------------------------------------------
+-- Retention: archiving the audit log, expired load keys (README, "Retention")
+-- ---------------------------------------------------------------------------
+
+-- One row per archiving run: which audit rows went to which file.  An audit
+-- row is deleted only in the transaction that records its export, so an
+-- error or a crash anywhere before the COMMIT leaves it in the table.
+CREATE TABLE enkash.audit_archives (
+    id bigserial PRIMARY KEY,
+    archived_at timestamptz NOT NULL DEFAULT now(),
+    archived_by text NOT NULL DEFAULT current_user,
+    older_than timestamptz NOT NULL,
+    path text NOT NULL,
+    rows bigint NOT NULL,
+    first_id bigint,
+    last_id bigint,
+    -- sum of hashtextextended(row::text, 0) over the rows: recomputed over
+    -- the file's rows loaded back, it proves the file holds what was removed
+    checksum numeric NOT NULL
+);
+COMMENT ON TABLE enkash.audit_archives IS
+'One row per archiving of the audit log: the rows exported to a file (count, id range, checksum) and then removed.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_archives', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.audit_archives_id_seq', '');
+
+-- Audit rows leave the table only through enkash_archive_audit: a DELETE of
+-- a row no recorded archive covers, or a TRUNCATE, is refused.  Per
+-- statement, so the worker's inserts pay nothing for it.
+CREATE FUNCTION enkash.audit_log_archived_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF NOT EXISTS (
+                SELECT FROM gone g WHERE NOT EXISTS (
+                    SELECT FROM enkash.audit_archives r
+                    WHERE g.id BETWEEN r.first_id AND r.last_id AND g.at < r.older_than)) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'enkash.audit_log rows are removed only by archiving them'
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'Every audit row is exported before it is removed.',
+              HINT = 'SELECT enkash_archive_audit(older_than, ''/absolute/path/file.csv'') exports the old rows, then removes them.';
+END $$;
+CREATE TRIGGER archived_only AFTER DELETE ON enkash.audit_log
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION enkash.audit_log_archived_only();
+CREATE TRIGGER no_truncate BEFORE TRUNCATE ON enkash.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION enkash.audit_log_archived_only();
+
+-- Writes the audit rows older than older_than to a CSV file on the database
+-- server (header, columns of enkash.audit_log, in id order), records the
+-- export and removes exactly those rows, all in the caller's transaction.
+-- The rows are fixed first, so a row committed meanwhile is neither written
+-- nor removed.  Writing a server file needs superuser or
+-- pg_write_server_files, and removing audit rows needs DELETE on it: the
+-- function runs with the caller's rights and is granted to nobody.
+CREATE FUNCTION enkash_archive_audit(older_than timestamptz, path text)
+RETURNS enkash.audit_archives
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    archive enkash.audit_archives;
+BEGIN
+    IF older_than IS NULL OR path IS NULL OR path !~ '^/' THEN
+        RAISE EXCEPTION 'archiving needs a date and an absolute path on the database server'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'SELECT enkash_archive_audit(date_trunc(''month'', now()) - interval ''1 year'', ''/var/lib/enkash-archive/audit.csv'');';
+    END IF;
+    DROP TABLE IF EXISTS pg_temp.enkash_archiving;
+    CREATE TEMP TABLE enkash_archiving ON COMMIT DROP AS
+        SELECT a.* FROM enkash.audit_log a WHERE a.at < older_than;
+    EXECUTE format('COPY (SELECT * FROM pg_temp.enkash_archiving ORDER BY id) TO %L WITH (FORMAT csv, HEADER)',
+                   path);
+    INSERT INTO enkash.audit_archives (older_than, path, rows, first_id, last_id, checksum)
+    SELECT older_than, path, count(*), min(t.id), max(t.id),
+           coalesce(sum(hashtextextended(t::text, 0)), 0)
+    FROM pg_temp.enkash_archiving t
+    RETURNING * INTO archive;
+    DELETE FROM enkash.audit_log a USING pg_temp.enkash_archiving t WHERE a.id = t.id;
+    DROP TABLE pg_temp.enkash_archiving;
+    RETURN archive;
+END $$;
+COMMENT ON FUNCTION enkash_archive_audit(timestamptz, text) IS
+'Superusers (or roles with pg_write_server_files and DELETE on enkash.audit_log): exports the audit rows older than a time to a CSV file on the server, records the export in enkash.audit_archives and removes exactly those rows.';
+
+-- Load reference numbers whose finished keys were purged after
+-- enkash.key_retention_days: a load made again with one is looked up at
+-- EnKash before it is sent, as after a failover.
+CREATE TABLE enkash.expired_keys (
+    endpoint text NOT NULL,
+    key text NOT NULL,
+    expired_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (endpoint, key)
+);
+COMMENT ON TABLE enkash.expired_keys IS
+'Load reference numbers whose idempotency keys expired: a load replayed with one is checked with EnKash before it is sent.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.expired_keys', '');
+
+-- Nobody but superusers until granted, as every table (see Privileges).
+REVOKE ALL ON enkash.audit_archives, enkash.expired_keys FROM PUBLIC;
+REVOKE ALL ON SEQUENCE enkash.audit_archives_id_seq FROM PUBLIC;
+
 -- The outbox: requests queued in the caller's transaction and sent by the
 -- enkash sender after it commits.  state: pending, sending, unknown (may
 -- have happened: checked with EnKash before a resend), succeeded, failed

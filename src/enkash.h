@@ -67,6 +67,7 @@ extern int	enkash_page_size;
 extern char *enkash_paging_fields;
 extern char *enkash_lookup_not_found_codes;
 extern int	enkash_key_retention_days;
+extern int	enkash_queue_retention_days;
 extern int	enkash_unknown_grace_ms;
 extern int	enkash_check_after_failover;
 extern int	enkash_stale_claim_ms;

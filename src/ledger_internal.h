@@ -122,6 +122,7 @@ extern void superseded_warning(const char *key);
 
 /* ledger_sql.c: the statements, one row at a time */
 extern SPIPlanPtr plan_claim_insert;
+extern SPIPlanPtr plan_claim_new_insert;
 extern SPIPlanPtr plan_audits;
 extern SPIPlanPtr plan_claim_inserts;
 extern SPIPlanPtr plan_audits_sent;

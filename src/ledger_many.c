@@ -10,7 +10,7 @@
 
 #include "catalog/pg_type.h"
 
-/* The columns of plan_claim_insert (and plan_claim_inserts) for k. */
+/* The columns of plan_claim_insert (plan_claim_new_insert, plan_claim_inserts) for k. */
 static void
 new_key_args(const NewKey *k, Datum *v, char *n)
 {
@@ -35,7 +35,7 @@ claim_new_key(NewKey *k)
 	bool		isnull;
 
 	new_key_args(k, v, n);
-	if (SPI_execute_plan(plan_claim_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(plan_claim_new_insert, v, n, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not claim the key in enkash.idempotency_keys");
 	if (SPI_processed != 1)
 		return false;

@@ -14,6 +14,7 @@
 
 /* Prepared statements, kept for the worker's life. */
 SPIPlanPtr plan_claim_insert;
+SPIPlanPtr plan_claim_new_insert;
 static SPIPlanPtr plan_claim_select;
 static SPIPlanPtr plan_claim_retake;
 static SPIPlanPtr plan_claim_unknown;
@@ -58,6 +59,15 @@ prepare_plans(void)
 		"INSERT INTO enkash.idempotency_keys AS k "
 		"  (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) "
 		"VALUES ($1, $2, $3, $4, $5, $6, 'in_flight', now() + make_interval(secs => $7)) "
+		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, attempts, "
+		"  EXISTS (SELECT FROM enkash.expired_keys x WHERE x.endpoint = $1 AND x.key = $2)",
+		7, t7);
+	/* a key never used: an expired one is left to the ordinary claim above */
+	plan_claim_new_insert = enkash_keep_plan(
+		"INSERT INTO enkash.idempotency_keys AS k "
+		"  (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) "
+		"SELECT $1, $2, $3, $4, $5, $6, 'in_flight', now() + make_interval(secs => $7) "
+		"WHERE NOT EXISTS (SELECT FROM enkash.expired_keys x WHERE x.endpoint = $1 AND x.key = $2) "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, attempts", 7, t7);
 	/* stale: past the owner's deadline, and at least enkash.stale_claim_ms old */
 	plan_claim_select = enkash_keep_plan(
@@ -112,6 +122,7 @@ prepare_plans(void)
 		"  (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) "
 		"SELECT e, k, f, r, o, p, 'in_flight', now() + make_interval(secs => d) "
 		"FROM unnest($1, $2, $3, $4, $5, $6, $7) AS u(e, k, f, r, o, p, d) "
+		"WHERE NOT EXISTS (SELECT FROM enkash.expired_keys x WHERE x.endpoint = u.e AND x.key = u.k) "
 		"ON CONFLICT (endpoint, key) DO NOTHING RETURNING id, endpoint, key",
 		claim_types, lengthof(claim_types));
 	plan_audits_sent = enkash_prepare_columns(
@@ -321,8 +332,13 @@ process_claim(LedgerSlot *slot)
 												   SPI_tuptable->tupdesc, 1, &isnull));
 		slot->attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 2, &isnull));
-		/* To be looked up first: its "sent" row comes if it is sent after all. */
-		if (slot->look_first)
+		/*
+		 * To be looked up first (after a failover, or a reference number
+		 * whose key expired): its "sent" row comes if it is sent after all.
+		 */
+		if (slot->look_first ||
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+									   &isnull)))
 		{
 			slot->verdict = LEDGER_RECONCILE;
 			return;

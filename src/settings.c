@@ -37,6 +37,7 @@ int			enkash_page_size = 100;
 char	   *enkash_paging_fields = NULL;
 char	   *enkash_lookup_not_found_codes = NULL;
 int			enkash_key_retention_days = 7;
+int			enkash_queue_retention_days = 30;
 int			enkash_unknown_grace_ms = 30000;
 int			enkash_check_after_failover = 1440;
 int			enkash_stale_claim_ms = 120000;
@@ -231,6 +232,10 @@ static const struct
 		"Days that finished idempotency keys are kept before the worker purges them.",
 		"Keys whose outcome is unknown are never purged.",
 		&enkash_key_retention_days, 7, 1, 3650, PGC_SIGHUP, 0},
+	{"enkash.queue_retention_days",
+		"Days that finished queued requests (succeeded, failed, dead) are kept before the worker deletes them.",
+		"0 keeps them. Requests still pending, sending or unknown are never deleted.",
+		&enkash_queue_retention_days, 30, 0, 3650, PGC_SIGHUP, 0},
 	{"enkash.unknown_grace_ms",
 		"How long after an attempt became unknown EnKash is asked about it.",
 		"Before that, EnKash may still be processing the request, so a retry is refused rather than risk a double send.",

@@ -115,6 +115,8 @@ PGDLLEXPORT void enkash_worker_main(Datum arg);
 /* How often the launcher looks for the database, and the worker tidies up. */
 #define LAUNCHER_NAP_MS 1000
 #define HOUSEKEEPING_MS 60000
+/* finished queued requests deleted per transaction */
+#define QUEUE_PURGE_ROWS 5000
 
 /* A background worker of this library: its type (also its name) and entry point. */
 static void
@@ -305,23 +307,79 @@ enkash_launcher_main(Datum arg)
 	}
 }
 
-/* Deletes finished keys older than enkash.key_retention_days. */
+/*
+ * Deletes finished keys older than enkash.key_retention_days.  A load's
+ * reference number stays in enkash.expired_keys: a load made again with it
+ * is looked up at EnKash before it is sent (ledger_sql.c, the claims).
+ */
 static void
-housekeeping(void)
+purge_keys(void)
+{
+	char	   *sql = psprintf("WITH gone AS ("
+							   "  DELETE FROM enkash.idempotency_keys "
+							   "  WHERE state IN ('succeeded', 'failed') "
+							   "  AND finished_at < now() - interval '%d days' "
+							   "  RETURNING endpoint, key), "
+							   "kept AS ("
+							   "  INSERT INTO enkash.expired_keys (endpoint, key) "
+							   "  SELECT endpoint, key FROM gone WHERE endpoint = 'load_balance' "
+							   "  ON CONFLICT (endpoint, key) DO UPDATE SET expired_at = excluded.expired_at) "
+							   "SELECT count(*) FROM gone",
+							   enkash_key_retention_days);
+	bool		isnull;
+	int64		purged;
+
+	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not purge enkash.idempotency_keys");
+	purged = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										 &isnull));
+	if (purged > 0)
+		ereport(LOG,
+				(errmsg("enkash worker: purged %lld finished idempotency keys older than %d days",
+						(long long) purged, enkash_key_retention_days)));
+}
+
+/*
+ * Deletes one batch of finished queued requests older than
+ * enkash.queue_retention_days (0: kept), in a transaction of its own; true
+ * if the batch was full, so more may be due.  One batch at a time, the
+ * worker's ledger work in between: sessions' money calls wait on it.
+ */
+static bool
+purge_queue_batch(void)
+{
+	uint64		deleted = 0;
+
+	if (enkash_queue_retention_days <= 0)
+		return false;
+	enkash_spi_begin("enkash: purging finished queued requests");
+	if (enkash_installed())
+	{
+		char	   *sql = psprintf("DELETE FROM enkash.requests WHERE id IN ("
+								   "  SELECT id FROM enkash.requests "
+								   "  WHERE state IN ('succeeded', 'failed', 'dead') "
+								   "  AND coalesce(finished_at, updated_at) < now() - interval '%d days' "
+								   "  LIMIT %d)",
+								   enkash_queue_retention_days, QUEUE_PURGE_ROWS);
+
+		if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge enkash.requests");
+		deleted = SPI_processed;
+	}
+	enkash_spi_commit(true);
+	if (deleted > 0)
+		ereport(LOG,
+				(errmsg("enkash worker: purged %llu finished queued requests older than %d days",
+						(unsigned long long) deleted, enkash_queue_retention_days)));
+	return deleted == QUEUE_PURGE_ROWS;
+}
+
+static void
+purge_keys_now(void)
 {
 	enkash_spi_begin("enkash: purging finished keys");
 	if (enkash_installed())
-	{
-		char	   *sql = psprintf("DELETE FROM enkash.idempotency_keys "
-								   "WHERE state IN ('succeeded', 'failed') "
-								   "AND finished_at < now() - interval '%d days'",
-								   enkash_key_retention_days);
-
-		if (SPI_execute(sql, false, 0) == SPI_OK_DELETE && SPI_processed > 0)
-			ereport(LOG,
-					(errmsg("enkash worker: purged %llu finished idempotency keys older than %d days",
-							(unsigned long long) SPI_processed, enkash_key_retention_days)));
-	}
+		purge_keys();
 	enkash_spi_commit(true);
 }
 
@@ -329,6 +387,7 @@ void
 enkash_worker_main(Datum arg)
 {
 	static TimestampTz last_housekeeping = 0;
+	static bool queue_purge_due = false;
 
 	enkash_connect_worker(arg, die);
 	enkash_ledger_attach_worker();
@@ -354,8 +413,16 @@ enkash_worker_main(Datum arg)
 										   HOUSEKEEPING_MS))
 			{
 				last_housekeeping = GetCurrentTimestamp();
-				housekeeping();
+				purge_keys_now();
+				queue_purge_due = true;
 			}
+			/* a full batch: the next one after the ledger's next round */
+			if (queue_purge_due)
+			{
+				queue_purge_due = false;	/* an error waits for the next minute */
+				queue_purge_due = purge_queue_batch();
+			}
+			busy = busy || queue_purge_due;
 		}
 		PG_CATCH();
 		{
