@@ -111,7 +111,7 @@ size_note(char *note, size_t bytes)
  * A field that cannot be stored whole is refused: the slot is given back
  * if this backend was filling it, and nothing is recorded or sent.
  */
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 slot_refuse(LedgerSlot *slot, SlotField field, size_t len)
 {

@@ -203,7 +203,7 @@ credentials_fingerprint(const EnkashCredentials *creds,
 				 errmsg("could not compute a digest of the enkash credentials")));
 }
 
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 raise_refused(TimestampTz at, const char *reason)
 {

@@ -116,7 +116,7 @@ setup_out_multi(void)
 	}
 	if (out_wait == NULL)
 	{
-		out_wait = CreateWaitEventSet(TopMemoryContext, 3);
+		out_wait = enkash_long_lived_wait_set(3);
 		AddWaitEventToSet(out_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(out_wait, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(out_wait, WL_SOCKET_READABLE, out_epoll, NULL, NULL);
