@@ -81,4 +81,9 @@
 	(*(count) = GetNumConfigOptions(), get_guc_variables())
 #endif
 
+/* Wait events with names of their own (WaitEventExtensionNew): 17 on. */
+#if PG_VERSION_NUM >= 170000
+#define ENKASH_NAMED_WAIT_EVENTS 1
+#endif
+
 #endif							/* ENKASH_COMPAT_H */

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "compat.h"
+#include "wait_events.h"
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"

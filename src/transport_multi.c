@@ -275,7 +275,8 @@ enkash_multi_wait(long timeout_ms)
 
 	if (out_timer_at >= 0)
 		timeout_ms = Min(timeout_ms, Max(out_timer_at - monotonic_ms(), 0));
-	if (WaitEventSetWait(out_wait, timeout_ms, &event, 1, PG_WAIT_EXTENSION) > 0 &&
+	if (WaitEventSetWait(out_wait, timeout_ms, &event, 1,
+						 enkash_wait_event(ENKASH_WAIT_SENDER_CALLS)) > 0 &&
 		(event.events & WL_LATCH_SET))
 		ResetLatch(MyLatch);
 
