@@ -15,8 +15,9 @@ my $node = enkash_node('wait_events');
 my $version = $node->safe_psql('postgres', 'SHOW server_version_num');
 if ($version < 170000)
 {
+	my $release = $node->safe_psql('postgres', 'SHOW server_version');
 	$node->stop;
-	plan skip_all => "PostgreSQL $version: named wait events for extensions (WaitEventExtensionNew) came in 17";
+	plan skip_all => "PostgreSQL $release: named wait events for extensions (WaitEventExtensionNew) came in 17";
 }
 
 ok($node->poll_query_until('postgres',
