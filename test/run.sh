@@ -147,8 +147,9 @@ as_user make -C "$WORK/tree" installcheck PG_CONFIG="$PG_SYSBIN/pg_config" \
 	EXTRA_REGRESS_OPTS="--bindir=$PG_BINDIR" "${regress_only[@]}" >"$WORK/regress.log" 2>&1
 regress_rc=$?
 cat "$WORK/regress.log" | grep -E '^(ok|not ok|test |     |#)|tests (passed|failed)' >&2
-ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
-bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+# "test NAME ... ok" before PostgreSQL 16, "ok N - NAME" (TAP) from 16 on
+ok=$(grep -cE '\.\.\. ok|^ok [0-9]+ ' "$WORK/regress.log")
+bad=$(grep -cE '\.\.\. (FAILED|failed)|^not ok [0-9]+ ' "$WORK/regress.log")
 if [ "$regress_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
 	bad=1
 	tail -20 "$WORK/regress.log" >&2
