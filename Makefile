@@ -39,6 +39,7 @@ OBJS = \
 	src/token.o \
 	src/transport.o \
 	src/transport_multi.o \
+	src/wait_events.o \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)

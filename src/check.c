@@ -312,11 +312,15 @@ check_background_workers(CheckState *state, CheckResult *result)
 static void
 check_worker_slots(CheckState *state, CheckResult *result)
 {
-	/* Background workers are the processes that are none of these. */
+	/*
+	 * Background workers are the processes that are none of these (the last
+	 * three: PostgreSQL 17 and 18's, which take no worker slot either).
+	 */
 	int64		running = count_backends(
 		"backend_type NOT IN ('client backend', 'autovacuum launcher', 'autovacuum worker', "
 		"'background writer', 'checkpointer', 'walwriter', 'walsender', 'walreceiver', "
-		"'startup', 'archiver', 'standalone backend', 'logger')");
+		"'startup', 'archiver', 'standalone backend', 'logger', "
+		"'walsummarizer', 'slotsync worker', 'io worker')");
 	int64		headroom = (int64) max_worker_processes - running;
 
 	if (headroom >= 2)

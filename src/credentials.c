@@ -57,7 +57,7 @@ wipe_credentials(EnkashCredentials *creds)
 	wipe_value(&creds->company_id);
 }
 
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 file_error(const char *path, int line, const char *detail)
 {

@@ -18,7 +18,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-PG_MODULE_MAGIC;
+ENKASH_MODULE_MAGIC;
 
 bool		enkash_preloaded = false;
 

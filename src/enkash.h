@@ -14,6 +14,9 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+#include "wait_events.h"
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "storage/lwlock.h"
@@ -168,8 +171,8 @@ extern void enkash_multi_wait(long timeout_ms);
 extern bool enkash_multi_done(void **owner, EnkashHttpResult *result,
 							  int *retry_after);
 extern void enkash_multi_release(void);
-extern void enkash_http_raise(const char *what, const EnkashHttpResult *result)
-			pg_attribute_noreturn();
+enkash_noreturn extern void enkash_http_raise(const char *what,
+											   const EnkashHttpResult *result);
 
 /* --- token.c: the OAuth token shared by all backends --------------------- */
 extern const struct EnkashSharedPart enkash_token_part;

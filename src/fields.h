@@ -16,8 +16,8 @@
 /* Not exported from the library: no other module can bind to these names. */
 #pragma GCC visibility push(hidden)
 
-extern void invalid_value(const EnkashField *field, const char *problem, const char *hint)
-			pg_attribute_noreturn();
+enkash_noreturn extern void invalid_value(const EnkashField *field, const char *problem,
+										   const char *hint);
 extern void check_range(const EnkashField *from, Datum from_value,
 						const EnkashField *to, Datum to_value);
 extern void append_field(StringInfo buf, const EnkashField *field, Datum value,

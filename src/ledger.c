@@ -34,7 +34,7 @@ check_database(void)
 						 enkash_database)));
 }
 
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 worker_unavailable(void)
 {
@@ -45,7 +45,7 @@ worker_unavailable(void)
 					 enkash_database)));
 }
 
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 worker_unavailable_after(const char *endpoint)
 {

@@ -111,7 +111,7 @@ size_note(char *note, size_t bytes)
  * A field that cannot be stored whole is refused: the slot is given back
  * if this backend was filling it, and nothing is recorded or sent.
  */
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 slot_refuse(LedgerSlot *slot, SlotField field, size_t len)
 {
@@ -312,7 +312,7 @@ slot_acquire(LedgerOp op, bool reply, int max_wait_ms)
 		}
 		ConditionVariableTimedSleep(&ledger->freed,
 									max_wait_ms >= 0 ? Max(max_wait_ms, 1) : 1000,
-									PG_WAIT_EXTENSION);
+									enkash_wait_event(ENKASH_WAIT_LEDGER_SLOT));
 	}
 }
 
@@ -426,7 +426,7 @@ slot_wait(LedgerSlot *slot)
 			else
 				absent_since = 0;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1000, PG_WAIT_EXTENSION);
+							 1000, enkash_wait_event(ENKASH_WAIT_LEDGER_WORKER));
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
 		}

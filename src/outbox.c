@@ -63,7 +63,8 @@ void
 enkash_outbox_sleep(long timeout_ms)
 {
 	ConditionVariablePrepareToSleep(&outbox_shared->queued);
-	ConditionVariableTimedSleep(&outbox_shared->queued, timeout_ms, PG_WAIT_EXTENSION);
+	ConditionVariableTimedSleep(&outbox_shared->queued, timeout_ms,
+								enkash_wait_event(ENKASH_WAIT_OUTBOX_QUEUE));
 	ConditionVariableCancelSleep();
 }
 

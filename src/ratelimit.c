@@ -80,7 +80,8 @@ enkash_rate_limit_wait(void)
 					 errdetail("enkash.rate_limit allows %g requests a second across the server.", rate),
 					 errhint("Call again later, or raise enkash.rate_limit.")));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(1, (long) (wait_s * 1000)), PG_WAIT_EXTENSION);
+						 Max(1, (long) (wait_s * 1000)),
+						 enkash_wait_event(ENKASH_WAIT_RATE_LIMIT));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

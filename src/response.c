@@ -89,28 +89,32 @@ build_push(JsonbBuild *b, JsonbIteratorToken token, JsonbValue *v)
 	b->result = pushJsonbValue(&b->state, token, v);
 }
 
-static void
+static JSON_ACTION_RESULT
 build_object_start(void *state)
 {
 	build_push(state, WJB_BEGIN_OBJECT, NULL);
+	JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 build_object_end(void *state)
 {
 	build_push(state, WJB_END_OBJECT, NULL);
+	JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 build_array_start(void *state)
 {
 	build_push(state, WJB_BEGIN_ARRAY, NULL);
+	JSON_ACTION_DONE;
 }
 
-static void
+static JSON_ACTION_RESULT
 build_array_end(void *state)
 {
 	build_push(state, WJB_END_ARRAY, NULL);
+	JSON_ACTION_DONE;
 }
 
 /* A string jsonb can hold; an empty one stands in for one it cannot. */
@@ -129,7 +133,7 @@ build_string(JsonbBuild *b, JsonbValue *v, char *s)
 	v->val.string.len = (int) len;
 }
 
-static void
+static JSON_ACTION_RESULT
 build_key(void *state, char *fname, bool isnull)
 {
 	JsonbBuild *b = state;
@@ -137,6 +141,7 @@ build_key(void *state, char *fname, bool isnull)
 
 	build_string(b, &v, fname);
 	build_push(b, WJB_KEY, &v);
+	JSON_ACTION_DONE;
 }
 
 /*
@@ -193,7 +198,7 @@ plain_decimal(const char *token)
 	return int64_div_fast_to_numeric(*token == '-' ? -value : value, Max(scale, 0));
 }
 
-static void
+static JSON_ACTION_RESULT
 build_scalar(void *state, char *token, JsonTokenType type)
 {
 	JsonbBuild *b = state;
@@ -242,6 +247,7 @@ build_scalar(void *state, char *token, JsonTokenType type)
 	}
 	else
 		build_push(b, b->state->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+	JSON_ACTION_DONE;
 }
 
 /* A parse that failed because the text stopped, not because it is wrong. */
@@ -302,8 +308,7 @@ parse_json(const char *text, size_t len, int max_depth, AnswerProblem *problem)
 		server_text = pg_any_to_server(text, (int) len, PG_UTF8);
 		len = strlen(server_text);
 	}
-	lex = makeJsonLexContextCstringLen(server_text, (int) len,
-									   GetDatabaseEncoding(), true);
+	lex = enkash_json_lexer(server_text, (int) len, GetDatabaseEncoding(), true);
 	sem.semstate = &build;
 	sem.object_start = build_object_start;
 	sem.object_end = build_object_end;
@@ -375,7 +380,7 @@ member_text(Jsonb *json, const char *key)
 }
 
 /* Raises the error for an answer that came but cannot be used. */
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 bad_response(const char *what, const EnkashHttpResult *http,
 			 const AnswerProblem *problem)
@@ -424,7 +429,7 @@ bad_response(const char *what, const EnkashHttpResult *http,
 }
 
 /* Raises for a non-2xx HTTP status, with whatever message EnKash gave. */
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 http_failure(const char *what, const EnkashHttpResult *http, Jsonb *envelope)
 {

@@ -163,13 +163,13 @@ check_base_url(char **newval, void **extra, GucSource source)
 		len = strlen(*newval);
 		if ((*newval)[len - 1] == '/')
 			len--;
-		/* PostgreSQL 15 keeps setting strings in malloc'd memory */
-		full = malloc(len + sizeof(ENKASH_API_PREFIX));
+		/* the GUC machinery frees it: allocated its way */
+		full = enkash_guc_malloc(len + sizeof(ENKASH_API_PREFIX));
 		if (full == NULL)
 			return false;
 		memcpy(full, *newval, len);
 		strcpy(full + len, ENKASH_API_PREFIX);
-		free(*newval);
+		enkash_guc_free(*newval);
 		*newval = full;
 	}
 	return true;
@@ -371,8 +371,8 @@ enkash_require_setting(const char *name, const char *value)
 const char *
 enkash_server_setting(const char *name)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = enkash_guc_variables(&n);
 
 	for (int i = 0; i < n; i++)
 	{

@@ -22,6 +22,7 @@
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "stoppoint.h"
+#include "wait_events.h"
 #include "storage/latch.h"
 
 #define ARMED_FILE "enkash_stop_point"
@@ -73,7 +74,7 @@ enkash_stop_point(const char *name)
 	while (access(STOPPED_FILE, F_OK) == 0 && !ShutdownRequestPending)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
+						 100, enkash_wait_event(ENKASH_WAIT_STOP_POINT));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

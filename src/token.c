@@ -203,7 +203,7 @@ credentials_fingerprint(const EnkashCredentials *creds,
 				 errmsg("could not compute a digest of the enkash credentials")));
 }
 
-pg_attribute_noreturn()
+enkash_noreturn
 static void
 raise_refused(TimestampTz at, const char *reason)
 {
@@ -506,7 +506,8 @@ enkash_token_get(char *bearer, size_t bearer_size)
 			continue;			/* re-check before sleeping */
 		}
 		/* Timed, so that a fetcher that vanished is noticed. */
-		ConditionVariableTimedSleep(&shared->changed, 100, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(&shared->changed, 100,
+									enkash_wait_event(ENKASH_WAIT_TOKEN));
 	}
 }
 

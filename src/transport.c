@@ -357,7 +357,7 @@ run_transfer(void)
 			if (done)
 				break;
 
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			pgstat_report_wait_start(enkash_wait_event(ENKASH_WAIT_CALL));
 			curl_multi_poll(multi, NULL, 0, POLL_INTERVAL_MS, NULL);
 			pgstat_report_wait_end();
 

@@ -54,7 +54,7 @@ typedef struct Transfer
 	void	   *owner;
 } Transfer;
 
-extern void out_of_memory(void) pg_attribute_noreturn();
+enkash_noreturn extern void out_of_memory(void);
 extern void transfer_init(Transfer *t);
 extern void transfer_prepare(Transfer *t, const char *url, const char *const *headers,
 							 int nheaders, const char *body, size_t len, bool may_resend,

@@ -116,7 +116,7 @@ setup_out_multi(void)
 	}
 	if (out_wait == NULL)
 	{
-		out_wait = CreateWaitEventSet(TopMemoryContext, 3);
+		out_wait = enkash_long_lived_wait_set(3);
 		AddWaitEventToSet(out_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(out_wait, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		AddWaitEventToSet(out_wait, WL_SOCKET_READABLE, out_epoll, NULL, NULL);
@@ -275,7 +275,8 @@ enkash_multi_wait(long timeout_ms)
 
 	if (out_timer_at >= 0)
 		timeout_ms = Min(timeout_ms, Max(out_timer_at - monotonic_ms(), 0));
-	if (WaitEventSetWait(out_wait, timeout_ms, &event, 1, PG_WAIT_EXTENSION) > 0 &&
+	if (WaitEventSetWait(out_wait, timeout_ms, &event, 1,
+						 enkash_wait_event(ENKASH_WAIT_SENDER_CALLS)) > 0 &&
 		(event.events & WL_LATCH_SET))
 		ResetLatch(MyLatch);
 

@@ -258,7 +258,7 @@ enkash_launcher_main(Datum arg)
 						(errmsg("enkash launcher: database \"%s\" is being dropped; the enkash worker and senders stop",
 								enkash_database)));
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);
+							 LAUNCHER_NAP_MS, enkash_wait_event(ENKASH_WAIT_LAUNCHER));
 			ResetLatch(MyLatch);
 			continue;
 		}
@@ -302,7 +302,7 @@ enkash_launcher_main(Datum arg)
 		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);
+						 LAUNCHER_NAP_MS, enkash_wait_event(ENKASH_WAIT_LAUNCHER));
 		ResetLatch(MyLatch);
 	}
 }
@@ -442,6 +442,6 @@ enkash_worker_main(Datum arg)
 		pgstat_report_stat(false);
 		if (!busy)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1000, PG_WAIT_EXTENSION);
+							 1000, enkash_wait_event(ENKASH_WAIT_WORKER_IDLE));
 	}
 }

@@ -4,10 +4,15 @@
 # Source it; it defines functions and sets no traps of its own.
 
 ENKASH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_MAJOR=${PG_MAJOR:-15}
-APT_PACKAGES="build-essential pkg-config postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR
+# The PostgreSQL under test: PG_MAJOR; PG_SYSBIN its bin directory (found
+# by pg_sysbin when unset).  Debian 12 ships 15 as packages; other versions
+# are built from source by test/pg-build.sh.
+DEBIAN_PG=15
+PG_MAJOR=${PG_MAJOR:-$DEBIAN_PG}
+PG_SYSBIN=${PG_SYSBIN:-}
+APT_PACKAGES="build-essential pkg-config postgresql-$DEBIAN_PG postgresql-server-dev-$DEBIAN_PG
   libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev curl openssl jq
-  perl libipc-run-perl util-linux postgresql-$PG_MAJOR-cron nginx-light
+  perl libipc-run-perl util-linux postgresql-$DEBIAN_PG-cron nginx-light
   clang libclang-rt-14-dev"
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -43,10 +48,27 @@ as_user() {
 	fi
 }
 
+# The bin directory of PostgreSQL VERSION: Debian's for 15, else the one
+# test/pg-build.sh built (and builds when missing).  Exits 2 (after its
+# "skipped" line) when that version's source cannot be had.
+pg_sysbin() {   # version
+	local prefix
+	if [ "$1" = "$DEBIAN_PG" ]; then
+		echo "/usr/lib/postgresql/$1/bin"
+		return 0
+	fi
+	prefix=$(bash "$ENKASH_ROOT/test/pg-build.sh" "$1") || return $?
+	echo "$prefix/bin"
+}
+
 # Copies the tree to a fresh directory owned by RUN_USER, so that a
 # root-owned (or unreadable) clone works, and builds there.
 prepare_work_copy() {
-	export PATH="/usr/lib/postgresql/$PG_MAJOR/bin:$PATH"
+	if [ -z "$PG_SYSBIN" ]; then
+		PG_SYSBIN=$(pg_sysbin "$PG_MAJOR") || die "PostgreSQL $PG_MAJOR is not available"
+	fi
+	export PG_MAJOR PG_SYSBIN
+	export PATH="$PG_SYSBIN:$PATH"
 	WORK=$(mktemp -d /tmp/enkash.XXXXXX)
 	chmod 755 "$WORK"
 	mkdir "$WORK/tree"
@@ -66,7 +88,7 @@ prepare_work_copy() {
 # runs from other trees at the same time neither disturb this one nor are
 # disturbed by it.  ENKASH_INSTALL=system installs system-wide instead.
 build_and_install() {
-	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+	local sysbin=$PG_SYSBIN
 	log "building the extension and the sandbox"
 	as_user make -s -C "$WORK/tree" PG_CONFIG="$sysbin/pg_config" >/dev/null \
 		|| die "build failed"
@@ -87,7 +109,7 @@ build_and_install() {
 
 # The mirror described above, in inst, with the enkash built in tree.
 install_mirror() {   # tree inst
-	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin" tree=$1 inst=$2 pkglib sharedir f
+	local sysbin=$PG_SYSBIN tree=$1 inst=$2 pkglib sharedir f
 	pkglib=$("$sysbin/pg_config" --pkglibdir)
 	sharedir=$("$sysbin/pg_config" --sharedir)
 	as_user mkdir -p "$inst$sysbin" "$inst$pkglib" "$inst$sharedir/extension"
@@ -111,7 +133,7 @@ install_mirror() {   # tree inst
 # (src/stoppoint.h), for the kill matrix alone: ENKASH_STOP_INSTALL names
 # its installation directory (PostgreSQL::Test::Cluster's install_path).
 install_stop_points() {
-	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+	local sysbin=$PG_SYSBIN
 	log "building and installing a copy of the extension with stop points"
 	as_user mkdir "$WORK/tree-stop"
 	as_user tar -C "$WORK/tree" --exclude='*.o' --exclude='*.so' --exclude=test -cf - . \
@@ -129,7 +151,7 @@ install_stop_points() {
 # commit (a tarball of the tree) it stays empty and the test says it skipped.
 ENKASH_V01_COMMIT=c1a489fcd3784cabdc0ea8bd3c510fc49ecf27b1
 install_old_version() {
-	local sysbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+	local sysbin=$PG_SYSBIN
 	ENKASH_OLD_INSTALL=
 	export ENKASH_OLD_INSTALL
 	git -c safe.directory="$ENKASH_ROOT" -C "$ENKASH_ROOT" cat-file -e "$ENKASH_V01_COMMIT^{commit}" 2>/dev/null || {
@@ -140,8 +162,12 @@ install_old_version() {
 	as_user mkdir "$WORK/tree-0.1"
 	git -c safe.directory="$ENKASH_ROOT" -C "$ENKASH_ROOT" archive "$ENKASH_V01_COMMIT" | as_user tar -C "$WORK/tree-0.1" -xf - \
 		|| die "git archive $ENKASH_V01_COMMIT failed"
-	as_user make -s -C "$WORK/tree-0.1" PG_CONFIG="$sysbin/pg_config" >/dev/null \
-		|| die "build of enkash 0.1 failed"
+	if ! as_user make -s -C "$WORK/tree-0.1" PG_CONFIG="$sysbin/pg_config" >/dev/null 2>&1; then
+		# 0.1 was written for PostgreSQL 15 alone
+		[ "$PG_MAJOR" = "$DEBIAN_PG" ] && die "build of enkash 0.1 failed"
+		log "enkash 0.1 does not build against PostgreSQL $PG_MAJOR: the upgrade test skips"
+		return 0
+	fi
 	install_mirror "$WORK/tree-0.1" "$WORK/pginst-0.1"
 	ENKASH_OLD_INSTALL="$WORK/pginst-0.1${sysbin%/bin}"
 }

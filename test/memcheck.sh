@@ -41,15 +41,18 @@
 # about 5 minutes, 013_hostile.pl about 7.  Needs root (or sudo) like
 # run.sh, for the packages (and the system-wide install).
 #
-# What it cannot see: Debian's PostgreSQL is not built with USE_VALGRIND, so
-# memcheck knows malloc'd blocks only, not palloc chunks inside a memory
-# context: an overrun or use-after-pfree of palloc'd memory goes unnoticed
-# unless it leaves the context's block.  malloc'd memory (libcurl, OpenSSL,
-# the credentials, the response buffer) and uninitialised values are seen.
+# ENKASH_PG=18 runs it against the PostgreSQL 18 that test/pg-build.sh builds
+# with assertions and USE_VALGRIND (built on first use): memcheck then sees
+# palloc chunks inside memory contexts too, so an overrun or a use after
+# pfree of palloc'd memory is reported.  Debian's PostgreSQL 15 (the
+# default) is not built that way: there memcheck knows malloc'd blocks only
+# (libcurl, OpenSSL, the credentials, the response buffer) and
+# uninitialised values.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+# The PostgreSQL under valgrind: ENKASH_PG (one version; default 15).
+PG_MAJOR=${ENKASH_PG:-$PG_MAJOR}
 
 mode=regress
 tap_files=()
@@ -94,6 +97,8 @@ fi
 chown "$RUN_USER" "$LOGS"
 chmod 755 "$LOGS"
 
+PG_SYSBIN=$(pg_sysbin "$PG_MAJOR") || die "PostgreSQL $PG_MAJOR is not available"
+PG_BIN=$PG_SYSBIN
 prepare_work_copy
 
 # Servers we started, by pid (the wrapper below records them): stopped on
@@ -132,7 +137,7 @@ system | private) ENKASH_INSTALL=${ENKASH_MEMCHECK_INSTALL:-private} build_and_i
 *) die "ENKASH_MEMCHECK_INSTALL must be system or private" ;;
 esac
 SERVER_BIN="$PG_BINDIR/postgres"
-inst_prefix=${PG_BINDIR%/usr/lib/postgresql/$PG_MAJOR/bin}	# empty when system-wide
+inst_prefix=${PG_BINDIR%"$PG_SYSBIN"}	# empty when system-wide
 SERVER_PKGLIB="$inst_prefix$(pg_config --pkglibdir)"
 SERVER_SHARE="$inst_prefix$(pg_config --sharedir)"
 unset COPT

@@ -9,8 +9,54 @@
 #   ENKASH_ISOLATION="outbox_claims" runs these isolation specs only ("" none)
 #   ENKASH_TAP="test/t/013*.pl"  runs these TAP files only ("" none)
 #   ENKASH_PACKAGING=0           skips META.json, the .deb and installcheck checks
+# The PostgreSQL versions (ENKASH_PG="15 17 18" by default; ENKASH_PG=15 for
+# one): 15 from Debian's packages, the others built from source by
+# test/pg-build.sh on first use and cached (18 with assertions, for
+# valgrind); a version whose source cannot be had is skipped with a line
+# saying so.  Each version runs regress, isolation and TAP; the unit tests,
+# sandbox checks and fuzzing run once, with the first.  A line per version,
+# then the closing line counts them all.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# --- the matrix: this script once per PostgreSQL version ---------------------
+if [ -z "${ENKASH_PG_ONE:-}" ]; then
+	total_passed=0
+	total_failed=0
+	summary=()
+	unit=${ENKASH_UNIT:-1}
+	for version in ${ENKASH_PG:-15 17 18}; do
+		sysbin=$(pg_sysbin "$version")
+		case $? in
+		0) ;;
+		2) summary+=("PostgreSQL $version: skipped, its source could not be had (see the line above)")
+		   continue ;;
+		*) summary+=("PostgreSQL $version: 0 passed, 1 failed (it could not be built)")
+		   total_failed=$((total_failed + 1))
+		   continue ;;
+		esac
+		log "PostgreSQL $version ($sysbin)"
+		out=$(mktemp /tmp/enkash-run.XXXXXX)
+		ENKASH_PG_ONE=1 PG_MAJOR=$version PG_SYSBIN=$sysbin ENKASH_UNIT=$unit \
+			bash "${BASH_SOURCE[0]}" | tee "$out"
+		unit=0
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+		rm -f "$out"
+		if [ -z "$line" ]; then
+			line="0 passed, 1 failed"
+			summary+=("PostgreSQL $version: 0 passed, 1 failed (the run ended early)")
+		else
+			summary+=("PostgreSQL $version: $line")
+		fi
+		total_passed=$((total_passed + ${line%% passed*}))
+		line=${line#* passed, }
+		total_failed=$((total_failed + ${line%% failed*}))
+	done
+	printf '%s\n' "${summary[@]}"
+	echo "$total_passed passed, $total_failed failed"
+	[ "$total_failed" -eq 0 ]
+	exit
+fi
 
 ensure_packages
 prepare_work_copy
@@ -98,12 +144,13 @@ regress_only=()
 [ -n "${ENKASH_ISOLATION+set}" ] && regress_only+=(ISOLATION="$ENKASH_ISOLATION")
 if [ -n "${ENKASH_REGRESS-all}${ENKASH_ISOLATION-all}" ]; then
 log "pg_regress and isolation specs"
-as_user make -C "$WORK/tree" installcheck PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" \
+as_user make -C "$WORK/tree" installcheck PG_CONFIG="$PG_SYSBIN/pg_config" \
 	EXTRA_REGRESS_OPTS="--bindir=$PG_BINDIR" "${regress_only[@]}" >"$WORK/regress.log" 2>&1
 regress_rc=$?
 cat "$WORK/regress.log" | grep -E '^(ok|not ok|test |     |#)|tests (passed|failed)' >&2
-ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
-bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+# "test NAME ... ok" before PostgreSQL 16, "ok N - NAME" (TAP) from 16 on
+ok=$(grep -cE '\.\.\. ok|^ok [0-9]+ ' "$WORK/regress.log")
+bad=$(grep -cE '\.\.\. (FAILED|failed)|^not ok [0-9]+ ' "$WORK/regress.log")
 if [ "$regress_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
 	bad=1
 	tail -20 "$WORK/regress.log" >&2
@@ -126,7 +173,7 @@ esac
 case " $(cd "$WORK/tree" && echo $tap_files) " in
 *_upgrade.pl*) install_old_version ;;
 esac
-pgxs=$(dirname "$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pgxs)")/..
+pgxs=$(dirname "$("$PG_SYSBIN/pg_config" --pgxs)")/..
 as_user mkdir -p "$WORK/tap"
 (cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
 	PATH="$PG_BINDIR:$PATH" \

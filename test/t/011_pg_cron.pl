@@ -7,6 +7,12 @@ use EnkashTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+# pg_cron is not part of PostgreSQL's source: a server built from it (test/pg-build.sh) has none.
+my $pkglibdir = `pg_config --pkglibdir`;
+chomp $pkglibdir;
+plan skip_all => "pg_cron is not installed for this PostgreSQL (no $pkglibdir/pg_cron.so)"
+  unless -e "$pkglibdir/pg_cron.so";
+
 my $node = enkash_node('cron',
 	conf => "cron.database_name = 'postgres'\ncron.use_background_workers = on\nmax_worker_processes = 16\n",
 	preload => 'enkash,pg_cron');
