@@ -35,6 +35,7 @@
 #                              disturb this one nor are disturbed by it)
 #   ENKASH_VALGRIND_OPTS=OPTS  extra valgrind options (e.g. --gen-suppressions=all)
 #   ENKASH_KEEP=1              keep the work directory, as for test/run.sh
+#   ENKASH_REGRESS="setup X"   only these pg_regress tests, as for test/run.sh
 #
 # Runtime on 2 cores: about 1 minute for 9 tests, 3-4 minutes for 15 (the
 # suite takes ~20x longer than without valgrind): the whole pg_regress suite
@@ -222,9 +223,11 @@ if [ "$mode" = regress ]; then
 
 	log "pg_regress with the server under valgrind memcheck (logs: $LOGS)"
 	# In the background, so that a signal to this script is handled at once.
+	regress_only=()
+	[ -n "${ENKASH_REGRESS:-}" ] && regress_only+=(REGRESS="$ENKASH_REGRESS")
 	as_user env PGCTLTIMEOUT=900 make -C "$WORK/tree" installcheck \
 		PG_CONFIG="$PG_BIN/pg_config" EXTRA_REGRESS_OPTS="--bindir=$wrap" \
-		>"$WORK/regress.log" 2>&1 &
+		"${regress_only[@]}" >"$WORK/regress.log" 2>&1 &
 	REGRESS_PID=$!
 	wait "$REGRESS_PID"
 	regress_rc=$?

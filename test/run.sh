@@ -25,6 +25,7 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 	total_failed=0
 	summary=()
 	unit=${ENKASH_UNIT:-1}
+	packaging=${ENKASH_PACKAGING:-1}    # once, with the first version, as the unit tests
 	for version in ${ENKASH_PG:-15 17 18}; do
 		sysbin=$(pg_sysbin "$version")
 		case $? in
@@ -38,8 +39,9 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 		log "PostgreSQL $version ($sysbin)"
 		out=$(mktemp /tmp/enkash-run.XXXXXX)
 		ENKASH_PG_ONE=1 PG_MAJOR=$version PG_SYSBIN=$sysbin ENKASH_UNIT=$unit \
-			bash "${BASH_SOURCE[0]}" | tee "$out"
+			ENKASH_PACKAGING=$packaging bash "${BASH_SOURCE[0]}" | tee "$out"
 		unit=0
+		packaging=0
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
 		rm -f "$out"
 		if [ -z "$line" ]; then
