@@ -1,0 +1,46 @@
+# Alerts: a session listening on channel "enkash" receives a JSON payload
+# (event, row id) when a queued load is held by a limit, awaits approval,
+# or goes dead.
+use strict;
+use warnings;
+use lib $ENV{ENKASH_TAP_LIB};
+use EnkashTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = enkash_node('alerts', conf => <<'CONF');
+enkash.approval_threshold = 10000
+enkash.max_attempts = 1
+CONF
+sandbox('POST', '/__sandbox/reset', '{}');
+$node->safe_psql('postgres', q{
+	INSERT INTO enkash.limits (scope, target, period, max_count) VALUES ('card', 'EKCHELD', '1 day', 0)});
+
+my ($out, $err) = ('', '');
+my $in = "LISTEN enkash;\nSELECT 'listening';\n";
+my $listener = IPC::Run::start(
+	[ 'psql', '-X', '-At', '-d', $node->connstr('postgres') ],
+	'<', \$in, '>', \$out, '2>', \$err, IPC::Run::timeout(120));
+$listener->pump until $out =~ /listening/;
+
+my $held = $node->safe_psql('postgres',
+	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCHELD', 10, 'ALERT-HELD')");
+my $waiting = $node->safe_psql('postgres',
+	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 50000, 'ALERT-APPROVE')");
+sandbox('POST', '/__sandbox/faults', '{"fail": {"status": 500, "count": 1}}');
+my $dead = $node->safe_psql('postgres',
+	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10, 'ALERT-DEAD')");
+$node->poll_query_until('postgres', "SELECT state = 'dead' FROM enkash.requests WHERE id = $dead")
+  or diag($node->safe_psql('postgres', "SELECT * FROM enkash.requests WHERE id = $dead"));
+
+# psql shows notifications after a command: ask it for one more
+$in .= "SELECT 'done';\n";
+$listener->pump until $out =~ /done/;
+$in .= "\\q\n";
+$listener->finish;
+
+like($out, qr/payload "\{"event" : "held", "id" : $held\}"/, 'held by a limit: alert received');
+like($out, qr/payload "\{"event" : "awaiting_approval", "id" : $waiting\}"/, 'awaiting approval: alert received');
+like($out, qr/payload "\{"event" : "dead", "id" : $dead\}"/, 'dead: alert received');
+
+done_testing();
