@@ -522,6 +522,9 @@ SELECT enkash.upgrade_restore_grants('endpoints', '@extschema@.enkash_endpoints(
 SELECT enkash.upgrade_restore_grants('', 'enkash.answer_time(text)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reset_credentials()');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_check(text)');
+-- as a fresh install's REVOKE ALL ON ALL TABLES leaves them
+REVOKE ALL ON TABLE enkash.limits FROM PUBLIC;
+REVOKE ALL ON SEQUENCE enkash.limits_id_seq FROM PUBLIC;
 SELECT enkash.upgrade_restore_grants('', 'enkash.notify_state()');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_approve(bigint)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reject(bigint, text)');

@@ -17,6 +17,7 @@
 #include "enkash.h"
 
 #include "catalog/namespace.h"
+#include "common/hashfn.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "endpoints.h"
@@ -28,6 +29,7 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 /* A load's facts that limits and approval look at. */
@@ -47,11 +49,21 @@ static int	nheld = 0;
 /* A limit's lock: one per limit and card (or account) it counts. */
 #define LIMIT_LOCK_SPACE 0x454B	/* "EK": apart from users' advisory locks */
 
+/*
+ * Whether a call made here is checked: the enkash sender's calls were
+ * checked as they were queued (and it claims nothing while paused).
+ */
+static bool
+checked_here(void)
+{
+	return !IsBackgroundWorker;
+}
+
 static bool
 changes_something(const EnkashEndpoint *ep)
 {
-	return ep->kind == ENKASH_MONEY || ep->kind == ENKASH_WRITE ||
-		ep->kind == ENKASH_SECRET_IN;
+	return checked_here() && (ep->kind == ENKASH_MONEY || ep->kind == ENKASH_WRITE ||
+							  ep->kind == ENKASH_SECRET_IN);
 }
 
 static bool
@@ -142,8 +154,7 @@ take_limit_lock(int32 limit_id, const char *subject, bool session_lock)
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) limit_id,
-						 (uint32) DatumGetInt32(DirectFunctionCall1(hashtext,
-																	CStringGetTextDatum(subject))),
+						 hash_bytes((const unsigned char *) subject, strlen(subject)),
 						 LIMIT_LOCK_SPACE);
 	if (session_lock && nheld >= MAX_HELD_LOCKS)
 		ereport(ERROR,
@@ -225,7 +236,9 @@ check_limits(void *arg)
 		args[1] = SPI_getbinval(row, desc, 2, &isnull);
 		args[2] = CStringGetTextDatum(subject);
 		args[3] = CStringGetTextDatum(check->key ? check->key : "");
-		if (SPI_execute_plan(plan_total, args, NULL, false, 0) != SPI_OK_SELECT ||
+		/* the latest snapshot, also in a REPEATABLE READ transaction: what others committed */
+		if (SPI_execute_snapshot(plan_total, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 false, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "could not count the loads of a spending limit");
 		total = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -340,7 +353,7 @@ enkash_limits_enter(const EnkashEndpoint *ep, const char *json, size_t len,
 	LoadFacts	facts;
 	char	   *broken;
 
-	if (!is_load(ep))
+	if (!is_load(ep) || !checked_here())
 		return;
 	load_facts(body_of(json, len), &facts);
 	PG_TRY();
