@@ -182,6 +182,7 @@ extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
+extern void enkash_token_alert_refusal(void);
 
 /* --- ratelimit.c: enkash.rate_limit across the server --------------------- */
 extern const struct EnkashSharedPart enkash_rate_limit_part;

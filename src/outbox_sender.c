@@ -287,6 +287,9 @@ tidy(TimestampTz *last_orphan_check)
 	PG_TRY();
 	{
 		StartTransactionCommand();
+		enkash_token_alert_refusal();
+		CommitTransactionCommand();
+		StartTransactionCommand();
 		enkash_token_refresh_if_due();
 		CommitTransactionCommand();
 		if (TimestampDifferenceExceeds(*last_orphan_check, GetCurrentTimestamp(),
