@@ -936,21 +936,22 @@ CREATE TRIGGER notify_changed AFTER UPDATE OF state ON enkash.requests FOR EACH 
           AND NEW.state IN ('held', 'awaiting_approval', 'dead', 'unknown'))
     EXECUTE FUNCTION enkash.notify_state();
 
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
 CREATE FUNCTION enkash_approve(id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'enkash_approve'
-    LANGUAGE C VOLATILE STRICT;
+    LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_approve(bigint) IS
 'A checker (enkash_approve, not the role that queued it) lets a queued load awaiting approval be sent.';
 
 CREATE FUNCTION enkash_reject(id bigint, reason text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'enkash_reject'
-    LANGUAGE C VOLATILE STRICT;
+    LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_reject(bigint, text) IS
 'A checker (enkash_approve, not the role that queued it) refuses a queued load awaiting approval: it is never sent.';
 
 CREATE FUNCTION enkash_release(id bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'enkash_release'
-    LANGUAGE C VOLATILE STRICT;
+    LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enkash_release(bigint) IS
 'Administrators: sends a queued load held by a spending limit after all (once the limit is raised, or by decision).';
 

@@ -118,10 +118,11 @@ decide(void *arg)
 }
 
 static bool
-run_decision(int64 id, Decision decision, const char *reason)
+run_decision(FunctionCallInfo fcinfo, Decision decision)
 {
 	DecisionArgs d;
 	Oid			approver = get_role_oid("enkash_approve", true);
+	int			nargs = decision == DECIDE_REJECT ? 2 : 1;
 
 	enkash_require_current();
 	if (decision != DECIDE_RELEASE && !superuser() &&
@@ -130,10 +131,16 @@ run_decision(int64 id, Decision decision, const char *reason)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only a holder of enkash_approve may approve or reject loads"),
 				 errhint("GRANT enkash_approve to the checker (see the README's Privileges).")));
-	d.id = id;
+	for (int i = 0; i < nargs; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", i == 0 ? "id" : "reason"),
+					 i == 1 ? errhint("Say why the load is rejected: it is kept with the row and in the audit log.") : 0));
+	d.id = PG_GETARG_INT64(0);
 	d.decision = decision;
 	d.checker = GetUserNameFromId(GetOuterUserId(), false);
-	d.reason = reason;
+	d.reason = nargs == 2 ? text_to_cstring(PG_GETARG_TEXT_PP(1)) : NULL;
 	enkash_as_owner(decide, &d);
 	return true;
 }
@@ -142,20 +149,19 @@ PG_FUNCTION_INFO_V1(enkash_approve);
 Datum
 enkash_approve(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(run_decision(PG_GETARG_INT64(0), DECIDE_APPROVE, NULL));
+	PG_RETURN_BOOL(run_decision(fcinfo, DECIDE_APPROVE));
 }
 
 PG_FUNCTION_INFO_V1(enkash_reject);
 Datum
 enkash_reject(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(run_decision(PG_GETARG_INT64(0), DECIDE_REJECT,
-								text_to_cstring(PG_GETARG_TEXT_PP(1))));
+	PG_RETURN_BOOL(run_decision(fcinfo, DECIDE_REJECT));
 }
 
 PG_FUNCTION_INFO_V1(enkash_release);
 Datum
 enkash_release(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(run_decision(PG_GETARG_INT64(0), DECIDE_RELEASE, NULL));
+	PG_RETURN_BOOL(run_decision(fcinfo, DECIDE_RELEASE));
 }
