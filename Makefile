@@ -10,7 +10,9 @@ PGFILEDESC = "enkash - EnKash Prepaid Card API as SQL functions"
 
 OBJS = \
 	src/api.o \
+	src/approval.o \
 	src/check.o \
+	src/controls.o \
 	src/credentials.o \
 	src/endpoints.o \
 	src/enkash.o \

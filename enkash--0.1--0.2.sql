@@ -775,6 +775,87 @@ REVOKE ALL ON enkash.audit_archives, enkash.expired_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE enkash.audit_archives_id_seq FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
+-- Controls: spending limits, loads held or awaiting approval, alerts
+-- ---------------------------------------------------------------------------
+
+-- Spending limits.  Every load, synchronous or queued, is checked against
+-- every matching row (controls.c); target NULL means each card (or card
+-- account) separately, scope 'all' counts every load together.
+CREATE TABLE enkash.limits (
+    id serial PRIMARY KEY,
+    scope text NOT NULL CHECK (scope IN ('card', 'card_account', 'all')),
+    target text,
+    period interval NOT NULL CHECK (period > interval '0'),
+    max_amount numeric CHECK (max_amount >= 0),
+    max_count integer CHECK (max_count >= 0),
+    note text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (max_amount IS NOT NULL OR max_count IS NOT NULL),
+    CHECK (scope <> 'all' OR target IS NULL)
+);
+COMMENT ON TABLE enkash.limits IS
+'Spending limits: loads to a card, a card account or all together within a period, by amount and/or count.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.limits', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.limits_id_seq', '');
+
+-- A queued load stored in a dry run (dry_run), over a limit (held), at or
+-- above enkash.approval_threshold (awaiting_approval) or refused by a
+-- checker (rejected) is never claimed by the sender.
+ALTER TABLE enkash.requests DROP CONSTRAINT requests_state_check;
+ALTER TABLE enkash.requests ADD CONSTRAINT requests_state_check
+    CHECK (state IN ('pending', 'sending', 'unknown', 'succeeded', 'failed', 'dead',
+                     'dry_run', 'held', 'awaiting_approval', 'rejected'));
+-- The checker of a load that awaited approval, and when they decided.
+ALTER TABLE enkash.requests ADD COLUMN decided_by text;
+ALTER TABLE enkash.requests ADD COLUMN decided_at timestamptz;
+
+-- The queue at a glance, with the amount of the loads in each state.
+CREATE OR REPLACE VIEW enkash.queue AS
+SELECT state, count(*) AS requests,
+       min(created_at) AS oldest,
+       max(now() - created_at) FILTER (WHERE state IN ('pending', 'sending', 'unknown')) AS oldest_waiting_for,
+       min(next_attempt_at) FILTER (WHERE state IN ('pending', 'unknown')) AS next_attempt_at,
+       sum((body->>'amount')::numeric) FILTER (WHERE endpoint = 'load_balance') AS amount
+FROM enkash.requests GROUP BY state;
+
+-- Alerts: NOTIFY enkash, '{"event": <state>, "id": <row>}' when a row
+-- enters a state a person must look at.
+CREATE FUNCTION enkash.notify_state() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('enkash', json_build_object('event', NEW.state, 'id', NEW.id)::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER notify_queued AFTER INSERT ON enkash.requests FOR EACH ROW
+    WHEN (NEW.state IN ('held', 'awaiting_approval', 'dead', 'unknown'))
+    EXECUTE FUNCTION enkash.notify_state();
+CREATE TRIGGER notify_changed AFTER UPDATE OF state ON enkash.requests FOR EACH ROW
+    WHEN (NEW.state IS DISTINCT FROM OLD.state
+          AND NEW.state IN ('held', 'awaiting_approval', 'dead', 'unknown'))
+    EXECUTE FUNCTION enkash.notify_state();
+
+-- Not STRICT: a NULL argument is not folded away before the EXECUTE check.
+CREATE FUNCTION enkash_approve(id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_approve'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION enkash_approve(bigint) IS
+'A checker (enkash_approve, not the role that queued it) lets a queued load awaiting approval be sent.';
+
+CREATE FUNCTION enkash_reject(id bigint, reason text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_reject'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION enkash_reject(bigint, text) IS
+'A checker (enkash_approve, not the role that queued it) refuses a queued load awaiting approval: it is never sent.';
+
+CREATE FUNCTION enkash_release(id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_release'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION enkash_release(bigint) IS
+'Administrators: sends a queued load held by a spending limit after all (once the limit is raised, or by decision).';
+
+-- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------
 
@@ -794,6 +875,15 @@ REVOKE ALL ON TABLE enkash.reconciliation FROM PUBLIC;
 REVOKE ALL ON SEQUENCE enkash.reconciliation_id_seq FROM PUBLIC;
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_archive_audit(timestamptz, text)');
 SELECT enkash.upgrade_restore_grants('', 'enkash.audit_log_archived_only()');
+
+-- ---------------------------------------------------------------------------
+-- as a fresh install's REVOKE ALL ON ALL TABLES leaves them
+REVOKE ALL ON TABLE enkash.limits FROM PUBLIC;
+REVOKE ALL ON SEQUENCE enkash.limits_id_seq FROM PUBLIC;
+SELECT enkash.upgrade_restore_grants('', 'enkash.notify_state()');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_approve(bigint)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reject(bigint, text)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_release(bigint)');
 
 DROP FUNCTION enkash.upgrade_restore_grants(text, regprocedure);
 DROP FUNCTION enkash.upgrade_save_grants(text, regprocedure);

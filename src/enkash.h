@@ -36,6 +36,9 @@
 #define ERRCODE_ENKASH_OUTCOME_UNKNOWN	MAKE_SQLSTATE('N','K','0','0','6')	/* sent, no answer */
 #define ERRCODE_ENKASH_KEY_REUSED		MAKE_SQLSTATE('N','K','0','0','7')	/* same key, other request */
 #define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('N','K','0','0','8')	/* not tried again */
+#define ERRCODE_ENKASH_PAUSED			MAKE_SQLSTATE('N','K','0','0','9')	/* enkash.sending is off */
+#define ERRCODE_ENKASH_LIMIT			MAKE_SQLSTATE('N','K','0','1','0')	/* over a spending limit */
+#define ERRCODE_ENKASH_NEEDS_APPROVAL	MAKE_SQLSTATE('N','K','0','1','1')	/* at/above the threshold */
 #define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('N','K','0','1','2')	/* extension older than library */
 
 /*
@@ -80,6 +83,9 @@ extern int	enkash_retry_base_ms;
 extern int	enkash_retry_max_ms;
 extern double enkash_token_refresh_fraction;
 extern double enkash_rate_limit;
+extern bool enkash_sending;
+extern bool enkash_dry_run;
+extern int	enkash_approval_threshold;
 
 /*
  * The search_path under which enkash runs its own SQL (SPI) with rights other
@@ -180,6 +186,7 @@ extern uint64 enkash_token_get(char *bearer, size_t bearer_size);
 extern void enkash_token_invalidate(uint64 generation);
 extern uint64 enkash_token_renew(char *bearer, size_t bearer_size);
 extern void enkash_token_refresh_if_due(void);
+extern void enkash_token_alert_refusal(void);
 
 /* --- ratelimit.c: enkash.rate_limit across the server --------------------- */
 extern const struct EnkashSharedPart enkash_rate_limit_part;
@@ -283,5 +290,17 @@ extern void enkash_build_body(FunctionCallInfo fcinfo, StringInfo body,
 extern const EnkashEndpoint *enkash_raw_call_args(FunctionCallInfo fcinfo,
 												  Jsonb **body);
 extern char *enkash_raw_money_key(const EnkashEndpoint *endpoint, Jsonb *body);
+
+/* --- controls.c: the pause switch, dry runs, spending limits, approval ---- */
+extern Jsonb *enkash_controls_before_send(const EnkashEndpoint *endpoint,
+										  const char *json, size_t len,
+										  const char *key);
+extern void enkash_limits_enter(const EnkashEndpoint *endpoint, const char *json,
+								size_t len, const char *key);
+extern void enkash_limits_leave(void);
+extern void enkash_as_owner(void (*fn) (void *arg), void *arg);
+extern const char *enkash_controls_queue_state(const EnkashEndpoint *endpoint,
+											   Jsonb *body, const char *key,
+											   char **reason);
 
 #endif							/* ENKASH_H */

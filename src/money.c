@@ -364,8 +364,18 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 				 errmsg("money calls cannot be made on a standby server"),
 				 errhint("Make %s on the primary; it cannot be recorded here.", ep->label)));
 
-	enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request,
-						enkash_look_up_first(ep), &claim);
+	/* a load's spending limits stay locked until its key's claim is committed */
+	enkash_limits_enter(ep, json, len, key);
+	PG_TRY();
+	{
+		enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request,
+							enkash_look_up_first(ep), &claim);
+	}
+	PG_FINALLY();
+	{
+		enkash_limits_leave();
+	}
+	PG_END_TRY();
 
 	switch (claim.verdict)
 	{

@@ -138,9 +138,10 @@ static int64
 enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 {
 	static bool callback_registered = false;
-	Oid			types[4] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[6] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *reason;
 	int64		id;
 	bool		isnull;
 	Oid			requests;
@@ -195,10 +196,15 @@ enqueue(const EnkashEndpoint *ep, const char *body, const char *key)
 	if (plan_enqueue == NULL)
 		plan_enqueue = enkash_keep_plan(
 			"INSERT INTO enkash.requests "
-			"  (endpoint, body, idempotency_key, created_by, max_attempts) "
+			"  (endpoint, body, idempotency_key, created_by, max_attempts, state, last_error) "
 			"VALUES ($1, $2, $3, $4, "
-			"        pg_catalog.current_setting('enkash.max_attempts')::pg_catalog.int4) "
-			"RETURNING id", 4, types);
+			"        pg_catalog.current_setting('enkash.max_attempts')::pg_catalog.int4, $5, $6) "
+			"RETURNING id", 6, types);
+	/* dry run, spending limits, approval (controls.c) */
+	values[4] = CStringGetTextDatum(enkash_controls_queue_state(ep, DatumGetJsonbP(values[1]),
+																key, &reason));
+	values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[5] = reason ? ' ' : 'n';
 	if (SPI_execute_plan(plan_enqueue, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into enkash.requests");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

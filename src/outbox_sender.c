@@ -287,6 +287,9 @@ tidy(TimestampTz *last_orphan_check)
 	PG_TRY();
 	{
 		StartTransactionCommand();
+		enkash_token_alert_refusal();
+		CommitTransactionCommand();
+		StartTransactionCommand();
 		enkash_token_refresh_if_due();
 		CommitTransactionCommand();
 		if (TimestampDifferenceExceeds(*last_orphan_check, GetCurrentTimestamp(),
@@ -569,7 +572,8 @@ enkash_sender_main(Datum arg)
 		 * as for 20.
 		 */
 		in_flight = enkash_multi_running() - nfinished;
-		room = enkash_max_concurrency - in_flight;
+		/* paused (enkash.sending off): nothing is claimed or started */
+		room = enkash_sending ? enkash_max_concurrency - in_flight : 0;
 		if (ready && room > 0)
 		{
 			/* places freed: the calls held ready go at once */
@@ -577,7 +581,7 @@ enkash_sender_main(Datum arg)
 			in_flight = enkash_multi_running() - nfinished;
 			room = enkash_max_concurrency - in_flight;
 		}
-		reserve = enkash_max_concurrency / RESERVE_FRACTION;
+		reserve = enkash_sending ? enkash_max_concurrency / RESERVE_FRACTION : 0;
 		gathered = ndone >= Max(1, enkash_max_concurrency / GATHER_FRACTION) ||
 			in_flight == 0 || TimestampDifferenceExceeds(first_done, now, GATHER_MS);
 		if ((ndone > 0 && gathered) || slept ||
@@ -595,7 +599,7 @@ enkash_sender_main(Datum arg)
 			ENKASH_STOP_POINT(multi ? "sender-claim-committed" : NULL);
 			/* as many as there are places; the rest are held ready */
 			nready += append_calls(&ready, multi);
-			room = enkash_max_concurrency - (enkash_multi_running() - nfinished);
+			room = enkash_sending ? enkash_max_concurrency - (enkash_multi_running() - nfinished) : 0;
 			start_ready(&ready, &nready, room, &failed);
 		}
 		slept = false;

@@ -205,7 +205,10 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 			const char *key)
 {
 	EnkashAnswer answer = {0};
+	Jsonb	   *rehearsal = enkash_controls_before_send(ep, json, len, key);
 
+	if (rehearsal)
+		return rehearsal;		/* a dry run: nothing sent */
 	if (ep->kind == ENKASH_MONEY)
 		return enkash_send_money(ep, json, len, key);
 	return enkash_send_answered(ep, json, len, key, &answer);

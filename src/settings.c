@@ -47,6 +47,9 @@ int			enkash_retry_base_ms = 1000;
 int			enkash_retry_max_ms = 300000;
 double		enkash_token_refresh_fraction = 0.8;
 double		enkash_rate_limit = 0;
+bool		enkash_sending = true;
+bool		enkash_dry_run = false;
+int			enkash_approval_threshold = 0;
 
 /* "code[:message][;...]": every entry names a code */
 static bool
@@ -220,6 +223,10 @@ static const struct
 		"Largest amount, in rupees, accepted for one load.",
 		"Guards against a misplaced decimal point or a unit mix-up.",
 		&enkash_max_amount, 10000000, 1, INT_MAX, PGC_SUSET, 0},
+	{"enkash.approval_threshold",
+		"Loads of this amount (rupees) or more wait for a checker's approval (0: none do).",
+		"A second person, holding enkash_approve, approves each such load (maker-checker).",
+		&enkash_approval_threshold, 0, 0, INT_MAX, PGC_SIGHUP, 0},
 	{"enkash.max_response_kb",
 		"Largest EnKash response accepted.",
 		NULL,
@@ -337,6 +344,15 @@ enkash_define_settings(void)
 							 "Encrypt request bodies with the partner's AES envelope.",
 							 NULL, &enkash_encrypt, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("enkash.sending",
+							 "Send money and card changes to EnKash (off: the pause switch).",
+							 "Off, such calls are refused and queued ones wait; look-ups go on.",
+							 &enkash_sending, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("enkash.dry_run",
+							 "Rehearse money and card changes: check them, record them, send nothing.",
+							 NULL, &enkash_dry_run, false,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("enkash.token_refresh_fraction",
 							 "Fraction of a token's lifetime after which a sender replaces it.",
 							 NULL, &enkash_token_refresh_fraction, 0.8, 0.1, 0.95,

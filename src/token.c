@@ -27,6 +27,7 @@
 #include "envelope.h"
 #include "ledger.h"
 #include "access/htup_details.h"
+#include "commands/async.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "funcapi.h"
@@ -213,6 +214,28 @@ raise_refused(TimestampTz at, const char *reason)
 			 errdetail("EnKash refused them at %s (%s) and locks the partner account after 3 refused attempts in a row, so nothing was sent.",
 					   timestamptz_to_str(at), reason),
 			 errhint("Correct the file named by enkash.credentials_file (it is re-read within a second), or, once EnKash confirms the credentials, have an administrator call enkash_reset_credentials().")));
+}
+
+/*
+ * NOTIFY enkash once per refusal of the credentials.  The enkash sender
+ * calls it in a transaction of its own: the session that saw the refusal
+ * rolls back with its error, and its notification with it.
+ */
+void
+enkash_token_alert_refusal(void)
+{
+	static TimestampTz alerted = 0;
+	TimestampTz at;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	at = shared->refused ? shared->refused_at : 0;
+	LWLockRelease(shared->lock);
+	if (at == 0 || at == alerted)
+		return;
+	Async_Notify("enkash",
+				 psprintf("{\"event\" : \"credentials_refused\", \"id\" : null, \"at\" : \"%s\"}",
+						  timestamptz_to_str(at)));
+	alerted = at;
 }
 
 /* Raises NK008 if EnKash has refused exactly these credentials. */

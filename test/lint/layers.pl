@@ -16,7 +16,8 @@ my @layers = (
 	[ 'wire',       qw(transport transport_internal transport_multi response ratelimit) ],
 	[ 'stores',     qw(ledger ledger_internal ledger_slots ledger_sql ledger_many ledger_batch ledger_worker) ],
 	[ 'calls',      qw(token request fields api pages reconcile money check
-					   outbox outbox_internal outbox_rows outbox_sender) ],
+					   outbox outbox_internal outbox_rows outbox_sender
+					   controls approval) ],
 	[ 'processes',  qw(worker enkash) ],
 );
 

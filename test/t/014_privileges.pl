@@ -7,10 +7,11 @@
 #    of every one: 42501 everywhere (SET of a reload/restart setting: 55P02),
 #    SHOW gives the value of harmless settings only, no shown value holds a
 #    secret, and the sandbox sees no request.
-# 2. The three grant levels of the README, applied from README.md itself (the
+# 2. The four grant levels of the README, applied from README.md itself (the
 #    cluster block once, the database block in two databases): read looks up
 #    but cannot move money; operate moves money (synchronously and queued)
-#    but cannot use enkash_call, the audit log, keys or settings; admin can.
+#    but cannot use enkash_call, the audit log, keys or settings; admin can;
+#    approve reads the queue and approves or rejects, nothing else.
 #    Every refusal is 42501 and reaches nothing.
 use strict;
 use warnings;
@@ -235,7 +236,7 @@ $node->poll_query_until('postgres',
 # The walk blocked and replaced cards: start again from the seed state.
 sandbox('POST', '/__sandbox/reset', '{}');
 
-# --- 2. the README's three grant levels -----------------------------------------
+# --- 2. the README's four grant levels ------------------------------------------
 my $readme = slurp_file("$ENV{ENKASH_TAP_LIB}/../../README.md");
 my ($section) = $readme =~ /^### Privileges\n(.*?)^## /ms;
 my @blocks = $section =~ /```sql\n(.*?)```/gs;
@@ -254,6 +255,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE reader LOGIN IN ROLE enkash_read;
 	CREATE ROLE operator LOGIN IN ROLE enkash_operate;
 	CREATE ROLE administrator LOGIN IN ROLE enkash_admin;
+	CREATE ROLE checker LOGIN IN ROLE enkash_approve;
 	CREATE TABLE payroll (run_id text, employee_id text, card_account_id text,
 	                      enkash_card_id text, allowance numeric);
 	ALTER TABLE payroll OWNER TO operator;
@@ -271,23 +273,40 @@ my %level = (
 		  enkash_load_balance_async enkash_load_balance_trigger enkash_wait enkash_reconcile)),
 	(map { ($_ => 'admin') } qw(enkash_call enkash_check enkash_enqueue enkash_retry enkash_sync_transactions
 		  enkash_token_calls enkash_token_status enkash_reset_credentials enkash_reconcile_store
-		  enkash_reconciliation_resolve)));
+		  enkash_reconciliation_resolve enkash_release)),
+	(map { ($_ => 'approve') } qw(enkash_approve enkash_reject)));
 my %rank = (read => 1, operate => 2, admin => 3, superuser => 4);
-my %role_of = (read => 'reader', operate => 'operator', admin => 'administrator');
+my %role_of = (read => 'reader', operate => 'operator', admin => 'administrator',
+	approve => 'checker');
+
+# Whether a level has what another needs: approve is read and its own
+# decisions, apart from operate and admin.
+sub may
+{
+	my ($lvl, $need) = @_;
+	return $lvl eq 'approve' if $need eq 'approve';
+	return $need eq 'read' if $lvl eq 'approve';
+	return $rank{$need} <= $rank{$lvl};
+}
 
 # Relations: the lowest level that may SELECT; nobody but superusers writes.
 my %rel_level = ('enkash.transactions' => 'read', 'enkash.money_movements' => 'operate',
 	'enkash.queue' => 'operate');
+# ... and a level outside that chain that may read them too
+my %rel_also = ('enkash.queue' => 'approve', 'enkash.requests' => 'approve');
+# Relations a level may also write: the spending limits, by administrators
+# (INSERT DEFAULT VALUES is then refused by a NOT NULL, 23502).
+my %rel_writer = ('enkash.limits' => 'admin');
 
 $before = api_requests();
-for my $lvl (qw(read operate admin))
+for my $lvl (qw(read operate admin approve))
 {
 	my $role = $role_of{$lvl};
 	for my $sig (sort keys %functions)
 	{
 		my ($name) = $sig =~ /^([\w.]+)\(/;
 		my $need = $level{$name} // 'superuser';
-		next if $rank{$need} <= $rank{$lvl};
+		next if may($lvl, $need);
 		is(sqlstate(try_as($role, $functions{$sig}[0])), '42501', "$lvl: $sig refused");
 	}
 	for my $r (@relations)
@@ -297,8 +316,13 @@ for my $lvl (qw(read operate admin))
 		for my $stmt (relation_statements($rel, $kind))
 		{
 			my $reading = $stmt =~ /^SELECT (\*|count)/ && $stmt !~ /FOR UPDATE/;
-			my $want = $reading && $rank{$need} <= $rank{$lvl} ? qr/^ok$/
+			my $may_read = may($lvl, $need) || ($rel_also{$rel} && may($lvl, $rel_also{$rel}));
+			my $want = $reading && $may_read ? qr/^ok$/
 			  : $kind eq 'v' && !$reading ? qr/^(42501|55000)$/ : qr/^42501$/;
+			$want = qr/^(ok|23502)$/
+			  if $rel_writer{$rel} && may($lvl, $rel_writer{$rel}) && $stmt !~ /^TRUNCATE/;
+			$want = qr/^ok$/
+			  if $rel eq 'enkash.limits_id_seq' && may($lvl, 'admin') && $stmt =~ /nextval/;
 			like(sqlstate(try_as($role, $stmt)), $want, "$lvl: $stmt");
 		}
 	}
