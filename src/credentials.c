@@ -235,7 +235,9 @@ static void
 read_credentials_file(const char *path)
 {
 	struct stat st;
-	char	   *text = slurp_credentials_file(path, &st);
+	/* read in PG_CATCH: volatile, so that no stale copy is used there */
+	char	   *volatile text = slurp_credentials_file(path, &st);
+	volatile size_t text_len = st.st_size;
 	char	   *line = text;
 	int			lineno = 0;
 
@@ -291,12 +293,12 @@ read_credentials_file(const char *path)
 	}
 	PG_CATCH();
 	{
-		explicit_bzero(text, st.st_size);
+		explicit_bzero(text, text_len);
 		wipe_credentials(&fresh);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	explicit_bzero(text, st.st_size);
+	explicit_bzero(text, text_len);
 	pfree(text);
 
 	fresh.version = current.version + 1;

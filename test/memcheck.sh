@@ -239,8 +239,8 @@ if [ "$mode" = regress ]; then
 	[ -f "$WORK/tree/regression.diffs" ] && cp "$WORK/tree/regression.diffs" "$LOGS/"
 	[ -f "$WORK/tree/log/postmaster.log" ] && cp "$WORK/tree/log/postmaster.log" "$LOGS/"
 	grep -E '^(ok|not ok|test |     )|tests (passed|failed)' "$WORK/regress.log" >&2
-	ok=$(grep -cE '\.\.\. ok' "$WORK/regress.log")
-	bad=$(grep -cE '\.\.\. (FAILED|failed)' "$WORK/regress.log")
+	ok=$(grep -cE '\.\.\. ok|^ok [0-9]+ ' "$WORK/regress.log")
+	bad=$(grep -cE '\.\.\. (FAILED|failed)|^not ok [0-9]+ ' "$WORK/regress.log")
 	if [ "$bad" -gt 0 ] && [ -f "$WORK/tree/regression.diffs" ]; then
 		log "pg_regress under valgrind: $bad test(s) differ (timing tests may, under valgrind); first lines of the diffs:"
 		head -60 "$WORK/tree/regression.diffs" >&2
