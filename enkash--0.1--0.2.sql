@@ -430,6 +430,31 @@ COMMENT ON FUNCTION enkash_endpoints() IS
 'The EnKash endpoints this extension speaks to: SQL function, endpoint name (for enkash_call), path, kind (read, write, money, secret in/out), JSON fields (? = optional), EnKash''s page (docs.enkash.com/<docs_page>), basis (doc: as published; inferred: our reading, path overridable).';
 
 -- ---------------------------------------------------------------------------
+-- The live server: a restored or cloned copy sends nothing until confirmed
+-- ---------------------------------------------------------------------------
+
+-- One row, naming the server that sends (src/live.c).  A copy of the data
+-- directory inherits it but runs elsewhere, so it does not match.
+CREATE TABLE enkash.live_server (
+    one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    system_identifier text NOT NULL,    -- pg_control_system()
+    host text NOT NULL,                 -- the machine's host name
+    port integer NOT NULL,
+    data_directory text NOT NULL,
+    made_live_by text NOT NULL          -- the role that confirmed, or 'promotion'
+);
+
+CREATE FUNCTION enkash_confirm_live() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_confirm_live'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_confirm_live() IS
+'Administrators only: names this server the live one, which sends the queue and makes money and write calls (a restored or cloned copy waits until then). True if it was not the live one before.';
+
+-- The server the extension is installed on is the live one.
+SELECT enkash_confirm_live();
+
+-- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------
 
@@ -442,6 +467,7 @@ SELECT enkash.upgrade_restore_grants('endpoints', '@extschema@.enkash_endpoints(
 SELECT enkash.upgrade_restore_grants('', 'enkash.answer_time(text)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reset_credentials()');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_check(text)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_confirm_live()');
 
 DROP FUNCTION enkash.upgrade_restore_grants(text, regprocedure);
 DROP FUNCTION enkash.upgrade_save_grants(text, regprocedure);

@@ -875,6 +875,31 @@ COMMENT ON FUNCTION enkash_token_calls() IS
 'Number of calls made to EnKash''s token endpoint since the server started (the token itself is never shown).';
 
 -- ---------------------------------------------------------------------------
+-- The live server: a restored or cloned copy sends nothing until confirmed
+-- ---------------------------------------------------------------------------
+
+-- One row, naming the server that sends (src/live.c).  A copy of the data
+-- directory inherits it but runs elsewhere, so it does not match.
+CREATE TABLE enkash.live_server (
+    one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    system_identifier text NOT NULL,    -- pg_control_system()
+    host text NOT NULL,                 -- the machine's host name
+    port integer NOT NULL,
+    data_directory text NOT NULL,
+    made_live_by text NOT NULL          -- the role that confirmed, or 'promotion'
+);
+
+CREATE FUNCTION enkash_confirm_live() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_confirm_live'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_confirm_live() IS
+'Administrators only: names this server the live one, which sends the queue and makes money and write calls (a restored or cloned copy waits until then). True if it was not the live one before.';
+
+-- The server the extension is installed on is the live one.
+SELECT enkash_confirm_live();
+
+-- ---------------------------------------------------------------------------
 -- Privileges: nobody but superusers until granted (see README, "Privileges")
 -- ---------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@
 #define ERRCODE_ENKASH_KEY_REUSED		MAKE_SQLSTATE('N','K','0','0','7')	/* same key, other request */
 #define ERRCODE_ENKASH_CREDENTIALS_REFUSED	MAKE_SQLSTATE('N','K','0','0','8')	/* not tried again */
 #define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('N','K','0','1','2')	/* extension older than library */
+#define ERRCODE_ENKASH_NOT_LIVE			MAKE_SQLSTATE('N','K','0','1','3')	/* a copy, not confirmed live */
 
 /*
  * An answer came but cannot be used, one code per way it is broken (NK005

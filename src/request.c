@@ -15,6 +15,7 @@
 #include "endpoints.h"
 #include "envelope.h"
 #include "ledger.h"
+#include "live.h"
 
 /* The cipher for the current credentials, kept to avoid per-call setup. */
 static EnvelopeCipher cipher;
@@ -206,6 +207,8 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 {
 	EnkashAnswer answer = {0};
 
+	if (ep->kind != ENKASH_READ && ep->kind != ENKASH_SECRET_OUT)
+		enkash_require_live(ep);
 	if (ep->kind == ENKASH_MONEY)
 		return enkash_send_money(ep, json, len, key);
 	return enkash_send_answered(ep, json, len, key, &answer);
