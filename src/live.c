@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "access/xlog.h"
+#include "catalog/pg_authid.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -41,6 +42,22 @@ typedef struct ServerIdentity
 
 /* Once live, a process stays so: nothing makes a live server a copy. */
 static bool live_known = false;
+
+static bool live_or_taken_over(bool may_take_over);
+
+/*
+ * enkash.live_server is read and written with the bootstrap superuser's
+ * rights (fully qualified statements, restricted operation): a role making
+ * a money call has no rights on it, nor should it.
+ */
+static void
+as_owner(Oid *saved_user, int *saved_context)
+{
+	GetUserIdAndSecContext(saved_user, saved_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   *saved_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
 
 static void
 own_identity(ServerIdentity *id)
@@ -101,17 +118,27 @@ record_identity(const ServerIdentity *id, const char *made_live_by)
 bool
 enkash_live_here(void)
 {
+	return live_or_taken_over(true);
+}
+
+static bool
+live_or_taken_over(bool may_take_over)
+{
 	static bool said = false;
 	ServerIdentity self;
 	bool		live = false;
 	bool		same_cluster = false;
 	char	   *named = NULL;
 
+	Oid			saved_user;
+	int			saved_context;
+
 	if (live_known || RecoveryInProgress())
 		return true;
 	own_identity(&self);
+	as_owner(&saved_user, &saved_context);
 	SPI_connect();
-	if (SPI_execute("SELECT system_identifier, host, port::text, data_directory "
+	if (SPI_execute("SELECT system_identifier, host, port::pg_catalog.text, data_directory "
 					"FROM enkash.live_server", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
@@ -127,7 +154,7 @@ enkash_live_here(void)
 			atoi(port) == self.port && strcmp(dir, self.data_directory) == 0;
 		named = psprintf("host \"%s\", port %s, data directory \"%s\"", host, port, dir);
 	}
-	if (!live && same_cluster && streamed_from_primary())
+	if (!live && may_take_over && same_cluster && streamed_from_primary())
 	{
 		record_identity(&self, "promotion");
 		ereport(LOG,
@@ -136,17 +163,19 @@ enkash_live_here(void)
 		live = true;
 	}
 	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
 
 	if (live)
 		live_known = true;
-	else if (MyBgworkerEntry && !said)
+	else if (MyBgworkerEntry && may_take_over && !said)
 		ereport(LOG,
 				(errmsg("%s waits: this server is a copy not confirmed as the live enkash server",
 						MyBgworkerEntry->bgw_type),
 				 errdetail("enkash.live_server names the server at %s; nothing is sent from here.",
 						   named ? named : "no server"),
 				 errhint("If this server is now the live one, run SELECT enkash_confirm_live(); on it.")));
-	said = !live;
+	if (may_take_over)
+		said = !live;
 	return live;
 }
 
@@ -174,6 +203,9 @@ enkash_confirm_live(PG_FUNCTION_ARGS)
 	ServerIdentity self;
 	bool		was_live;
 	bool		had_row;
+	char	   *confirmer = GetUserNameFromId(GetUserId(), false);
+	Oid			saved_user;
+	int			saved_context;
 
 	if (RecoveryInProgress())
 		ereport(ERROR,
@@ -182,15 +214,26 @@ enkash_confirm_live(PG_FUNCTION_ARGS)
 				 errhint("Promote it first.")));
 	was_live = enkash_live_here();
 	own_identity(&self);
+	as_owner(&saved_user, &saved_context);
 	SPI_connect();
 	had_row = SPI_execute("SELECT 1 FROM enkash.live_server", true, 1) == SPI_OK_SELECT &&
 		SPI_processed > 0;
-	record_identity(&self, GetUserNameFromId(GetUserId(), false));
+	record_identity(&self, confirmer);
 	SPI_finish();
+	SetUserIdAndSecContext(saved_user, saved_context);
 	live_known = true;
 	if (!was_live && had_row)		/* not at CREATE EXTENSION */
 		ereport(LOG,
 				(errmsg("enkash: %s confirmed this server as the live server; its queue will be sent",
-						GetUserNameFromId(GetUserId(), false))));
+						confirmer)));
 	PG_RETURN_BOOL(!was_live);
+}
+
+PG_FUNCTION_INFO_V1(enkash_is_live);
+
+/* enkash_is_live(): for enkash.health; false on a copy that waits. */
+Datum
+enkash_is_live(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(live_or_taken_over(false));
 }

@@ -270,7 +270,8 @@ my %level = (
 		  enkash_generate_card_otp enkash_set_card_pin enkash_view_card_details
 		  enkash_load_balance_async enkash_load_balance_trigger enkash_wait)),
 	(map { ($_ => 'admin') } qw(enkash_call enkash_check enkash_enqueue enkash_retry enkash_sync_transactions
-		  enkash_token_calls enkash_token_status enkash_reset_credentials)));
+		  enkash_token_calls enkash_token_status enkash_reset_credentials enkash_confirm_live
+		  enkash_is_live enkash_token_health)));
 my %rank = (read => 1, operate => 2, admin => 3, superuser => 4);
 my %role_of = (read => 'reader', operate => 'operator', admin => 'administrator');
 
