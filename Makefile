@@ -25,6 +25,7 @@ OBJS = \
 	src/ledger_slots.o \
 	src/ledger_sql.o \
 	src/ledger_worker.o \
+	src/live.o \
 	src/mask.o \
 	src/money.o \
 	src/outbox.o \

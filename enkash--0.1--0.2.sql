@@ -856,6 +856,87 @@ COMMENT ON FUNCTION enkash_release(bigint) IS
 'Administrators: sends a queued load held by a spending limit after all (once the limit is raised, or by decision).';
 
 -- ---------------------------------------------------------------------------
+-- The live server: a restored or cloned copy sends nothing until confirmed
+-- ---------------------------------------------------------------------------
+
+-- One row, naming the server that sends (src/live.c).  A copy of the data
+-- directory inherits it but runs elsewhere, so it does not match.
+CREATE TABLE enkash.live_server (
+    one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    system_identifier text NOT NULL,    -- pg_control_system()
+    host text NOT NULL,                 -- the machine's host name
+    port integer NOT NULL,
+    data_directory text NOT NULL,
+    made_live_by text NOT NULL          -- the role that confirmed, or 'promotion'
+);
+REVOKE ALL ON enkash.live_server FROM PUBLIC;
+
+CREATE FUNCTION enkash_confirm_live() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_confirm_live'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_confirm_live() IS
+'Administrators only: names this server the live one, which sends the queue and makes money and write calls (a restored or cloned copy waits until then). True if it was not the live one before.';
+
+-- The server the extension is installed on is the live one.
+SELECT enkash_confirm_live();
+
+-- ---------------------------------------------------------------------------
+-- Health in one place: one row for monitoring (README, Operations)
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION enkash_is_live() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'enkash_is_live'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_is_live() IS
+'Whether this server is the live one (false on a restored or cloned copy waiting for enkash_confirm_live()).';
+
+CREATE FUNCTION enkash_token_health(
+    OUT valid boolean, OUT expires_at timestamptz, OUT last_error text,
+    OUT credentials_refused boolean)
+AS 'MODULE_PATHNAME', 'enkash_token_health'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION enkash_token_health() IS
+'The OAuth token''s validity and expiry, the last error, and whether EnKash refused the credentials (never the token).';
+
+-- Queue rows counted by state name, so that a state added later needs no
+-- change here.
+CREATE VIEW enkash.health AS
+WITH processes AS (
+    SELECT backend_type, max(GREATEST(backend_start, state_change)) AS last_activity
+    FROM pg_catalog.pg_stat_activity
+    WHERE backend_type IN ('enkash launcher', 'enkash worker', 'enkash sender')
+    GROUP BY backend_type),
+queue AS (
+    SELECT count(*) FILTER (WHERE state NOT IN ('succeeded', 'failed', 'dead')) AS queue_depth,
+           min(next_attempt_at) FILTER (WHERE state IN ('pending', 'unknown')
+                                        AND next_attempt_at <= now()) AS oldest_due_at,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'unknown') AS unknown,
+           count(*) FILTER (WHERE state = 'held') AS held,
+           count(*) FILTER (WHERE state = 'awaiting_approval') AS awaiting_approval
+    FROM enkash.requests)
+SELECT
+    EXISTS (SELECT FROM processes WHERE backend_type = 'enkash launcher') AS launcher_alive,
+    (SELECT last_activity FROM processes WHERE backend_type = 'enkash launcher') AS launcher_last_activity,
+    EXISTS (SELECT FROM processes WHERE backend_type = 'enkash worker') AS worker_alive,
+    (SELECT last_activity FROM processes WHERE backend_type = 'enkash worker') AS worker_last_activity,
+    EXISTS (SELECT FROM processes WHERE backend_type = 'enkash sender') AS sender_alive,
+    (SELECT last_activity FROM processes WHERE backend_type = 'enkash sender') AS sender_last_activity,
+    queue.queue_depth, queue.oldest_due_at, queue.dead, queue.unknown, queue.held,
+    queue.awaiting_approval,
+    token.valid AS token_valid, token.expires_at AS token_expires_at,
+    token.last_error AS token_last_error, token.credentials_refused,
+    NOT @extschema@.enkash_is_live() AS fenced
+FROM queue, @extschema@.enkash_token_health() AS token;
+REVOKE ALL ON enkash.health FROM PUBLIC;
+
+COMMENT ON VIEW enkash.health IS
+'One row: the enkash processes and their last activity, the queue, the token, and whether this server is fenced (a copy not confirmed live).';
+
+-- ---------------------------------------------------------------------------
 -- Privileges of the functions created above
 -- ---------------------------------------------------------------------------
 
@@ -884,6 +965,9 @@ SELECT enkash.upgrade_restore_grants('', 'enkash.notify_state()');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_approve(bigint)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_reject(bigint, text)');
 SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_release(bigint)');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_confirm_live()');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_is_live()');
+SELECT enkash.upgrade_restore_grants('', '@extschema@.enkash_token_health()');
 
 DROP FUNCTION enkash.upgrade_restore_grants(text, regprocedure);
 DROP FUNCTION enkash.upgrade_save_grants(text, regprocedure);

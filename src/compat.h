@@ -73,6 +73,13 @@
 #define enkash_guc_free(ptr) free(ptr)
 #endif
 
+/* Whether this process is a background worker: 18 has only the macro. */
+#if PG_VERSION_NUM >= 180000
+#define enkash_is_background_worker() AmBackgroundWorkerProcess()
+#else
+#define enkash_is_background_worker() IsBackgroundWorker
+#endif
+
 /* All the GUC variables: 16 returns their count through an argument. */
 #if PG_VERSION_NUM >= 160000
 #define enkash_guc_variables(count) get_guc_variables(count)

@@ -56,7 +56,7 @@ static int	nheld = 0;
 static bool
 checked_here(void)
 {
-	return !IsBackgroundWorker;
+	return !enkash_is_background_worker();
 }
 
 static bool

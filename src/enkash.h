@@ -40,6 +40,7 @@
 #define ERRCODE_ENKASH_LIMIT			MAKE_SQLSTATE('N','K','0','1','0')	/* over a spending limit */
 #define ERRCODE_ENKASH_NEEDS_APPROVAL	MAKE_SQLSTATE('N','K','0','1','1')	/* at/above the threshold */
 #define ERRCODE_ENKASH_NEEDS_UPDATE		MAKE_SQLSTATE('N','K','0','1','2')	/* extension older than library */
+#define ERRCODE_ENKASH_NOT_LIVE			MAKE_SQLSTATE('N','K','0','1','3')	/* a copy, not confirmed live */
 
 /*
  * An answer came but cannot be used, one code per way it is broken (NK005

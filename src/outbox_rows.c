@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox_internal.h"
+#include "live.h"
 #include "timeline.h"
 
 #include "access/xact.h"
@@ -36,7 +37,7 @@ const Oid outcome_types[OUTCOME_COLUMNS] = {
 bool
 outbox_installed(void)
 {
-	return enkash_installed();
+	return enkash_installed() && enkash_live_here();
 }
 
 /* Commits the sender's own transaction (enkash_spi_begin). */

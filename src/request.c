@@ -15,6 +15,7 @@
 #include "endpoints.h"
 #include "envelope.h"
 #include "ledger.h"
+#include "live.h"
 
 /* The cipher for the current credentials, kept to avoid per-call setup. */
 static EnvelopeCipher cipher;
@@ -209,6 +210,8 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 
 	if (rehearsal)
 		return rehearsal;		/* a dry run: nothing sent */
+	if (ep->kind != ENKASH_READ && ep->kind != ENKASH_SECRET_OUT)
+		enkash_require_live(ep);
 	if (ep->kind == ENKASH_MONEY)
 		return enkash_send_money(ep, json, len, key);
 	return enkash_send_answered(ep, json, len, key, &answer);

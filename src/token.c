@@ -656,3 +656,37 @@ enkash_token_status(PG_FUNCTION_ARGS)
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
+
+PG_FUNCTION_INFO_V1(enkash_token_health);
+
+/*
+ * enkash_token_health(): for enkash.health, whether calls can get a token:
+ * valid, expires at, the last error, and whether EnKash refused the
+ * credentials (nothing is tried until the file changes).  Never the token.
+ */
+Datum
+enkash_token_health(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {0};
+	bool		have;
+
+	enkash_require_preload();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	have = shared->access_token[0] != '\0';
+	/* a token EnKash refused is not counted on, whatever its expiry */
+	values[0] = BoolGetDatum(have && !shared->refused &&
+							 GetCurrentTimestamp() < shared->expires_at);
+	values[1] = TimestampTzGetDatum(shared->expires_at);
+	nulls[1] = !have;
+	values[2] = CStringGetTextDatum(shared->last_error);
+	nulls[2] = shared->last_error[0] == '\0';
+	values[3] = BoolGetDatum(shared->refused);
+	LWLockRelease(shared->lock);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

@@ -97,6 +97,7 @@ log "unit tests"
 run_counted envelope as_user make -s -C "$WORK/tree/test/unit" check
 run_counted pg_try perl "$WORK/tree/test/lint/pg_try.pl" "$WORK/tree"/src/*.c
 run_counted layers perl "$WORK/tree/test/lint/layers.pl" "$WORK/tree"/src/*.c "$WORK/tree"/src/*.h
+run_counted log-catalogue perl "$WORK/tree/test/lint/log_catalogue.pl" "$WORK/tree/README.md" "$WORK/tree"/src/*.c
 log "sandbox self-test and smoke test"
 run_counted sandbox-vectors sh -c "'$WORK/tree/test/sandbox/enkash-sandbox' --selftest-vectors '$WORK/tree/test/vectors/envelope.json' | sed -E 's/^selftest: ([0-9]+) vectors, ([0-9]+) failed/sandbox-vectors: \\1 passed, \\2 failed/'"
 run_counted smoke as_user env SANDBOX_BIN="$WORK/tree/test/sandbox/enkash-sandbox" \

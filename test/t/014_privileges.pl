@@ -273,7 +273,8 @@ my %level = (
 		  enkash_load_balance_async enkash_load_balance_trigger enkash_wait enkash_reconcile)),
 	(map { ($_ => 'admin') } qw(enkash_call enkash_check enkash_enqueue enkash_retry enkash_sync_transactions
 		  enkash_token_calls enkash_token_status enkash_reset_credentials enkash_reconcile_store
-		  enkash_reconciliation_resolve enkash_release)),
+		  enkash_reconciliation_resolve enkash_release enkash_confirm_live enkash_is_live
+		  enkash_token_health)),
 	(map { ($_ => 'approve') } qw(enkash_approve enkash_reject)));
 my %rank = (read => 1, operate => 2, admin => 3, superuser => 4);
 my %role_of = (read => 'reader', operate => 'operator', admin => 'administrator',
