@@ -142,6 +142,7 @@ typedef struct LimitCheck
 	const char *key;
 	bool		lock;			/* take each matching limit's lock */
 	bool		session_lock;	/* ... until enkash_limits_leave, not the end of the transaction */
+	MemoryContext result_cxt;	/* where broken is allocated */
 	char	   *broken;			/* NULL, or which limit and the total so far */
 } LimitCheck;
 
@@ -246,9 +247,15 @@ check_limits(void *arg)
 											SPI_tuptable->tupdesc, 2, &isnull));
 		if ((max_amount && strtod(total, NULL) + f->rupees > strtod(max_amount, NULL)) ||
 			(max_count && count + 1 > strtoll(max_count, NULL, 10)))
+		{
+			/* in the caller's context: SPI_finish frees SPI's */
+			MemoryContext spi_cxt = MemoryContextSwitchTo(check->result_cxt);
+
 			check->broken = psprintf("%s: %s rupees in %lld loads so far, this load %s",
 									 SPI_getvalue(row, desc, 7), total,
 									 (long long) count, f->amount);
+			MemoryContextSwitchTo(spi_cxt);
+		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 }
@@ -256,7 +263,7 @@ check_limits(void *arg)
 static char *
 broken_limit(const LoadFacts *facts, const char *key, bool lock, bool session_lock)
 {
-	LimitCheck	check = {facts, key, lock, session_lock, NULL};
+	LimitCheck	check = {facts, key, lock, session_lock, CurrentMemoryContext, NULL};
 
 	enkash_as_owner(check_limits, &check);
 	return check.broken;
@@ -392,7 +399,7 @@ enkash_controls_queue_state(const EnkashEndpoint *ep, Jsonb *body, const char *k
 							char **reason)
 {
 	LoadFacts	facts;
-	LimitCheck	check = {&facts, key, !enkash_dry_run, false, NULL};
+	LimitCheck	check = {&facts, key, !enkash_dry_run, false, CurrentMemoryContext, NULL};
 	const char *state = "pending";
 
 	*reason = NULL;

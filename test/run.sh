@@ -184,7 +184,9 @@ case " $(cd "$WORK/tree" && echo $tap_files) " in
 esac
 pgxs=$(dirname "$("$PG_SYSBIN/pg_config" --pgxs)")/..
 as_user mkdir -p "$WORK/tap"
-(cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
+# TESTDIR for 15 and 17, TESTDATADIR and TESTLOGDIR for 18: the same absolute directories
+(cd "$WORK/tree" && as_user env TESTDIR="$WORK/tap" TESTDATADIR="$WORK/tap/tmp_check" \
+	TESTLOGDIR="$WORK/tap/tmp_check/log" PG_REGRESS="$pgxs/test/regress/pg_regress" \
 	PATH="$PG_BINDIR:$PATH" \
 	SANDBOX_URL="$SANDBOX_URL" ENKASH_CREDENTIALS="$WORK/credentials.conf" \
 	ENKASH_STOP_INSTALL="${ENKASH_STOP_INSTALL:-}" ENKASH_OLD_INSTALL="${ENKASH_OLD_INSTALL:-}" \

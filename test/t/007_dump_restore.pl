@@ -22,7 +22,7 @@ my $keys = $node->safe_psql('postgres', 'SELECT count(*) FROM enkash.idempotency
 my $audit = $node->safe_psql('postgres', 'SELECT count(*) FROM enkash.audit_log');
 is($keys, '5', 'five keys before the dump');
 
-my $dump = "${PostgreSQL::Test::Utils::tmp_check}/enkash.dump";
+my $dump = tmp_file('enkash.dump');
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ],
 	'pg_dump');
 $node->safe_psql('postgres', 'CREATE DATABASE restored');

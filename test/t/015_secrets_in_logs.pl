@@ -154,7 +154,7 @@ ok($done{$_}, "$_ was called successfully") for @functions;
 
 # --- an error on every function -----------------------------------------------
 my $wrong_password = 'wrong-pw-' . md5_hex("015$$" . time);
-my $wrong_file = "${PostgreSQL::Test::Utils::tmp_check}/wrong-password.conf";
+my $wrong_file = tmp_file('wrong-password.conf');
 {
 	my $old = umask 077;
 	open my $fh, '>', $wrong_file or die "$wrong_file: $!";

@@ -13,7 +13,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 my $url = start_private_sandbox();
-my $file = "${PostgreSQL::Test::Utils::tmp_check}/lockout-credentials.conf";
+my $file = tmp_file('lockout-credentials.conf');
 
 sub write_credentials
 {

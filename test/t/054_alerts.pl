@@ -1,7 +1,8 @@
 # Alerts: a session listening on channel "enkash" receives a JSON payload
 # (event, row id) when a queued load is held by a limit, awaits approval,
-# or goes dead, and when EnKash refuses the partner credentials (the
-# session that saw it rolls back with its error: the sender sends it).
+# goes dead or its outcome is unknown, and when EnKash refuses the partner
+# credentials (the session that saw it rolls back with its error: the
+# sender sends it).
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -33,6 +34,14 @@ my $dead = $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10, 'ALERT-DEAD')");
 $node->poll_query_until('postgres', "SELECT state = 'dead' FROM enkash.requests WHERE id = $dead")
   or diag($node->safe_psql('postgres', "SELECT * FROM enkash.requests WHERE id = $dead"));
+# credited, the answer lost on the way back: unknown until EnKash is asked
+sandbox('POST', '/__sandbox/faults', '{"drop": {"path": "/balance", "count": 1, "after_apply": true}}');
+my $unknown = $node->safe_psql('postgres',
+	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10, 'ALERT-UNKNOWN')");
+$node->poll_query_until('postgres',
+	"SELECT state = 'succeeded' FROM enkash.requests WHERE id = $unknown")
+  or diag($node->safe_psql('postgres', "SELECT * FROM enkash.requests WHERE id = $unknown"));
+is(credits('ALERT-UNKNOWN'), 1, 'the load whose answer was lost: credited once');
 
 # psql shows notifications after a command: ask it for one more
 $in .= "SELECT 'done';\n";
@@ -43,10 +52,11 @@ $listener->finish;
 like($out, qr/payload "\{"event" : "held", "id" : $held\}"/, 'held by a limit: alert received');
 like($out, qr/payload "\{"event" : "awaiting_approval", "id" : $waiting\}"/, 'awaiting approval: alert received');
 like($out, qr/payload "\{"event" : "dead", "id" : $dead\}"/, 'dead: alert received');
+like($out, qr/payload "\{"event" : "unknown", "id" : $unknown\}"/, 'unknown: alert received');
 
 # credentials refused, on a sandbox of its own (refusals count toward its lockout)
 my $url = start_private_sandbox();
-my $file = "${PostgreSQL::Test::Utils::tmp_check}/alerts-credentials.conf";
+my $file = tmp_file('alerts-credentials.conf');
 open(my $fh, '>', $file) or die "could not write $file: $!";
 print $fh "client_id = sandbox-client\nclient_secret = sandbox-secret-1\n",
   "username = 9999999999\npassword = not-the-password\n";

@@ -33,7 +33,7 @@ $primary->safe_psql('postgres', q{
 
 # Eight sessions making loads until the primary goes.
 my ($bench_out, $bench_err) = ('', '');
-my $script = "${PostgreSQL::Test::Utils::tmp_check}/failover_loads.sql";
+my $script = tmp_file('failover_loads.sql');
 open my $fh, '>', $script or die;
 print $fh <<'SQL';
 \set k random(1, 1000000000)

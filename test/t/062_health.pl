@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $url = start_private_sandbox();
-my $file = "${PostgreSQL::Test::Utils::tmp_check}/health-credentials.conf";
+my $file = tmp_file('health-credentials.conf');
 my $right = slurp_file($ENV{ENKASH_CREDENTIALS});
 
 sub write_credentials

@@ -8,13 +8,22 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
+use File::Spec;
 
 our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_try_sql
   enkash_clean_node hold_worker_commits release_worker_commits loads_sent credits
-  credits_by_prefix enkash_standby promote_and_wait);
+  credits_by_prefix enkash_standby promote_and_wait tmp_file);
 
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
+
+# An absolute path in the test's temporary directory (a server would
+# resolve a relative one from its data directory).
+sub tmp_file
+{
+	my ($name) = @_;
+	return File::Spec->rel2abs("${PostgreSQL::Test::Utils::tmp_check}/$name");
+}
 
 # Starts another sandbox with the given flags (e.g. a short token lifetime);
 # returns its URL.  It is stopped when the test script ends.
@@ -22,7 +31,7 @@ my @private_sandboxes;
 sub start_private_sandbox
 {
 	my @flags = @_;
-	my $portfile = "${PostgreSQL::Test::Utils::tmp_check}/sandbox.$$.port";
+	my $portfile = tmp_file("sandbox.$$.port");
 	unlink $portfile;
 	my $h = IPC::Run::start(
 		[ $ENV{ENKASH_SANDBOX_BIN}, '--port', '0', '--port-file', $portfile, '--quiet', @flags ],
