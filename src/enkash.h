@@ -264,8 +264,8 @@ extern void enkash_exchange(const EnkashEndpoint *endpoint, const char *json,
 struct LedgerExchange;
 extern void enkash_describe_exchange(struct LedgerExchange *x,
 									 const EnkashEndpoint *endpoint,
-									 const char *key, const char *json,
-									 size_t len, const EnkashHttpResult *http,
+									 const char *key, const char *masked_request,
+									 const EnkashHttpResult *http,
 									 const EnkashAnswer *answer);
 extern ErrorData *enkash_current_error(MemoryContext cxt);
 

@@ -111,8 +111,8 @@ audit_outcome(LedgerState state)
  * its audit row only.
  */
 static Jsonb *
-record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
-				const char *key, int64 key_id, int attempt, int64 audit_id,
+record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char *key,
+				int64 key_id, int attempt, int64 audit_id,
 				const EnkashHttpResult *http, const EnkashAnswer *answer,
 				Jsonb *payload, ErrorData *edata, bool request_left,
 				LedgerBatch *batch)
@@ -122,7 +122,7 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 	Jsonb	   *masked = NULL;
 	char	   *stored = NULL;
 
-	enkash_describe_exchange(&x, ep, key, json, len,
+	enkash_describe_exchange(&x, ep, key, masked_request,
 							 http && http->outcome == ENKASH_HTTP_OK ? http : NULL,
 							 edata ? NULL : answer);
 	if (edata)
@@ -158,7 +158,8 @@ record_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
  */
 static Jsonb *
 send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
-			 const char *key, int64 key_id, int attempt, int64 audit_id)
+			 const char *masked_request, const char *key, int64 key_id, int attempt,
+			 int64 audit_id)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	EnkashHttpResult http = {0};
@@ -176,13 +177,13 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		ErrorData  *edata = enkash_current_error(cxt);
 
-		(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
+		(void) record_exchange(ep, masked_request, key, key_id, attempt, audit_id, &http,
 							   NULL, NULL, edata, request_left, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
+	(void) record_exchange(ep, masked_request, key, key_id, attempt, audit_id, &http,
 						   &answer, payload, NULL, true, NULL);
 	ENKASH_STOP_POINT("money-recorded");
 	return payload;
@@ -225,8 +226,8 @@ enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 	PG_END_TRY();
 
 	*error = edata;
-	return record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, http,
-						   &answer, payload, edata, true, batch);
+	return record_exchange(ep, enkash_mask_request(json, len), key, key_id, key_attempt,
+						   audit_id, http, &answer, payload, edata, true, batch);
 }
 
 /* The same for a call that failed before its request could leave. */
@@ -235,8 +236,8 @@ enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 					 const char *key, int64 key_id, int key_attempt, int64 audit_id,
 					 ErrorData *edata, LedgerBatch *batch)
 {
-	(void) record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, NULL,
-						   NULL, NULL, edata, false, batch);
+	(void) record_exchange(ep, enkash_mask_request(json, len), key, key_id, key_attempt,
+						   audit_id, NULL, NULL, NULL, edata, false, batch);
 }
 
 /* The fingerprint of a body built as text: jsonb's text of it is hashed. */
@@ -381,14 +382,14 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		case LEDGER_CLAIMED:
 			ENKASH_STOP_POINT("money-claimed");
-			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
+			return send_claimed(ep, json, len, request, key, claim.key_id, claim.attempt,
 								claim.audit_id);
 
 		case LEDGER_RECONCILE:
 			outcome = reconcile(ep, json, len, key, claim.key_id, claim.attempt);
 			if (outcome)
 				return outcome;
-			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
+			return send_claimed(ep, json, len, request, key, claim.key_id, claim.attempt,
 								enkash_ledger_sending(claim.key_id, ep->name, key, request));
 
 		case LEDGER_REPLAY_SUCCESS:

@@ -164,16 +164,16 @@ enkash_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 	}
 }
 
-/* The audit record of an exchange, masked. */
+/* The audit record of an exchange, masked (the request by the caller). */
 void
 enkash_describe_exchange(LedgerExchange *x, const EnkashEndpoint *ep,
-						 const char *key, const char *json, size_t len,
+						 const char *key, const char *masked_request,
 						 const EnkashHttpResult *http, const EnkashAnswer *answer)
 {
 	memset(x, 0, sizeof(*x));
 	x->endpoint = ep->name;
 	x->key = key;
-	x->request = enkash_mask_request(json, len);
+	x->request = masked_request;
 	if (http)
 	{
 		x->http_status = (int) http->status;
@@ -243,7 +243,7 @@ enkash_send_answered(const EnkashEndpoint *ep, const char *json, size_t len,
 
 		if (request_left)
 		{
-			enkash_describe_exchange(&x, ep, key, json, len,
+			enkash_describe_exchange(&x, ep, key, enkash_mask_request(json, len),
 									 http.outcome == ENKASH_HTTP_OK ? &http : NULL, NULL);
 			x.outcome = "error";
 			x.sqlstate = unpack_sql_state(edata->sqlerrcode);
@@ -254,7 +254,7 @@ enkash_send_answered(const EnkashEndpoint *ep, const char *json, size_t len,
 	}
 	PG_END_TRY();
 
-	enkash_describe_exchange(&x, ep, key, json, len, &http, answer);
+	enkash_describe_exchange(&x, ep, key, enkash_mask_request(json, len), &http, answer);
 	x.outcome = "ok";
 	enkash_ledger_audit(&x, ep->kind == ENKASH_SECRET_IN || ep->kind == ENKASH_SECRET_OUT);
 	return payload;

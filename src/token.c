@@ -626,34 +626,57 @@ enkash_token_refresh_if_due(void)
 		fetch_token();
 }
 
-PG_FUNCTION_INFO_V1(enkash_token_status);
+/* What admins may know of the token, copied under its lock: never the token. */
+typedef struct TokenView
+{
+	bool		have;
+	bool		refused;
+	TimestampTz obtained_at;
+	TimestampTz expires_at;
+	uint64		token_calls;
+	char		last_error[256];
+	TimestampTz last_error_at;
+} TokenView;
 
-/* enkash_token_status(): what admins may know of the token, never the token. */
-Datum
-enkash_token_status(PG_FUNCTION_ARGS)
+static TupleDesc
+token_view(FunctionCallInfo fcinfo, TokenView *v)
 {
 	TupleDesc	desc;
-	Datum		values[6];
-	bool		nulls[6] = {0};
-	bool		have;
 
 	enkash_require_preload();
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-
 	LWLockAcquire(shared->lock, LW_SHARED);
-	have = shared->access_token[0] != '\0';
-	values[0] = BoolGetDatum(have && GetCurrentTimestamp() < shared->expires_at);
-	values[1] = TimestampTzGetDatum(shared->obtained_at);
-	values[2] = TimestampTzGetDatum(shared->expires_at);
-	nulls[1] = nulls[2] = !have;
-	values[3] = Int64GetDatum((int64) shared->token_calls);
-	values[4] = CStringGetTextDatum(shared->last_error);
-	nulls[4] = shared->last_error[0] == '\0';
-	values[5] = TimestampTzGetDatum(shared->last_error_at);
-	nulls[5] = shared->last_error[0] == '\0';
+	v->have = shared->access_token[0] != '\0';
+	v->refused = shared->refused;
+	v->obtained_at = shared->obtained_at;
+	v->expires_at = shared->expires_at;
+	v->token_calls = shared->token_calls;
+	strlcpy(v->last_error, shared->last_error, sizeof(v->last_error));
+	v->last_error_at = shared->last_error_at;
 	LWLockRelease(shared->lock);
+	return desc;
+}
 
+PG_FUNCTION_INFO_V1(enkash_token_status);
+
+/* enkash_token_status(): validity, age and expiry, calls made, the last error. */
+Datum
+enkash_token_status(PG_FUNCTION_ARGS)
+{
+	TokenView	v;
+	TupleDesc	desc = token_view(fcinfo, &v);
+	Datum		values[6];
+	bool		nulls[6] = {0};
+
+	values[0] = BoolGetDatum(v.have && GetCurrentTimestamp() < v.expires_at);
+	values[1] = TimestampTzGetDatum(v.obtained_at);
+	values[2] = TimestampTzGetDatum(v.expires_at);
+	nulls[1] = nulls[2] = !v.have;
+	values[3] = Int64GetDatum((int64) v.token_calls);
+	values[4] = CStringGetTextDatum(v.last_error);
+	values[5] = TimestampTzGetDatum(v.last_error_at);
+	nulls[4] = nulls[5] = v.last_error[0] == '\0';
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 
@@ -662,31 +685,22 @@ PG_FUNCTION_INFO_V1(enkash_token_health);
 /*
  * enkash_token_health(): for enkash.health, whether calls can get a token:
  * valid, expires at, the last error, and whether EnKash refused the
- * credentials (nothing is tried until the file changes).  Never the token.
+ * credentials (nothing is tried until the file changes).
  */
 Datum
 enkash_token_health(PG_FUNCTION_ARGS)
 {
-	TupleDesc	desc;
+	TokenView	v;
+	TupleDesc	desc = token_view(fcinfo, &v);
 	Datum		values[4];
 	bool		nulls[4] = {0};
-	bool		have;
 
-	enkash_require_preload();
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	have = shared->access_token[0] != '\0';
 	/* a token EnKash refused is not counted on, whatever its expiry */
-	values[0] = BoolGetDatum(have && !shared->refused &&
-							 GetCurrentTimestamp() < shared->expires_at);
-	values[1] = TimestampTzGetDatum(shared->expires_at);
-	nulls[1] = !have;
-	values[2] = CStringGetTextDatum(shared->last_error);
-	nulls[2] = shared->last_error[0] == '\0';
-	values[3] = BoolGetDatum(shared->refused);
-	LWLockRelease(shared->lock);
-
+	values[0] = BoolGetDatum(v.have && !v.refused && GetCurrentTimestamp() < v.expires_at);
+	values[1] = TimestampTzGetDatum(v.expires_at);
+	nulls[1] = !v.have;
+	values[2] = CStringGetTextDatum(v.last_error);
+	nulls[2] = v.last_error[0] == '\0';
+	values[3] = BoolGetDatum(v.refused);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

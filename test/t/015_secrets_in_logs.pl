@@ -36,6 +36,7 @@ log_parameter_max_length_on_error = -1
 log_connections = on
 log_disconnections = on
 enkash.unknown_grace_ms = 200
+enkash.approval_threshold = 1000
 CONF
 install_try_sql($node);
 sandbox('POST', '/__sandbox/reset', '{}');
@@ -143,8 +144,33 @@ sql(q{CREATE TABLE payroll (run_id text, employee_id text, card_account_id text,
 is(sql(q{SELECT enkash_wait(max(id)) ->> 'state' FROM enkash.requests WHERE idempotency_key = '6:public/7:payroll/3:LOG/2:E1'}),
 	'succeeded', 'enkash_load_balance_trigger works');
 $done{enkash_load_balance_trigger} = 1;
-# The audit log's guard has one job, refusing a change: done below.
-$done{'enkash.audit_log_append_only'} = 1;
+# Controls: a load held by a limit and released; loads over the approval
+# threshold queued by a clerk, one approved, one rejected (each state change
+# a person must see is announced by enkash.notify_state).
+sql(q{CREATE ROLE clerk SUPERUSER});
+sql(q{INSERT INTO enkash.limits (scope, target, period, max_count) VALUES ('card', 'EKCSANDBOX2', '1 day', 0)});
+my $held = sql(q{SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX2', 4, 'LOG-HELD')});
+is(sql(qq{SELECT state FROM enkash.requests WHERE id = $held}), 'held', 'a load over a limit is held');
+$done{'enkash.notify_state'} = 1;
+sql(q{DELETE FROM enkash.limits});
+ok_call('enkash_release', qq{SELECT enkash_release($held)}, qr/^t$/);
+is(sql(qq{SELECT enkash_wait($held) ->> 'state'}), 'succeeded', 'the released load was sent');
+my $approved = sql(q{SET ROLE clerk; SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1500, 'LOG-APPROVED')});
+my $rejected = sql(q{SET ROLE clerk; SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 1500, 'LOG-REJECTED')});
+ok_call('enkash_approve', qq{SELECT enkash_approve($approved)}, qr/^t$/);
+is(sql(qq{SELECT enkash_wait($approved) ->> 'state'}), 'succeeded', 'the approved load was sent');
+ok_call('enkash_reject', qq{SELECT enkash_reject($rejected, 'not in this run')}, qr/^t$/);
+# Reconciliation, health, retention.
+ok_call('enkash_reconcile', q{SELECT count(*) FROM enkash_reconcile('CASANDBOX1', now() - interval '1 day', now() + interval '1 day', '0')}, qr/^[1-9]/);
+ok_call('enkash_reconcile_store', q{SELECT enkash_reconcile_store('CASANDBOX1', now() - interval '1 day', now() + interval '1 day', '0')}, qr/^\d+$/);
+ok_call('enkash_reconciliation_resolve', q{SELECT coalesce(enkash_reconciliation_resolve(min(id), 'checked'), true) FROM enkash.reconciliation}, qr/^t$/);
+ok_call('enkash_token_health', q{SELECT valid FROM enkash_token_health()}, qr/^t$/);
+ok_call('enkash_is_live', q{SELECT enkash_is_live()}, qr/^t$/);
+ok_call('enkash_confirm_live', q{SELECT enkash_confirm_live()}, qr/^f$/);
+my $archive = tmp_file('audit-015.csv');
+ok_call('enkash_archive_audit', qq{SELECT rows FROM enkash_archive_audit(now() - interval '10 years', '$archive')}, qr/^0$/);
+# The audit log's guards have one job, refusing a change: done below.
+$done{$_} = 1 for qw(enkash.audit_log_append_only enkash.audit_log_archived_only);
 
 my @functions = split /\n/, sql(q{SELECT CASE WHEN n.nspname = 'public' THEN '' ELSE n.nspname || '.' END || p.proname
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -209,10 +235,21 @@ push @errors, err_call('enkash_wait', q{SELECT enkash_wait(-1)}, qr/^P0002$/);
 push @errors, err_call('enkash_load_balance_trigger', q{SELECT enkash_load_balance_trigger()}, qr/^0A000$/);
 push @errors, err_call('enkash.audit_log_append_only',
 	q{UPDATE enkash.audit_log SET outcome = outcome WHERE id = (SELECT max(id) FROM enkash.audit_log)}, qr/^42501$/);
-# Nothing to fail on: no arguments to get wrong (enkash_retry of any id
-# answers NULL when there is nothing dead to re-arm).
+push @errors, err_call('enkash.audit_log_archived_only',
+	q{DELETE FROM enkash.audit_log WHERE id = (SELECT max(id) FROM enkash.audit_log)}, qr/^42501$/);
+push @errors, err_call('enkash_approve', q{SELECT enkash_approve(-1)}, qr/^P0002$/);
+push @errors, err_call('enkash_reject', q{SELECT enkash_reject(-1, 'no such load')}, qr/^P0002$/);
+push @errors, err_call('enkash_release', q{SELECT enkash_release(-1)}, qr/^P0002$/);
+push @errors, err_call('enkash_reconcile', q{SELECT * FROM enkash_reconcile('CASANDBOX1', now(), now() - interval '1 day')}, qr/^22023$/);
+push @errors, err_call('enkash_reconcile_store', q{SELECT enkash_reconcile_store(NULL, now() - interval '1 day', now())}, qr/^22004$/);
+push @errors, err_call('enkash_archive_audit', q{SELECT enkash_archive_audit(now(), 'relative.csv')}, qr/^22023$/);
+# Nothing to fail on: no arguments to get wrong (enkash_retry and
+# enkash_reconciliation_resolve of any id answer NULL when there is nothing
+# to do; enkash_confirm_live refuses only on a standby; enkash.notify_state
+# only announces).
 $failed{$_} = 'cannot fail'
-  for qw(enkash_check enkash_endpoints enkash_token_status enkash_token_calls enkash_retry enkash_reset_credentials);
+  for qw(enkash_check enkash_endpoints enkash_token_status enkash_token_calls enkash_retry enkash_reset_credentials
+  enkash_token_health enkash_is_live enkash_confirm_live enkash_reconciliation_resolve enkash.notify_state);
 
 # EnKash declining, failing, dropping, answering unreadably, with secrets in flight.
 my $otp_request;

@@ -12,7 +12,9 @@ use Test::More;
 
 my $node = enkash_node('alerts', conf => <<'CONF');
 enkash.approval_threshold = 10000
-enkash.max_attempts = 1
+enkash.max_attempts = 2
+enkash.retry_base_ms = 100
+enkash.unknown_grace_ms = 500
 CONF
 sandbox('POST', '/__sandbox/reset', '{}');
 $node->safe_psql('postgres', q{
@@ -29,7 +31,7 @@ my $held = $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCHELD', 10, 'ALERT-HELD')");
 my $waiting = $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 50000, 'ALERT-APPROVE')");
-sandbox('POST', '/__sandbox/faults', '{"fail": {"status": 500, "count": 1}}');
+sandbox('POST', '/__sandbox/faults', '{"fail": {"status": 500, "count": 2, "path": "/balance"}}');
 my $dead = $node->safe_psql('postgres',
 	"SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 10, 'ALERT-DEAD')");
 $node->poll_query_until('postgres', "SELECT state = 'dead' FROM enkash.requests WHERE id = $dead")
