@@ -952,6 +952,24 @@ COMMENT ON TABLE enkash.reconciliation IS
 SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation', '');
 SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation_id_seq', '');
 
+-- One row per enkash_reconcile_store run, also when it finds nothing, so
+-- that enkash.health shows when accounts were last reconciled.
+CREATE TABLE enkash.reconciliation_runs (
+    id bigserial PRIMARY KEY,
+    run_at timestamptz NOT NULL DEFAULT now(),
+    card_account_id text NOT NULL,
+    since timestamptz NOT NULL,
+    until timestamptz NOT NULL,
+    mismatches integer NOT NULL,    -- verdicts other than ok and pending
+    stored integer NOT NULL         -- of which new in enkash.reconciliation
+);
+-- What enkash.health looks up: the latest run.
+CREATE INDEX ON enkash.reconciliation_runs (run_at);
+COMMENT ON TABLE enkash.reconciliation_runs IS
+'One row per enkash_reconcile_store run: the account and window, the mismatches it found (verdicts other than ok and pending) and how many of them it stored as new rows of enkash.reconciliation.';
+SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('enkash.reconciliation_runs_id_seq', '');
+
 -- One row per reference: our loads on the account made in [since, until)
 -- (the key's state once claimed, else the queued row's) and EnKash's
 -- credits listed in the window, plus EnKash's credits outside it for our
@@ -1107,7 +1125,8 @@ COMMENT ON FUNCTION enkash_reconcile(text, timestamptz, timestamptz, interval) I
 -- Stores a run's mismatches (verdicts other than ok and pending) in
 -- enkash.reconciliation and sends NOTIFY enkash for each one stored.  A
 -- mismatch still open (same account, reference and verdict, not resolved)
--- is not stored again, so overlapping runs do not pile up rows.
+-- is not stored again, so overlapping runs do not pile up rows.  Each run
+-- is recorded in enkash.reconciliation_runs, whatever it found.
 CREATE FUNCTION enkash_reconcile_store(
     card_account_id text,
     since timestamptz,
@@ -1123,11 +1142,13 @@ DECLARE
     m record;
     stored_id bigint;
     stored integer := 0;
+    found_mismatches integer := 0;
 BEGIN
     -- Positional and exactly typed, so no planted overload can match better.
     FOR m IN SELECT * FROM @extschema@.enkash_reconcile(account, $2, $3, $4) r
              WHERE r.verdict NOT IN ('ok', 'pending')
     LOOP
+        found_mismatches := found_mismatches + 1;
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM enkash.reconciliation x
             WHERE x.card_account_id = account AND x.reference IS NOT DISTINCT FROM m.reference
@@ -1144,11 +1165,13 @@ BEGIN
             'verdict', m.verdict)::text);
         stored := stored + 1;
     END LOOP;
+    INSERT INTO enkash.reconciliation_runs (card_account_id, since, until, mismatches, stored)
+    VALUES (account, $2, $3, found_mismatches, stored);
     RETURN stored;
 END $$;
 
 COMMENT ON FUNCTION enkash_reconcile_store(text, timestamptz, timestamptz, interval) IS
-'Runs enkash_reconcile and stores its mismatches (not ok, not pending) in enkash.reconciliation, skipping those still open from an earlier run; sends NOTIFY enkash {"event": "reconciliation_mismatch", "id": ...} for each. Returns how many it stored.';
+'Runs enkash_reconcile and stores its mismatches (not ok, not pending) in enkash.reconciliation, skipping those still open from an earlier run; sends NOTIFY enkash {"event": "reconciliation_mismatch", "id": ...} for each, and records the run in enkash.reconciliation_runs. Returns how many it stored.';
 
 -- Closes a stored mismatch once a person has dealt with it.
 CREATE FUNCTION enkash_reconciliation_resolve(mismatch_id bigint, note text DEFAULT NULL)
@@ -1362,7 +1385,14 @@ queue AS (
            count(*) FILTER (WHERE state = 'unknown') AS unknown,
            count(*) FILTER (WHERE state = 'held') AS held,
            count(*) FILTER (WHERE state = 'awaiting_approval') AS awaiting_approval
-    FROM enkash.requests)
+    FROM enkash.requests),
+-- The runs of the latest run_at: one statement reconciling several accounts
+-- (the README's cron job) shares one now(), so its mismatches are summed.
+-- No run yet: NULLs.
+reconciled AS (
+    SELECT max(run_at) AS last_at, sum(mismatches) AS last_mismatches
+    FROM enkash.reconciliation_runs
+    WHERE run_at = (SELECT max(run_at) FROM enkash.reconciliation_runs))
 SELECT
     EXISTS (SELECT FROM processes WHERE backend_type = 'enkash launcher') AS launcher_alive,
     (SELECT last_activity FROM processes WHERE backend_type = 'enkash launcher') AS launcher_last_activity,
@@ -1374,12 +1404,15 @@ SELECT
     queue.awaiting_approval,
     token.valid AS token_valid, token.expires_at AS token_expires_at,
     token.last_error AS token_last_error, token.credentials_refused,
-    NOT @extschema@.enkash_is_live() AS fenced
-FROM queue, @extschema@.enkash_token_health() AS token;
+    NOT @extschema@.enkash_is_live() AS fenced,
+    reconciled.last_at AS last_reconciliation_at,
+    reconciled.last_mismatches AS last_reconciliation_mismatches,
+    (SELECT count(*) FROM enkash.reconciliation WHERE resolved_at IS NULL) AS open_mismatches
+FROM queue, reconciled, @extschema@.enkash_token_health() AS token;
 REVOKE ALL ON enkash.health FROM PUBLIC;
 
 COMMENT ON VIEW enkash.health IS
-'One row: the enkash processes and their last activity, the queue, the token, and whether this server is fenced (a copy not confirmed live).';
+'One row: the enkash processes and their last activity, the queue, the token, whether this server is fenced (a copy not confirmed live), the last reconciliation and the mismatches still open.';
 
 -- ---------------------------------------------------------------------------
 -- Privileges: nobody but superusers until granted (see README, "Privileges")

@@ -387,5 +387,9 @@ is($node->safe_psql('postgres', q{SET ROLE administrator;
 	SELECT enkash_reconcile_store('CASANDBOX1', now() - interval '1 day', now()) >= 0
 	   AND (SELECT count(*) >= 0 FROM enkash.reconciliation)}),
 	't', 'admin: enkash_reconcile_store works and enkash.reconciliation is readable');
+is($node->safe_psql('postgres', q{SET ROLE administrator;
+	SELECT (SELECT count(*) >= 1 FROM enkash.reconciliation_runs WHERE card_account_id = 'CASANDBOX1')
+	       || ' ' || (SELECT last_reconciliation_at IS NOT NULL FROM enkash.health)}),
+	'true true', 'admin: reads the run in enkash.reconciliation_runs and the last reconciliation in enkash.health');
 
 done_testing();

@@ -1,7 +1,8 @@
 # Reconciliation: enkash_reconcile judges every reference of a window (our
 # loads against EnKash's credits, every page of the listing read), and
 # enkash_reconcile_store keeps exactly the mismatches and announces each
-# with NOTIFY enkash.  Bad input is refused before anything is sent.
+# with NOTIFY enkash, and records every run, which enkash.health shows.  Bad
+# input is refused before anything is sent.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -62,6 +63,11 @@ sub verdicts
 	return { map { split / / } split /\n/, $rows };
 }
 
+sub health
+{
+	return $node->safe_psql('postgres', "SELECT $_[0] FROM enkash.health");
+}
+
 # Bad input: refused, nothing sent (not even a token call).
 my $before = requests_total();
 like($node->safe_psql('postgres', q{SELECT try_sql($$SELECT * FROM enkash_reconcile(NULL, now() - interval '1 day', now())$$)}),
@@ -71,6 +77,8 @@ like($node->safe_psql('postgres', q{SELECT try_sql($$SELECT * FROM enkash_reconc
 like($node->safe_psql('postgres', q{SELECT try_sql($$SELECT enkash_reconcile_store('CASANDBOX1', NULL, now())$$)}),
 	qr/^22004 /, 'the store refuses a NULL window too');
 is(requests_total(), $before, 'nothing was sent for bad input');
+is(health(q{concat_ws(' ', last_reconciliation_at IS NULL, last_reconciliation_mismatches IS NULL, open_mismatches)}),
+	't t 0', 'no run yet (a refused one leaves no trace): no last reconciliation, nothing open');
 
 # A clean window: ordinary loads and a declined one are all ok.
 my $clean = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
@@ -134,6 +142,8 @@ is($node->safe_psql('postgres', q{
 	FROM enkash.reconciliation WHERE resolved_at IS NULL}),
 	'REC-AMOUNT amount_differs, REC-GHOST unknown_here, REC-LOST missing_at_enkash, REC-TWICE credited_twice',
 	'enkash.reconciliation holds exactly the mismatches');
+is(health(q{concat_ws(' ', last_reconciliation_at IS NOT NULL, last_reconciliation_mismatches, open_mismatches)}),
+	't 4 4', 'the health view: the run found four mismatches, four open');
 my $heard = $listener->query_safe('SELECT 1');
 my @payloads = $heard =~ /Asynchronous notification "enkash" with payload "(.*?)" received/g;
 is(scalar(@payloads), 4, 'the listener heard one notification per mismatch');
@@ -145,8 +155,18 @@ $listener->quit;
 
 is($node->safe_psql('postgres', qq{SELECT enkash_reconcile_store('CASANDBOX1', '$mixed', clock_timestamp(), '0')}),
 	'0', 'a second run stores no mismatch still open');
+is(health(q{concat_ws(' ', last_reconciliation_mismatches, open_mismatches)}),
+	'4 4', 'the health view: the second run found the four again, still four open');
+my $mismatched_at = health('last_reconciliation_at');
 is($node->safe_psql('postgres', qq{SELECT enkash_reconcile_store('CASANDBOX1', '$clean', '$mixed', '0')}),
 	'0', 'a clean window stores nothing');
+is($node->safe_psql('postgres', qq{
+	SELECT string_agg(concat_ws(' ', card_account_id, since = '$mixed', until = '$mixed', mismatches, stored), ', ' ORDER BY id)
+	FROM enkash.reconciliation_runs}),
+	'CASANDBOX1 t f 4 4, CASANDBOX1 t f 4 0, CASANDBOX1 f t 0 0',
+	'enkash.reconciliation_runs holds each run: its window, the mismatches it found and stored');
+is(health(qq{concat_ws(' ', last_reconciliation_at > '$mismatched_at', last_reconciliation_mismatches, open_mismatches)}),
+	't 0 4', 'the health view: a later clean run found nothing, the four stay open');
 
 # A person closes a mismatch.
 is($node->safe_psql('postgres', q{
@@ -160,5 +180,6 @@ like($node->safe_psql('postgres', q{
 	qr{^true EnKash lists 2 credits .* / EnKash reversed it$}, 'it records when, and what was done');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enkash.reconciliation WHERE resolved_at IS NULL}),
 	'3', 'the others stay open');
+is(health('open_mismatches'), '3', 'the health view counts the three still open');
 
 done_testing();

@@ -1,7 +1,9 @@
 # enkash.health, one row for monitoring: the processes and their last
-# activity, the queue, the token and whether this server is fenced.  It
-# shows a sender that is gone, a dead row, and credentials EnKash refused
-# (a wrong password, tried once: EnKash locks the account after three).
+# activity, the queue, the token, whether this server is fenced and the
+# last reconciliation (TAP 055 shows a run's mismatches).  It shows a sender
+# that is gone, a dead row, and credentials EnKash refused (a wrong password,
+# tried once: EnKash locks the account after three); the postgres_exporter
+# query reads it.
 use strict;
 use warnings;
 use lib $ENV{ENKASH_TAP_LIB};
@@ -40,6 +42,14 @@ is(health(q{concat_ws(' ', launcher_last_activity IS NOT NULL, worker_last_activ
 	sender_last_activity IS NOT NULL, queue_depth, dead, unknown, held, awaiting_approval,
 	token_valid, token_expires_at > now(), credentials_refused, fenced)}),
 	't t t 0 0 0 0 0 t t f f', 'a healthy server: processes up, nothing queued, a valid token, not fenced');
+is(health(q{concat_ws(' ', last_reconciliation_at IS NULL, last_reconciliation_mismatches IS NULL, open_mismatches)}),
+	't t 0', 'never reconciled: no last reconciliation, no open mismatch');
+
+# The query of contrib/postgres_exporter.yml, as the exporter runs it.
+my ($exporter_query) = slurp_file("$ENV{ENKASH_TAP_LIB}/../../contrib/postgres_exporter.yml")
+  =~ /^  query: \|\n(.*?)^  \S/ms;
+is($node->safe_psql('postgres', "SELECT reconciliation_age_seconds, last_reconciliation_mismatches, open_mismatches FROM ($exporter_query) q"),
+	'-1|0|0', 'the postgres_exporter query runs: never reconciled');
 
 # A dead row: one attempt allowed, and it fails.
 sandbox($url, 'POST', '/__sandbox/faults', '{"fail": {"status": 503, "count": 1}}');
