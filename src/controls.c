@@ -85,13 +85,6 @@ load_facts(Jsonb *body, LoadFacts *facts)
 	facts->rupees = strtod(facts->amount, NULL);
 }
 
-static Jsonb *
-body_of(const char *json, size_t len)
-{
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(pnstrdup(json, len))));
-}
-
 static bool
 needs_approval(const LoadFacts *facts)
 {
@@ -181,10 +174,7 @@ check_limits(void *arg)
 		plan_matching = enkash_keep_plan(
 			"SELECT l.id, l.scope, l.period, l.max_amount, l.max_count, "
 			"       CASE l.scope WHEN 'card' THEN $2 WHEN 'card_account' THEN $1 ELSE '' END, "
-			"       pg_catalog.format('limit %s (%s %s, %s per %s)', l.id, l.scope, "
-			"                         COALESCE(l.target, 'each'), "
-			"                         pg_catalog.concat_ws(' and ', l.max_amount || ' rupees', "
-			"                                              l.max_count || ' loads'), l.period) "
+			"       l.target "
 			"FROM enkash.limits l "
 			"WHERE l.scope = 'all' "
 			"   OR (l.scope = 'card' AND COALESCE(l.target, $2) = $2) "
@@ -250,10 +240,19 @@ check_limits(void *arg)
 		{
 			/* in the caller's context: SPI_finish frees SPI's */
 			MemoryContext spi_cxt = MemoryContextSwitchTo(check->result_cxt);
+			char	   *target = SPI_getvalue(row, desc, 7);
+			StringInfoData broken;
 
-			check->broken = psprintf("%s: %s rupees in %lld loads so far, this load %s",
-									 SPI_getvalue(row, desc, 7), total,
-									 (long long) count, f->amount);
+			initStringInfo(&broken);
+			appendStringInfo(&broken, "limit %d (%s %s, ", id, SPI_getvalue(row, desc, 2),
+							 target ? target : "each");
+			if (max_amount)
+				appendStringInfo(&broken, "%s rupees%s", max_amount, max_count ? " and " : "");
+			if (max_count)
+				appendStringInfo(&broken, "%s loads", max_count);
+			appendStringInfo(&broken, " per %s): %s rupees in %lld loads so far, this load %s",
+							 SPI_getvalue(row, desc, 3), total, (long long) count, f->amount);
+			check->broken = broken.data;
 			MemoryContextSwitchTo(spi_cxt);
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -287,7 +286,7 @@ refuse_over_limit(const EnkashEndpoint *ep, const char *broken)
  */
 Jsonb *
 enkash_controls_before_send(const EnkashEndpoint *ep, const char *json, size_t len,
-							const char *key)
+							Jsonb *body, const char *key)
 {
 	LoadFacts	facts;
 	char	   *request;
@@ -297,7 +296,7 @@ enkash_controls_before_send(const EnkashEndpoint *ep, const char *json, size_t l
 	if (!changes_something(ep))
 		return NULL;
 	if (is_load(ep))
-		load_facts(body_of(json, len), &facts);
+		load_facts(body, &facts);
 	if (!enkash_dry_run && !enkash_sending)
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_PAUSED),
@@ -328,7 +327,7 @@ enkash_controls_before_send(const EnkashEndpoint *ep, const char *json, size_t l
 		JsonbParseState *state = NULL;
 		JsonbValue	k;
 		JsonbValue	v;
-		Jsonb	   *masked = body_of(request, strlen(request));
+		Jsonb	   *masked = enkash_body_jsonb(request, strlen(request));
 
 		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 		k.type = jbvString;
@@ -354,15 +353,14 @@ enkash_controls_before_send(const EnkashEndpoint *ep, const char *json, size_t l
  * until enkash_limits_leave (after its key's claim has committed).
  */
 void
-enkash_limits_enter(const EnkashEndpoint *ep, const char *json, size_t len,
-					const char *key)
+enkash_limits_enter(const EnkashEndpoint *ep, Jsonb *body, const char *key)
 {
 	LoadFacts	facts;
 	char	   *broken;
 
 	if (!is_load(ep) || !checked_here())
 		return;
-	load_facts(body_of(json, len), &facts);
+	load_facts(body, &facts);
 	PG_TRY();
 	{
 		broken = broken_limit(&facts, key, true, true);

@@ -217,6 +217,7 @@ extern bool enkash_answer_unreadable(int sqlerrcode);
 extern bool enkash_json_member(Jsonb *json, const char *key, JsonbValue *out);
 extern char *enkash_json_string(Jsonb *json, const char *key);
 extern char *enkash_json_scalar(Jsonb *json, const char *key);
+extern Jsonb *enkash_body_jsonb(const char *json, size_t len);
 extern bool enkash_json_int8(Jsonb *json, const char *key, int64 *out);
 
 /* --- mask.c: secrets out of anything stored ------------------------------ */
@@ -272,7 +273,7 @@ extern ErrorData *enkash_current_error(MemoryContext cxt);
 /* --- money.c: exactly-once money calls ------------------------------------ */
 struct LedgerBatch;
 extern Jsonb *enkash_send_money(const EnkashEndpoint *endpoint,
-								const char *json, size_t len,
+								const char *json, size_t len, Jsonb *body,
 								const char *key);
 extern Jsonb *enkash_finish_sent(const EnkashEndpoint *endpoint, const char *json,
 								 size_t len, const char *key, int64 key_id,
@@ -295,9 +296,9 @@ extern char *enkash_raw_money_key(const EnkashEndpoint *endpoint, Jsonb *body);
 /* --- controls.c: the pause switch, dry runs, spending limits, approval ---- */
 extern Jsonb *enkash_controls_before_send(const EnkashEndpoint *endpoint,
 										  const char *json, size_t len,
-										  const char *key);
-extern void enkash_limits_enter(const EnkashEndpoint *endpoint, const char *json,
-								size_t len, const char *key);
+										  Jsonb *body, const char *key);
+extern void enkash_limits_enter(const EnkashEndpoint *endpoint, Jsonb *body,
+								const char *key);
 extern void enkash_limits_leave(void);
 extern void enkash_as_owner(void (*fn) (void *arg), void *arg);
 extern const char *enkash_controls_queue_state(const EnkashEndpoint *endpoint,

@@ -58,3 +58,14 @@ enkash_json_int8(Jsonb *json, const char *key, int64 *out)
 											 NumericGetDatum(v.val.numeric)));
 	return true;
 }
+
+/*
+ * A request body built here, as jsonb: what controls read and what a key's
+ * fingerprint hashes (jsonb's text is the canonical form).
+ */
+Jsonb *
+enkash_body_jsonb(const char *json, size_t len)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(pnstrdup(json, len))));
+}

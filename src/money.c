@@ -242,10 +242,8 @@ enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 
 /* The fingerprint of a body built as text: jsonb's text of it is hashed. */
 static char *
-fingerprint(const EnkashEndpoint *ep, const char *json, size_t len)
+fingerprint(const EnkashEndpoint *ep, Jsonb *body, size_t len)
 {
-	Jsonb	   *body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														  CStringGetDatum(pnstrdup(json, len))));
 	char	   *canonical = JsonbToCString(NULL, &body->root, len);
 
 	return fingerprint_of_canonical(ep, canonical, strlen(canonical));
@@ -346,7 +344,7 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 }
 
 Jsonb *
-enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
+enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len, Jsonb *body,
 				  const char *key)
 {
 	LedgerClaim claim;
@@ -366,10 +364,10 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len,
 				 errhint("Make %s on the primary; it cannot be recorded here.", ep->label)));
 
 	/* a load's spending limits stay locked until its key's claim is committed */
-	enkash_limits_enter(ep, json, len, key);
+	enkash_limits_enter(ep, body, key);
 	PG_TRY();
 	{
-		enkash_ledger_claim(ep->name, key, fingerprint(ep, json, len), request,
+		enkash_ledger_claim(ep->name, key, fingerprint(ep, body, len), request,
 							enkash_look_up_first(ep), &claim);
 	}
 	PG_FINALLY();

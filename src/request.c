@@ -206,14 +206,16 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 			const char *key)
 {
 	EnkashAnswer answer = {0};
-	Jsonb	   *rehearsal = enkash_controls_before_send(ep, json, len, key);
+	/* a money call's body, parsed once for its controls and its key */
+	Jsonb	   *body = ep->kind == ENKASH_MONEY ? enkash_body_jsonb(json, len) : NULL;
+	Jsonb	   *rehearsal = enkash_controls_before_send(ep, json, len, body, key);
 
 	if (rehearsal)
 		return rehearsal;		/* a dry run: nothing sent */
 	if (ep->kind != ENKASH_READ && ep->kind != ENKASH_SECRET_OUT)
 		enkash_require_live(ep);
 	if (ep->kind == ENKASH_MONEY)
-		return enkash_send_money(ep, json, len, key);
+		return enkash_send_money(ep, json, len, body, key);
 	return enkash_send_answered(ep, json, len, key, &answer);
 }
 

@@ -15,8 +15,8 @@
 # valgrind); a version whose source cannot be had is skipped with a line
 # saying so.  Each version runs regress, isolation and TAP; the unit tests,
 # sandbox checks and fuzzing run once, with the first.  A line per version,
-# then the closing line counts them all.  On versions after the first, TAP
-# runs only the version-dependent files unless ENKASH_TAP_OTHERS names more.
+# then the closing line counts them all.  ENKASH_TAP_OTHERS narrows TAP on
+# the versions after the first (e.g. to the version-dependent files).
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -27,9 +27,6 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 	summary=()
 	unit=${ENKASH_UNIT:-1}
 	packaging=${ENKASH_PACKAGING:-1}    # once, with the first version, as the unit tests
-	# TAP: every file on the first version; on the others the files that
-	# differ by version (ENKASH_TAP_OTHERS="test/t/*.pl" runs them all there too)
-	tap_others="test/t/002*.pl test/t/003*.pl test/t/070*.pl"
 	tap=${ENKASH_TAP-test/t/*.pl}
 	for version in ${ENKASH_PG:-15 17 18}; do
 		sysbin=$(pg_sysbin "$version")
@@ -47,7 +44,7 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 			ENKASH_PACKAGING=$packaging ENKASH_TAP=$tap bash "${BASH_SOURCE[0]}" | tee "$out"
 		unit=0
 		packaging=0
-		tap=${ENKASH_TAP-${ENKASH_TAP_OTHERS-$tap_others}}
+		tap=${ENKASH_TAP_OTHERS-$tap}
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
 		rm -f "$out"
 		if [ -z "$line" ]; then
