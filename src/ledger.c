@@ -199,7 +199,7 @@ superseded_warning(const char *key)
  */
 void
 enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,
-					 const char *payload, const char *err_sqlstate,
+					 const Jsonb *payload, const char *err_sqlstate,
 					 const char *err_message, const char *err_detail,
 					 const LedgerExchange *exchange, bool wait)
 {
@@ -219,7 +219,7 @@ enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState stat
 	slot->key_state = state;
 	slot_put(slot, F_ROLE, calling_role(), false);
 	slot_put_exchange(slot, exchange);
-	slot_put(slot, F_PAYLOAD, payload, true);
+	slot_put_jsonb(slot, F_PAYLOAD, payload);
 	slot_put(slot, F_ERR_SQLSTATE, err_sqlstate, false);
 	slot_put(slot, F_ERR_MESSAGE, err_message, false);
 	slot_put(slot, F_ERR_DETAIL, err_detail, false);

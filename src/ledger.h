@@ -80,7 +80,7 @@ extern void enkash_ledger_claim(const char *endpoint, const char *key,
 extern int64 enkash_ledger_sending(int64 key_id, const char *endpoint,
 								   const char *key, const char *request);
 extern void enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,
-								 const char *payload, const char *err_sqlstate,
+								 const Jsonb *payload, const char *err_sqlstate,
 								 const char *err_message, const char *err_detail,
 								 const LedgerExchange *exchange, bool wait);
 extern void enkash_ledger_audit(const LedgerExchange *exchange, bool wait);
@@ -106,7 +106,7 @@ extern void enkash_ledger_claim_new_keys(LedgerNewKey *keys, int count, const ch
 typedef struct LedgerBatch LedgerBatch;
 extern LedgerBatch *enkash_ledger_batch(const char *role, int size);
 extern void enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int attempt, int64 audit_id,
-									   LedgerState state, const char *payload,
+									   LedgerState state, const Jsonb *payload,
 									   const char *err_sqlstate, const char *err_message,
 									   const char *err_detail, const LedgerExchange *exchange);
 extern void enkash_ledger_write(LedgerBatch *batch);

@@ -105,7 +105,7 @@ enkash_ledger_batch(const char *role, int size)
 /* Queues the outcome of a key and its send (key_id 0: an audit row of its own). */
 void
 enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int attempt, int64 audit_id,
-						   LedgerState state, const char *payload,
+						   LedgerState state, const Jsonb *payload,
 						   const char *err_sqlstate, const char *err_message,
 						   const char *err_detail, const LedgerExchange *exchange)
 {
@@ -117,7 +117,7 @@ enkash_ledger_finish_later(LedgerBatch *batch, int64 key_id, int attempt, int64 
 	slot->key_state = state;
 	slot_put(slot, F_ROLE, batch->role, false);
 	slot_put_exchange(slot, exchange);
-	slot_put(slot, F_PAYLOAD, payload, true);
+	slot_put_jsonb(slot, F_PAYLOAD, payload);
 	slot_put(slot, F_ERR_SQLSTATE, err_sqlstate, false);
 	slot_put(slot, F_ERR_MESSAGE, err_message, false);
 	slot_put(slot, F_ERR_DETAIL, err_detail, false);

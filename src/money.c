@@ -120,7 +120,6 @@ record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char
 	LedgerExchange x;
 	LedgerState state = LEDGER_SUCCEEDED;
 	Jsonb	   *masked = NULL;
-	char	   *stored = NULL;
 
 	enkash_describe_exchange(&x, ep, key, masked_request,
 							 http && http->outcome == ENKASH_HTTP_OK ? http : NULL,
@@ -136,16 +135,15 @@ record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char
 	{
 		masked = enkash_mask(payload);
 		x.outcome = "ok";
-		stored = JsonbToCString(NULL, &masked->root, VARSIZE(masked));
 	}
 	if (batch == NULL)
-		enkash_ledger_finish(key_id, attempt, audit_id, state, stored,
+		enkash_ledger_finish(key_id, attempt, audit_id, state, masked,
 							 state == LEDGER_FAILED ? x.sqlstate : NULL,
 							 state == LEDGER_FAILED ? edata->message : NULL,
 							 state == LEDGER_FAILED ? edata->detail : NULL,
 							 &x, true);
 	else
-		enkash_ledger_finish_later(batch, key_id, attempt, audit_id, state, stored,
+		enkash_ledger_finish_later(batch, key_id, attempt, audit_id, state, masked,
 								   state == LEDGER_FAILED ? x.sqlstate : NULL,
 								   state == LEDGER_FAILED ? edata->message : NULL,
 								   state == LEDGER_FAILED ? edata->detail : NULL, &x);
@@ -331,13 +329,8 @@ reconcile(const EnkashEndpoint *ep, const char *json, size_t len,
 	memset(&x, 0, sizeof(x));
 	x.endpoint = ep->name;
 	x.key = key;
-	{
-		Jsonb	   *stored = enkash_mask(found);
-
-		enkash_ledger_finish(key_id, attempt, 0, LEDGER_SUCCEEDED,
-							 JsonbToCString(NULL, &stored->root, VARSIZE(stored)),
-							 NULL, NULL, NULL, &x, true);
-	}
+	enkash_ledger_finish(key_id, attempt, 0, LEDGER_SUCCEEDED, enkash_mask(found),
+						 NULL, NULL, NULL, &x, true);
 	ereport(NOTICE,
 			(errmsg("EnKash already has the load with reference \"%s\"; it was not sent again", key)));
 	return found;
