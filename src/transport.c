@@ -119,7 +119,7 @@ transfer_init(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "enkash-postgresql/0.1");
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "enkash-postgresql/" ENKASH_VERSION);
 }
 
 /*
