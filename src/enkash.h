@@ -224,6 +224,7 @@ extern bool enkash_json_int8(Jsonb *json, const char *key, int64 *out);
 extern Jsonb *enkash_mask(Jsonb *json);
 extern Jsonb *enkash_mask_text(const char *json, size_t len);
 extern char *enkash_mask_request(const char *json, size_t len);
+extern Jsonb *enkash_mask_body(const char *json, size_t len, Jsonb *body);
 
 /* --- request.c / api.c / pages.c ---------------------------------------- */
 typedef struct EnkashEndpoint EnkashEndpoint;

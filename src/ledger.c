@@ -114,7 +114,7 @@ enkash_durable_commit(void)
 
 void
 enkash_ledger_claim(const char *endpoint, const char *key,
-					const char *fingerprint, const char *request,
+					const char *fingerprint, const Jsonb *request,
 					bool look_first, LedgerClaim *claim)
 {
 	LedgerSlot *slot;
@@ -129,7 +129,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 	slot_put(slot, F_KEY, key, false);
 	slot_put(slot, F_FINGERPRINT, fingerprint, false);
 	slot_put(slot, F_ROLE, calling_role(), false);
-	slot_put(slot, F_REQUEST, request, true);
+	slot_put_jsonb(slot, F_REQUEST, request);
 	slot->call_ms = enkash_longest_call_ms();
 	slot->look_first = look_first;
 	slot_submit(slot);
@@ -152,7 +152,7 @@ enkash_ledger_claim(const char *endpoint, const char *key,
 /* Records that a reconciled key is being sent after all; returns the audit id. */
 int64
 enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
-					  const char *request)
+					  const Jsonb *request)
 {
 	LedgerSlot *slot = slot_acquire(OP_SENDING, true, -1);
 	int64		audit_id;
@@ -164,7 +164,7 @@ enkash_ledger_sending(int64 key_id, const char *endpoint, const char *key,
 	slot_put(slot, F_ENDPOINT, endpoint, false);
 	slot_put(slot, F_KEY, key, false);
 	slot_put(slot, F_ROLE, calling_role(), false);
-	slot_put(slot, F_REQUEST, request, true);
+	slot_put_jsonb(slot, F_REQUEST, request);
 	slot_submit(slot);
 	if (!slot_wait(slot))
 		worker_unavailable();

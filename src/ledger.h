@@ -75,10 +75,10 @@ extern const struct EnkashSharedPart enkash_ledger_part;
 
 /* Backend side */
 extern void enkash_ledger_claim(const char *endpoint, const char *key,
-								const char *fingerprint, const char *request,
+								const char *fingerprint, const Jsonb *request,
 								bool look_first, LedgerClaim *claim);
 extern int64 enkash_ledger_sending(int64 key_id, const char *endpoint,
-								   const char *key, const char *request);
+								   const char *key, const Jsonb *request);
 extern void enkash_ledger_finish(int64 key_id, int attempt, int64 audit_id, LedgerState state,
 								 const Jsonb *payload, const char *err_sqlstate,
 								 const char *err_message, const char *err_detail,

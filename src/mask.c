@@ -471,3 +471,10 @@ enkash_mask_request(const char *json, size_t len)
 	masked = enkash_mask_text(json, len);
 	return masked ? JsonbToCString(NULL, &masked->root, VARSIZE(masked)) : NULL;
 }
+
+/* The same for a body already parsed: the body itself when nothing in it could be a secret. */
+Jsonb *
+enkash_mask_body(const char *json, size_t len, Jsonb *body)
+{
+	return may_hold_secrets(json, len) ? enkash_mask(body) : body;
+}

@@ -108,7 +108,8 @@ audit_outcome(LedgerState state)
  * Records the outcome of a claimed call's exchange: through the worker
  * (batch NULL: committed before we return), or, for the outbox sender, in
  * its batch, written in its own transaction.  An exchange with no key (not money) gets
- * its audit row only.
+ * its audit row only, with masked_request; a key's answer row has no request (its
+ * "sent" row holds it), so NULL is passed for it.
  */
 static Jsonb *
 record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char *key,
@@ -156,8 +157,7 @@ record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char
  */
 static Jsonb *
 send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
-			 const char *masked_request, const char *key, int64 key_id, int attempt,
-			 int64 audit_id)
+			 const char *key, int64 key_id, int attempt, int64 audit_id)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	EnkashHttpResult http = {0};
@@ -175,13 +175,13 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		ErrorData  *edata = enkash_current_error(cxt);
 
-		(void) record_exchange(ep, masked_request, key, key_id, attempt, audit_id, &http,
+		(void) record_exchange(ep, NULL, key, key_id, attempt, audit_id, &http,
 							   NULL, NULL, edata, request_left, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	(void) record_exchange(ep, masked_request, key, key_id, attempt, audit_id, &http,
+	(void) record_exchange(ep, NULL, key, key_id, attempt, audit_id, &http,
 						   &answer, payload, NULL, true, NULL);
 	ENKASH_STOP_POINT("money-recorded");
 	return payload;
@@ -224,8 +224,9 @@ enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 	PG_END_TRY();
 
 	*error = edata;
-	return record_exchange(ep, enkash_mask_request(json, len), key, key_id, key_attempt,
-						   audit_id, http, &answer, payload, edata, true, batch);
+	return record_exchange(ep, key_id || audit_id ? NULL : enkash_mask_request(json, len),
+						   key, key_id, key_attempt, audit_id, http, &answer, payload, edata,
+						   true, batch);
 }
 
 /* The same for a call that failed before its request could leave. */
@@ -234,8 +235,9 @@ enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 					 const char *key, int64 key_id, int key_attempt, int64 audit_id,
 					 ErrorData *edata, LedgerBatch *batch)
 {
-	(void) record_exchange(ep, enkash_mask_request(json, len), key, key_id, key_attempt,
-						   audit_id, NULL, NULL, NULL, edata, false, batch);
+	(void) record_exchange(ep, key_id || audit_id ? NULL : enkash_mask_request(json, len),
+						   key, key_id, key_attempt, audit_id, NULL, NULL, NULL, edata, false,
+						   batch);
 }
 
 /* The fingerprint of a body built as text: jsonb's text of it is hashed. */
@@ -341,7 +343,8 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len, Jsonb 
 				  const char *key)
 {
 	LedgerClaim claim;
-	char	   *request = enkash_mask_request(json, len);
+	/* as the key and its "sent" row store it; the answer's audit row has none */
+	Jsonb	   *request = enkash_mask_body(json, len, body);
 	Jsonb	   *outcome;
 
 	if (key == NULL)
@@ -373,14 +376,14 @@ enkash_send_money(const EnkashEndpoint *ep, const char *json, size_t len, Jsonb 
 	{
 		case LEDGER_CLAIMED:
 			ENKASH_STOP_POINT("money-claimed");
-			return send_claimed(ep, json, len, request, key, claim.key_id, claim.attempt,
+			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
 								claim.audit_id);
 
 		case LEDGER_RECONCILE:
 			outcome = reconcile(ep, json, len, key, claim.key_id, claim.attempt);
 			if (outcome)
 				return outcome;
-			return send_claimed(ep, json, len, request, key, claim.key_id, claim.attempt,
+			return send_claimed(ep, json, len, key, claim.key_id, claim.attempt,
 								enkash_ledger_sending(claim.key_id, ep->name, key, request));
 
 		case LEDGER_REPLAY_SUCCESS:
