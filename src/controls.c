@@ -94,6 +94,12 @@ needs_approval(const LoadFacts *facts)
 	return enkash_approval_threshold > 0 && facts->rupees >= enkash_approval_threshold;
 }
 
+static Oid
+limits_relid(void)
+{
+	return get_relname_relid("limits", get_namespace_oid("enkash", true));
+}
+
 /*
  * Runs fn with the rights of enkash.limits' owner under a pinned
  * search_path (callers hold no right on enkash.*); an error restores both.
@@ -101,7 +107,7 @@ needs_approval(const LoadFacts *facts)
 void
 enkash_as_owner(void (*fn) (void *arg), void *arg)
 {
-	Oid			limits = get_relname_relid("limits", get_namespace_oid("enkash", true));
+	Oid			limits = limits_relid();
 	HeapTuple	tuple;
 	Oid			owner;
 	Oid			save_userid;
@@ -271,7 +277,7 @@ check_limits(void *arg)
 static bool
 limits_may_exist(void)
 {
-	Oid			relid = get_relname_relid("limits", get_namespace_oid("enkash", true));
+	Oid			relid = limits_relid();
 	Relation	rel;
 	bool		blocks;
 

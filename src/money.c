@@ -108,11 +108,11 @@ audit_outcome(LedgerState state)
  * Records the outcome of a claimed call's exchange: through the worker
  * (batch NULL: committed before we return), or, for the outbox sender, in
  * its batch, written in its own transaction.  An exchange with no key (not money) gets
- * its audit row only, with masked_request; a key's answer row has no request (its
- * "sent" row holds it), so NULL is passed for it.
+ * its audit row only, with the masked request; a key's answer row has none (its
+ * "sent" row holds it).
  */
 static Jsonb *
-record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char *key,
+record_exchange(const EnkashEndpoint *ep, const char *json, size_t len, const char *key,
 				int64 key_id, int attempt, int64 audit_id,
 				const EnkashHttpResult *http, const EnkashAnswer *answer,
 				Jsonb *payload, ErrorData *edata, bool request_left,
@@ -122,7 +122,8 @@ record_exchange(const EnkashEndpoint *ep, const char *masked_request, const char
 	LedgerState state = LEDGER_SUCCEEDED;
 	Jsonb	   *masked = NULL;
 
-	enkash_describe_exchange(&x, ep, key, masked_request,
+	enkash_describe_exchange(&x, ep, key,
+							 key_id || audit_id ? NULL : enkash_mask_request(json, len),
 							 http && http->outcome == ENKASH_HTTP_OK ? http : NULL,
 							 edata ? NULL : answer);
 	if (edata)
@@ -175,13 +176,13 @@ send_claimed(const EnkashEndpoint *ep, const char *json, size_t len,
 	{
 		ErrorData  *edata = enkash_current_error(cxt);
 
-		(void) record_exchange(ep, NULL, key, key_id, attempt, audit_id, &http,
+		(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
 							   NULL, NULL, edata, request_left, NULL);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	(void) record_exchange(ep, NULL, key, key_id, attempt, audit_id, &http,
+	(void) record_exchange(ep, json, len, key, key_id, attempt, audit_id, &http,
 						   &answer, payload, NULL, true, NULL);
 	ENKASH_STOP_POINT("money-recorded");
 	return payload;
@@ -224,9 +225,8 @@ enkash_finish_sent(const EnkashEndpoint *ep, const char *json, size_t len,
 	PG_END_TRY();
 
 	*error = edata;
-	return record_exchange(ep, key_id || audit_id ? NULL : enkash_mask_request(json, len),
-						   key, key_id, key_attempt, audit_id, http, &answer, payload, edata,
-						   true, batch);
+	return record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, http,
+						   &answer, payload, edata, true, batch);
 }
 
 /* The same for a call that failed before its request could leave. */
@@ -235,9 +235,8 @@ enkash_finish_unsent(const EnkashEndpoint *ep, const char *json, size_t len,
 					 const char *key, int64 key_id, int key_attempt, int64 audit_id,
 					 ErrorData *edata, LedgerBatch *batch)
 {
-	(void) record_exchange(ep, key_id || audit_id ? NULL : enkash_mask_request(json, len),
-						   key, key_id, key_attempt, audit_id, NULL, NULL, NULL, edata, false,
-						   batch);
+	(void) record_exchange(ep, json, len, key, key_id, key_attempt, audit_id, NULL,
+						   NULL, NULL, edata, false, batch);
 }
 
 /* The fingerprint of a body built as text: jsonb's text of it is hashed. */
