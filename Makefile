@@ -14,6 +14,7 @@ OBJS = \
 	src/check.o \
 	src/controls.o \
 	src/credentials.o \
+	src/effect.o \
 	src/endpoints.o \
 	src/enkash.o \
 	src/envelope.o \

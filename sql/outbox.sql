@@ -76,6 +76,19 @@ SELECT finished_at - (errors->0->>'at')::timestamptz >= interval '1.9 seconds' A
        errors->0->>'sqlstate' AS first_error
 FROM enkash.requests WHERE id = :id;
 
+-- HTTP 409 ("duplicate transaction") says an earlier request may have gone
+-- through: the row waits as unknown and its reference is looked up at EnKash
+-- before it is sent again; credited once.
+SELECT sandbox.fault('{"fail": {"status": 409, "count": 1}}');
+SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 45, 'Q-409') AS id \gset
+SELECT w->>'state' AS state, w->>'attempts' AS attempts FROM enkash_wait(:id, '30 seconds') w;
+SELECT errors->0->>'sqlstate' AS first_error FROM enkash.requests WHERE id = :id;
+SELECT endpoint, outcome, http_status FROM enkash.audit_log
+WHERE id >= (SELECT min(id) FROM enkash.audit_log WHERE idempotency_key = 'Q-409')
+  AND id <= (SELECT max(id) FROM enkash.audit_log WHERE idempotency_key = 'Q-409')
+ORDER BY id;
+SELECT * FROM sandbox.credits('Q-409');
+
 -- Declined: final at once, not retried.
 SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 5000000, 'Q-DECLINED') AS id \gset
 SELECT w->>'state' AS state, w->>'attempts' AS attempts, w->>'last_error' AS error

@@ -101,8 +101,8 @@ limits_relid(void)
 }
 
 /*
- * Runs fn with the rights of enkash.limits' owner under a pinned
- * search_path (callers hold no right on enkash.*); an error restores both.
+ * Runs fn with the rights of enkash.limits' owner (enkash_as_role): callers
+ * hold no right on enkash.*.
  */
 void
 enkash_as_owner(void (*fn) (void *arg), void *arg)
@@ -110,9 +110,6 @@ enkash_as_owner(void (*fn) (void *arg), void *arg)
 	Oid			limits = limits_relid();
 	HeapTuple	tuple;
 	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
 
 	if (!OidIsValid(limits))
 		ereport(ERROR,
@@ -123,18 +120,7 @@ enkash_as_owner(void (*fn) (void *arg), void *arg)
 		elog(ERROR, "cache lookup failed for relation %u", limits);
 	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	SPI_connect();
-	fn(arg);
-	SPI_finish();
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	enkash_as_role(owner, fn, arg);
 }
 
 /* One limit check: in, the load; out, the first limit it would break. */

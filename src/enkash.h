@@ -211,7 +211,6 @@ extern Jsonb *enkash_parse_response(const char *endpoint_name,
 									const EnkashHttpResult *http,
 									EnkashAnswer *answer);
 extern Jsonb *enkash_parse_json_or_null(const char *text, size_t len);
-extern bool enkash_answer_unreadable(int sqlerrcode);
 
 /* --- json_member.c: one member of a JSON object ---------------------------- */
 extern bool enkash_json_member(Jsonb *json, const char *key, JsonbValue *out);
@@ -230,6 +229,7 @@ extern Jsonb *enkash_mask_body(const char *json, size_t len, Jsonb *body);
 typedef struct EnkashEndpoint EnkashEndpoint;
 extern Jsonb *enkash_send(const EnkashEndpoint *endpoint, const char *json,
 						  size_t len, const char *key);
+extern const EnkashHttpResult *enkash_send_reached(bool *left);
 extern Jsonb *enkash_send_answered(const EnkashEndpoint *endpoint, const char *json,
 								   size_t len, const char *key,
 								   EnkashAnswer *answer);

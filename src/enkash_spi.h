@@ -50,5 +50,6 @@ extern void enkash_columns_row(const EnkashColumns *cols, int i, Datum *v, char 
 extern int	enkash_columns_run(const EnkashColumns *cols, SPIPlanPtr plan);
 extern void enkash_columns_execute(const EnkashColumns *cols, SPIPlanPtr plan, int rc);
 extern bool enkash_try_together(void (*fn) (void *arg), void *arg);
+extern void enkash_as_role(Oid role, void (*fn) (void *arg), void *arg);
 
 #endif							/* ENKASH_SPI_H */

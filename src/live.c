@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 
 #include "enkash.h"
+#include "enkash_spi.h"
 #include "live.h"
 
 #define IDENTITY_COLUMNS 5
@@ -44,20 +45,6 @@ typedef struct ServerIdentity
 static bool live_known = false;
 
 static bool live_or_taken_over(bool may_take_over);
-
-/*
- * enkash.live_server is read and written with the bootstrap superuser's
- * rights (fully qualified statements, restricted operation): a role making
- * a money call has no rights on it, nor should it.
- */
-static void
-as_owner(Oid *saved_user, int *saved_context)
-{
-	GetUserIdAndSecContext(saved_user, saved_context);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   *saved_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
 
 static void
 own_identity(ServerIdentity *id)
@@ -121,23 +108,27 @@ enkash_live_here(void)
 	return live_or_taken_over(true);
 }
 
-static bool
-live_or_taken_over(bool may_take_over)
+/* What enkash.live_server says of this server (read_live_row). */
+typedef struct LiveCheck
 {
-	static bool said = false;
 	ServerIdentity self;
-	bool		live = false;
-	bool		same_cluster = false;
-	char	   *named = NULL;
+	bool		may_take_over;
+	MemoryContext result_cxt;	/* where named is allocated */
+	bool		live;
+	bool		same_cluster;
+	char	   *named;			/* the server the row names, or NULL */
+} LiveCheck;
 
-	Oid			saved_user;
-	int			saved_context;
+/*
+ * Reads enkash.live_server and, for a promoted streaming standby, takes it
+ * over.  Statements are fully qualified; run by enkash_as_role.
+ */
+static void
+read_live_row(void *arg)
+{
+	LiveCheck  *check = (LiveCheck *) arg;
+	const ServerIdentity *self = &check->self;
 
-	if (live_known || RecoveryInProgress())
-		return true;
-	own_identity(&self);
-	as_owner(&saved_user, &saved_context);
-	SPI_connect();
 	if (SPI_execute("SELECT system_identifier, host, port::pg_catalog.text, data_directory "
 					"FROM enkash.live_server", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
@@ -148,35 +139,53 @@ live_or_taken_over(bool may_take_over)
 		char	   *host = SPI_getvalue(row, desc, 2);
 		char	   *port = SPI_getvalue(row, desc, 3);
 		char	   *dir = SPI_getvalue(row, desc, 4);
+		MemoryContext spi_cxt;
 
-		same_cluster = strcmp(sysid, self.system_identifier) == 0;
-		live = same_cluster && strcmp(host, self.host) == 0 &&
-			atoi(port) == self.port && strcmp(dir, self.data_directory) == 0;
-		named = psprintf("host \"%s\", port %s, data directory \"%s\"", host, port, dir);
+		check->same_cluster = strcmp(sysid, self->system_identifier) == 0;
+		check->live = check->same_cluster && strcmp(host, self->host) == 0 &&
+			atoi(port) == self->port && strcmp(dir, self->data_directory) == 0;
+		spi_cxt = MemoryContextSwitchTo(check->result_cxt);
+		check->named = psprintf("host \"%s\", port %s, data directory \"%s\"",
+								host, port, dir);
+		MemoryContextSwitchTo(spi_cxt);
 	}
-	if (!live && may_take_over && same_cluster && streamed_from_primary())
+	if (!check->live && check->may_take_over && check->same_cluster &&
+		streamed_from_primary())
 	{
-		record_identity(&self, "promotion");
+		record_identity(self, "promotion");
 		ereport(LOG,
 				(errmsg("enkash: this server was promoted from a streaming standby and is now the live server"),
-				 errdetail("It takes over from the server at %s.", named)));
-		live = true;
+				 errdetail("It takes over from the server at %s.", check->named)));
+		check->live = true;
 	}
-	SPI_finish();
-	SetUserIdAndSecContext(saved_user, saved_context);
+}
 
-	if (live)
+static bool
+live_or_taken_over(bool may_take_over)
+{
+	static bool said = false;
+	LiveCheck	check = {0};
+
+	if (live_known || RecoveryInProgress())
+		return true;
+	own_identity(&check.self);
+	check.may_take_over = may_take_over;
+	check.result_cxt = CurrentMemoryContext;
+	/* the bootstrap superuser's rights: a role making a money call has none on the table */
+	enkash_as_role(BOOTSTRAP_SUPERUSERID, read_live_row, &check);
+
+	if (check.live)
 		live_known = true;
 	else if (MyBgworkerEntry && may_take_over && !said)
 		ereport(LOG,
 				(errmsg("%s waits: this server is a copy not confirmed as the live enkash server",
 						MyBgworkerEntry->bgw_type),
 				 errdetail("enkash.live_server names the server at %s; nothing is sent from here.",
-						   named ? named : "no server"),
+						   check.named ? check.named : "no server"),
 				 errhint("If this server is now the live one, run SELECT enkash_confirm_live(); on it.")));
 	if (may_take_over)
-		said = !live;
-	return live;
+		said = !check.live;
+	return check.live;
 }
 
 /* Refuses ep's call on a server that is not the live one: nothing is sent. */
@@ -193,6 +202,24 @@ enkash_require_live(const EnkashEndpoint *ep)
 
 PG_FUNCTION_INFO_V1(enkash_confirm_live);
 
+/* An administrator's confirmation (name_this_server). */
+typedef struct ConfirmLive
+{
+	ServerIdentity self;
+	const char *confirmer;
+	bool		had_row;		/* false at CREATE EXTENSION */
+} ConfirmLive;
+
+static void
+name_this_server(void *arg)
+{
+	ConfirmLive *confirm = (ConfirmLive *) arg;
+
+	confirm->had_row = SPI_execute("SELECT 1 FROM enkash.live_server", true, 1) == SPI_OK_SELECT &&
+		SPI_processed > 0;
+	record_identity(&confirm->self, confirm->confirmer);
+}
+
 /*
  * enkash_confirm_live(): an administrator names this server the live one.
  * True if it was not before.
@@ -200,12 +227,8 @@ PG_FUNCTION_INFO_V1(enkash_confirm_live);
 Datum
 enkash_confirm_live(PG_FUNCTION_ARGS)
 {
-	ServerIdentity self;
+	ConfirmLive confirm;
 	bool		was_live;
-	bool		had_row;
-	char	   *confirmer = GetUserNameFromId(GetUserId(), false);
-	Oid			saved_user;
-	int			saved_context;
 
 	if (RecoveryInProgress())
 		ereport(ERROR,
@@ -213,19 +236,14 @@ enkash_confirm_live(PG_FUNCTION_ARGS)
 				 errmsg("a standby cannot be confirmed as the live server"),
 				 errhint("Promote it first.")));
 	was_live = enkash_live_here();
-	own_identity(&self);
-	as_owner(&saved_user, &saved_context);
-	SPI_connect();
-	had_row = SPI_execute("SELECT 1 FROM enkash.live_server", true, 1) == SPI_OK_SELECT &&
-		SPI_processed > 0;
-	record_identity(&self, confirmer);
-	SPI_finish();
-	SetUserIdAndSecContext(saved_user, saved_context);
+	own_identity(&confirm.self);
+	confirm.confirmer = GetUserNameFromId(GetUserId(), false);
+	enkash_as_role(BOOTSTRAP_SUPERUSERID, name_this_server, &confirm);
 	live_known = true;
-	if (!was_live && had_row)		/* not at CREATE EXTENSION */
+	if (!was_live && confirm.had_row)	/* not at CREATE EXTENSION */
 		ereport(LOG,
 				(errmsg("enkash: %s confirmed this server as the live server; its queue will be sent",
-						confirmer)));
+						confirm.confirmer)));
 	PG_RETURN_BOOL(!was_live);
 }
 

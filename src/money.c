@@ -20,6 +20,7 @@
 
 #include "endpoints.h"
 #include "ledger.h"
+#include "effect.h"
 #include "reconcile.h"
 #include "timeline.h"
 #include "stoppoint.h"
@@ -53,38 +54,21 @@ fingerprint_of_canonical(const EnkashEndpoint *ep, const char *json, size_t len)
 	return hex;
 }
 
-/*
- * What an error raised while sending means for the key: could the call
- * have taken effect?
- */
+/* What an error raised while sending means for the key. */
 static LedgerState
 state_after_error(int sqlerrcode, bool request_left, const EnkashHttpResult *http)
 {
-	if (!request_left)
-		return LEDGER_RELEASED;
-	if (enkash_answer_unreadable(sqlerrcode))
-		return LEDGER_UNKNOWN;	/* an answer came: EnKash had the request */
-	switch (sqlerrcode)
+	switch (enkash_error_effect(sqlerrcode, request_left, http))
 	{
-		case ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION:
-			return LEDGER_RELEASED; /* never connected */
-		case ERRCODE_ENKASH_REJECTED:
-			return LEDGER_FAILED;	/* EnKash declined: final */
-		case ERRCODE_ENKASH_AUTH_FAILED:
-			return LEDGER_RELEASED; /* refused at the door */
-		case ERRCODE_ENKASH_BAD_REQUEST:
-			/*
-			 * A 4xx refused the request unread; but 409 "duplicate
-			 * transaction" means an earlier one went through.
-			 */
-			return (http->status >= 400 && http->status < 500 && http->status != 409) ?
-				LEDGER_RELEASED : LEDGER_UNKNOWN;
-		case ERRCODE_ENKASH_UNAVAILABLE:
-			/* 429 is refused unread; a 5xx may have happened half-way */
-			return http->status == 429 ? LEDGER_RELEASED : LEDGER_UNKNOWN;
-		default:
-			return LEDGER_UNKNOWN;	/* no answer, unreadable, cancelled */
+		case ENKASH_NOT_APPLIED:
+		case ENKASH_NOT_APPLIED_FINAL:
+			return LEDGER_RELEASED;
+		case ENKASH_DECLINED:
+			return LEDGER_FAILED;
+		case ENKASH_MAYBE_APPLIED:
+			break;
 	}
+	return LEDGER_UNKNOWN;
 }
 
 static const char *

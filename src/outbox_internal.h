@@ -53,9 +53,10 @@ extern bool outbox_installed(void);
 extern void commit_work(void);
 extern void log_and_abort(MemoryContext cxt);
 extern void outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
-						 const EnkashHttpResult *http, Datum *values, char *nulls);
+						 bool request_left, const EnkashHttpResult *http,
+						 Datum *values, char *nulls);
 extern void record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
-						   const EnkashHttpResult *http);
+						   bool request_left, const EnkashHttpResult *http);
 extern void write_outcomes(EnkashColumns *rows);
 extern void release_orphans(void);
 extern void claim_rows(int room, const char *role);

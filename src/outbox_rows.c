@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "outbox_internal.h"
+#include "effect.h"
 #include "live.h"
 #include "timeline.h"
 
@@ -140,30 +141,24 @@ may_resend(const QueuedCall *call)
 
 /* What an error means for a queued row. */
 static const char *
-state_after(int sqlerrcode, bool last_attempt, bool resendable)
+state_after(int sqlerrcode, bool request_left, const EnkashHttpResult *http,
+			bool last_attempt, bool resendable)
 {
-	char		class0 = PGUNSIXBIT(sqlerrcode);
-	char		class1 = PGUNSIXBIT(sqlerrcode >> 6);
-
-	/* Final: EnKash declined, or the request itself is wrong. */
-	if (sqlerrcode == ERRCODE_ENKASH_REJECTED ||
-		sqlerrcode == ERRCODE_ENKASH_KEY_REUSED ||
-		(class0 == '2' && class1 == '2') ||
-		sqlerrcode == ERRCODE_FEATURE_NOT_SUPPORTED ||
-		sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
-		return "failed";
-	if (last_attempt)
-		return "dead";
+	switch (enkash_error_effect(sqlerrcode, request_left, http))
+	{
+		case ENKASH_DECLINED:
+		case ENKASH_NOT_APPLIED_FINAL:
+			return "failed";
+		case ENKASH_NOT_APPLIED:
+			return last_attempt ? "dead" : "pending";
+		case ENKASH_MAYBE_APPLIED:
+			break;
+	}
 	/*
-	 * May have happened: the key is unknown, and is checked before a
-	 * resend; a write without a key is never resent (a person checks it).
+	 * May have happened: a key is looked up at EnKash before a resend; a
+	 * write without a key is never resent (a person checks it).
 	 */
-	if (sqlerrcode == ERRCODE_ENKASH_OUTCOME_UNKNOWN ||
-		enkash_answer_unreadable(sqlerrcode) ||
-		sqlerrcode == ERRCODE_ENKASH_UNAVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED)
-		return resendable ? "unknown" : "dead";
-	return "pending";
+	return resendable && !last_attempt ? "unknown" : "dead";
 }
 
 /* Capped exponential backoff with jitter (half to all of the step). */
@@ -180,13 +175,15 @@ backoff_seconds(int attempts)
 
 /*
  * A row's outcome as plan_outcome takes it.  error NULL: succeeded with
- * response; else the state follows from it.
+ * response; else the state follows from it, from whether the request left
+ * and from the HTTP answer (NULL if none came).
  */
 void
 outcome_args(const QueuedCall *call, Jsonb *response, ErrorData *error,
-			 const EnkashHttpResult *http, Datum *values, char *nulls)
+			 bool request_left, const EnkashHttpResult *http,
+			 Datum *values, char *nulls)
 {
-	const char *state = error ? state_after(error->sqlerrcode,
+	const char *state = error ? state_after(error->sqlerrcode, request_left, http,
 											call->attempts >= call->max_attempts,
 											may_resend(call))
 		: "succeeded";
@@ -231,13 +228,13 @@ write_outcome_args(Datum *values, char *nulls)
 /* The same in a transaction of its own (the ordinary path). */
 void
 record_outcome(const QueuedCall *call, Jsonb *response, ErrorData *error,
-			   const EnkashHttpResult *http)
+			   bool request_left, const EnkashHttpResult *http)
 {
 	Datum		values[OUTCOME_COLUMNS];
 	char		nulls[OUTCOME_COLUMNS];
 
 	enkash_spi_begin(NULL);
-	outcome_args(call, response, error, http, values, nulls);
+	outcome_args(call, response, error, request_left, http, values, nulls);
 	write_outcome_args(values, nulls);
 	commit_work();
 }
@@ -475,7 +472,7 @@ claim_rows(int room, const char *role)
 			Datum		values[OUTCOME_COLUMNS];
 			char		nulls[OUTCOME_COLUMNS];
 
-			outcome_args(call, NULL, error, NULL, values, nulls);
+			outcome_args(call, NULL, error, false, NULL, values, nulls);
 			write_outcome_args(values, nulls);
 			forget_call(call);
 			continue;

@@ -75,6 +75,8 @@ send_call(QueuedCall *call)
 	/* the answer and the error live as long as the call (forget_call) */
 	Jsonb	   *volatile response = NULL;
 	ErrorData  *volatile edata = NULL;
+	const EnkashHttpResult *http;
+	bool		request_left;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -103,7 +105,8 @@ send_call(QueuedCall *call)
 	MemoryContextSwitchTo(cxt);
 
 	call->retry_after = enkash_last_retry_after;
-	record_outcome(call, response, edata, NULL);
+	http = enkash_send_reached(&request_left);
+	record_outcome(call, response, edata, request_left, http);
 }
 
 /*
@@ -127,7 +130,8 @@ record_sent(QueuedCall *call, const EnkashHttpResult *http, LedgerBatch *batch,
 		response = enkash_finish_sent(call->ep, call->body, len, call->key,
 									  call->key_id, call->key_attempt, call->audit_id, http,
 									  call->token_generation, batch, &error);
-	outcome_args(call, response, error, call->start_error ? NULL : http, values, nulls);
+	outcome_args(call, response, error, call->start_error == NULL,
+				 call->start_error ? NULL : http, values, nulls);
 	enkash_columns_add(outcomes, values, nulls);
 }
 

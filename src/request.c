@@ -21,6 +21,13 @@
 static EnvelopeCipher cipher;
 static uint64 cipher_version = 0;
 
+/*
+ * How far the current enkash_send got: whether anything may have reached
+ * EnKash, and the last HTTP answer's outcome, status and time (no body).
+ */
+static bool send_left = false;
+static EnkashHttpResult send_http;
+
 EnvelopeCipher *
 enkash_cipher(void)
 {
@@ -98,7 +105,7 @@ post_with_token(const char *url, const char *partner_header, const char *body,
 	{
 		/* the request leaves only after its turn under enkash.rate_limit */
 		enkash_rate_limit_wait();
-		*request_left = true;
+		*request_left = send_left = true;
 		enkash_http_post(url, headers, lengthof(headers), body, body_len,
 						 may_resend, http);
 	}
@@ -151,6 +158,9 @@ enkash_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 												 ep->kind == ENKASH_READ,
 												 http, request_left);
 
+		send_http.outcome = http->outcome;
+		send_http.status = http->status;
+		send_http.seconds = http->seconds;
 		if (http->outcome != ENKASH_HTTP_OK)
 			enkash_http_raise(ep->label, http);
 
@@ -208,8 +218,11 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 	EnkashAnswer answer = {0};
 	/* a money call's body, parsed once for its controls and its key */
 	Jsonb	   *body = ep->kind == ENKASH_MONEY ? enkash_body_jsonb(json, len) : NULL;
-	Jsonb	   *rehearsal = enkash_controls_before_send(ep, json, len, body, key);
+	Jsonb	   *rehearsal;
 
+	send_left = false;
+	memset(&send_http, 0, sizeof(send_http));
+	rehearsal = enkash_controls_before_send(ep, json, len, body, key);
 	if (rehearsal)
 		return rehearsal;		/* a dry run: nothing sent */
 	if (ep->kind != ENKASH_READ && ep->kind != ENKASH_SECRET_OUT)
@@ -217,6 +230,19 @@ enkash_send(const EnkashEndpoint *ep, const char *json, size_t len,
 	if (ep->kind == ENKASH_MONEY)
 		return enkash_send_money(ep, json, len, body, key);
 	return enkash_send_answered(ep, json, len, key, &answer);
+}
+
+/*
+ * How far the last enkash_send got, for what its error means (effect.c):
+ * whether anything may have reached EnKash (a look-up made on a load's
+ * behalf counts, so this errs towards "maybe"), and its last HTTP answer
+ * (NULL if none came).
+ */
+const EnkashHttpResult *
+enkash_send_reached(bool *left)
+{
+	*left = send_left;
+	return send_http.outcome == ENKASH_HTTP_OK ? &send_http : NULL;
 }
 
 /*

@@ -347,25 +347,6 @@ enkash_parse_json_or_null(const char *text, size_t len)
 	return parse_json(text, len, TRUSTED_JSON_MAX_DEPTH, &problem);
 }
 
-/* Whether an error says an answer came but could not be used. */
-bool
-enkash_answer_unreadable(int sqlerrcode)
-{
-	switch (sqlerrcode)
-	{
-		case ERRCODE_ENKASH_BAD_RESPONSE:
-		case ERRCODE_ENKASH_ANSWER_TRUNCATED:
-		case ERRCODE_ENKASH_ANSWER_NOT_BASE64:
-		case ERRCODE_ENKASH_ANSWER_UNDECRYPTABLE:
-		case ERRCODE_ENKASH_ANSWER_TOO_DEEP:
-		case ERRCODE_ENKASH_ANSWER_NO_CODE:
-		case ERRCODE_ENKASH_ANSWER_TOO_LARGE:
-		case ERRCODE_ENKASH_ANSWER_REDIRECT:
-			return true;
-	}
-	return false;
-}
-
 /* A short printable rendering of a scalar member, or NULL. */
 static char *
 member_text(Jsonb *json, const char *key)

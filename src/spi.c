@@ -337,3 +337,28 @@ enkash_int8_array(const int64 *values, int n)
 										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/*
+ * Runs fn(arg) connected to SPI with role's rights, as a restricted
+ * operation under a pinned search_path: the extension reads or writes its
+ * own tables for a caller who holds no right on them.  An error undoes both
+ * with the transaction.
+ */
+void
+enkash_as_role(Oid role, void (*fn) (void *arg), void *arg)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", ENKASH_SAFE_SEARCH_PATH, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	SPI_connect();
+	fn(arg);
+	SPI_finish();
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}

@@ -13,7 +13,7 @@ use File::Basename;
 my @layers = (
 	[ 'base',       qw(compat envelope stoppoint wait_events) ],
 	[ 'foundation', qw(enkash_h settings enkash_spi spi endpoints json_member mask credentials timeline live) ],
-	[ 'wire',       qw(transport transport_internal transport_multi response ratelimit) ],
+	[ 'wire',       qw(transport transport_internal transport_multi response ratelimit effect) ],
 	[ 'stores',     qw(ledger ledger_internal ledger_slots ledger_sql ledger_many ledger_batch ledger_worker) ],
 	[ 'calls',      qw(token request fields api pages reconcile money check
 					   outbox outbox_internal outbox_rows outbox_sender
