@@ -39,6 +39,7 @@ OBJS = \
 	src/response.o \
 	src/settings.o \
 	src/spi.o \
+	src/installed.o \
 	src/timeline.o \
 	src/token.o \
 	src/transport.o \
@@ -47,7 +48,7 @@ OBJS = \
 	src/worker.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl)
-# The library refuses to work on an extension of another version (src/spi.c).
+# The library refuses to work on an extension of another version (src/installed.c).
 PG_CPPFLAGS += -DENKASH_VERSION='"$(EXTVERSION)"'
 # Test-only stop points (src/stoppoint.h): make ENKASH_STOP_POINTS=1.
 ifeq ($(ENKASH_STOP_POINTS),1)

@@ -8,6 +8,7 @@
  */
 #include "enkash.h"
 
+#include "installed.h"
 #include "ledger.h"
 
 #include <curl/curl.h>
@@ -91,6 +92,7 @@ _PG_init(void)
 		ereport(FATAL,
 				(errmsg("enkash: could not initialize libcurl")));
 	enkash_define_settings();
+	enkash_installed_init();
 
 	enkash_register_launcher();
 

@@ -122,7 +122,7 @@ extern void enkash_connect_worker(Datum arg, pqsigfunc sigterm);
 extern const struct EnkashSharedPart enkash_launcher_part;
 extern const struct EnkashSharedPart enkash_outbox_part;
 extern void enkash_require_preload(void);
-extern void enkash_require_current(void);	/* spi.c */
+extern void enkash_require_current(void);	/* installed.c */
 extern const char *enkash_require_setting(const char *name, const char *value);
 extern const char *enkash_server_setting(const char *name);
 

@@ -15,16 +15,6 @@
 extern void enkash_spi_begin(const char *activity);
 extern void enkash_spi_commit(bool idle);
 
-/* The extension in this database against the library (ENKASH_VERSION). */
-typedef enum EnkashInstalled
-{
-	ENKASH_ABSENT,
-	ENKASH_OUTDATED,			/* ALTER EXTENSION enkash UPDATE is due */
-	ENKASH_CURRENT
-} EnkashInstalled;
-extern EnkashInstalled enkash_extension_state(char **version);
-extern bool enkash_installed(void);
-
 /*
  * Statements over many rows: one array argument per column ($1 ... $n, as
  * unnest($1, ...) takes them), filled one row at a time.

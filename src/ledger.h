@@ -113,7 +113,21 @@ extern void enkash_ledger_write(LedgerBatch *batch);
 
 /* Worker side */
 extern void enkash_ledger_attach_worker(void);
-extern bool enkash_ledger_process(void);
+
+/*
+ * What a round of the worker did.  Look-ups' audit rows, which nobody waits
+ * for, are let gather for LEDGER_GATHER_MS (or until LEDGER_GATHER_SLOTS
+ * are waiting, or a slot someone waits for arrives) so that many share a
+ * transaction: the worker then waits that long and goes round again.
+ */
+typedef enum LedgerRound
+{
+	LEDGER_IDLE,				/* nothing to do */
+	LEDGER_DID_WORK,
+	LEDGER_GATHERING			/* look-ups' audit rows wait for company */
+} LedgerRound;
+#define LEDGER_GATHER_MS 5
+extern LedgerRound enkash_ledger_process(void);
 extern void enkash_ledger_batch_failed(void);
 
 #endif							/* ENKASH_LEDGER_H */

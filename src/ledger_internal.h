@@ -23,6 +23,8 @@
 #pragma GCC visibility push(hidden)
 
 #define LEDGER_SLOTS 256
+/* The most look-ups' audit rows let gather: a quarter of the slots. */
+#define LEDGER_GATHER_SLOTS (LEDGER_SLOTS / 4)
 #define LEDGER_DATA 16384
 
 typedef enum SlotState
@@ -94,6 +96,8 @@ typedef struct LedgerShared
 	Oid			worker_dboid;
 	Latch	   *worker_latch;
 	bool		swept;			/* in_flight keys of a past life made unknown */
+	bool		gathering;		/* the worker lets look-ups' audit rows gather */
+	int			gathered;		/* slots submitted meanwhile */
 	int			slots_used;		/* slots[] beyond this were never taken */
 	ConditionVariable freed;	/* a slot became free */
 	LedgerSlot	slots[LEDGER_SLOTS];

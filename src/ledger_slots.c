@@ -325,6 +325,10 @@ slot_submit(LedgerSlot *slot)
 	slot->seq = ledger->next_seq++;
 	slot->state = SLOT_SUBMITTED;
 	latch = ledger->worker_latch;
+	/* a gathering worker comes back for an audit row nobody waits for */
+	if (ledger->gathering && slot->op == OP_AUDIT && !slot->reply &&
+		++ledger->gathered < LEDGER_GATHER_SLOTS)
+		latch = NULL;
 	LWLockRelease(ledger->lock);
 	if (!slot->reply)
 		held_slot = NULL;		/* the worker frees it */

@@ -13,6 +13,7 @@
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "installed.h"
 #include "stoppoint.h"
 #include "storage/ipc.h"
 #include "utils/builtins.h"
@@ -45,6 +46,7 @@ enkash_ledger_attach_worker(void)
 	ledger->worker_pid = MyProcPid;
 	ledger->worker_latch = MyLatch;
 	ledger->worker_dboid = MyDatabaseId;
+	ledger->gathering = false;
 	LWLockRelease(ledger->lock);
 	before_shmem_exit(worker_detach, (Datum) 0);
 }
@@ -316,11 +318,23 @@ batch_stop_point(LedgerSlot **batch, int count, bool committed)
 }
 #endif
 
+/* Whether the slots are only audit rows that nobody waits for. */
+static bool
+only_unwaited_audits(LedgerSlot **shared, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (shared[i]->state != SLOT_SUBMITTED || shared[i]->op != OP_AUDIT ||
+			shared[i]->reply)
+			return false;
+	return true;
+}
+
 /*
- * Processes every submitted slot in one transaction.  Returns true if there
- * was anything to do.  Runs in the worker, outside any transaction.
+ * Processes every submitted slot in one transaction, or first lets a few
+ * look-ups' audit rows gather (LedgerRound).  Runs in the worker, outside
+ * any transaction.
  */
-bool
+LedgerRound
 enkash_ledger_process(void)
 {
 	LedgerSlot *shared[LEDGER_SLOTS];
@@ -333,16 +347,25 @@ enkash_ledger_process(void)
 	MemoryContext outer = CurrentMemoryContext;
 
 	batch_discard();
-	LWLockAcquire(ledger->lock, LW_SHARED);
+	LWLockAcquire(ledger->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ledger->slots_used; i++)
 		if (ledger->slots[i].state == SLOT_SUBMITTED ||
 			ledger->slots[i].state == SLOT_ABANDONED)
 			shared[count++] = &ledger->slots[i];
 	need_sweep = !ledger->swept;
+	if (!ledger->gathering && !need_sweep && count > 0 &&
+		count < LEDGER_GATHER_SLOTS && only_unwaited_audits(shared, count))
+	{
+		ledger->gathering = true;
+		ledger->gathered = count;
+		LWLockRelease(ledger->lock);
+		return LEDGER_GATHERING;
+	}
+	ledger->gathering = false;
 	LWLockRelease(ledger->lock);
 
 	if (count == 0 && !need_sweep)
-		return false;
+		return LEDGER_IDLE;
 	qsort(shared, count, sizeof(LedgerSlot *), seq_order);
 
 	/* The backends leave a submitted slot alone but to abandon it. */
@@ -464,5 +487,5 @@ enkash_ledger_process(void)
 		if (waiters[i])
 			SetLatch(waiters[i]);
 	ConditionVariableBroadcast(&ledger->freed);
-	return count > 0;
+	return count > 0 ? LEDGER_DID_WORK : LEDGER_IDLE;
 }

@@ -10,6 +10,7 @@
  */
 #include "outbox_internal.h"
 #include "effect.h"
+#include "installed.h"
 #include "live.h"
 #include "timeline.h"
 

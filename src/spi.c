@@ -4,8 +4,7 @@
  *	  SPI helpers for the workers' own transactions: one transaction with a
  *	  snapshot, statements kept for the process's life (generic and pinned
  *	  plans), statements over many rows (one array per column), a
- *	  subtransaction that may fail as a whole, and whether the extension is
- *	  installed at the library's version.
+ *	  subtransaction that may fail as a whole.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,84 +54,6 @@ enkash_spi_commit(bool idle)
 	CommitTransactionCommand();
 	if (idle)
 		pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
- * Whether the extension is installed in this database, and at the version
- * this library was built for (ENKASH_VERSION, enkash.control's).  Between a
- * restart on a new library and ALTER EXTENSION enkash UPDATE the tables are
- * the old version's, which the library's statements do not fit.
- */
-EnkashInstalled
-enkash_extension_state(char **version)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	EnkashInstalled state = ENKASH_ABSENT;
-
-	if (version)
-		*version = NULL;
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("enkash"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
-									 RelationGetDescr(rel), &isnull);
-		char	   *installed = isnull ? pstrdup("") : TextDatumGetCString(d);
-
-		state = strcmp(installed, ENKASH_VERSION) == 0 ? ENKASH_CURRENT : ENKASH_OUTDATED;
-		if (version)
-			*version = installed;
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return state;
-}
-
-/*
- * For the background workers: whether they may use the extension's tables.
- * An extension of another version makes them wait, with one LOG line for
- * the DBA (again only after it was current in between).
- */
-bool
-enkash_installed(void)
-{
-	static bool said = false;
-	char	   *version;
-	EnkashInstalled state = enkash_extension_state(&version);
-
-	if (state == ENKASH_OUTDATED && !said)
-		ereport(LOG,
-				(errmsg("%s waits: the enkash extension in database \"%s\" is version %s, the library is version %s",
-						MyBgworkerEntry ? MyBgworkerEntry->bgw_type : "enkash",
-						get_database_name(MyDatabaseId), version, ENKASH_VERSION),
-				 errhint("Run ALTER EXTENSION enkash UPDATE in that database.")));
-	said = (state == ENKASH_OUTDATED);
-	return state == ENKASH_CURRENT;
-}
-
-/*
- * For SQL calls: refuses at once while the extension's version is not the
- * library's, before anything is recorded or sent.
- */
-void
-enkash_require_current(void)
-{
-	char	   *version;
-
-	if (enkash_extension_state(&version) == ENKASH_OUTDATED)
-		ereport(ERROR,
-				(errcode(ERRCODE_ENKASH_NEEDS_UPDATE),
-				 errmsg("the enkash extension must be updated before it can be used"),
-				 errdetail("The extension in this database is version %s; the server runs the enkash library of version %s. Nothing was sent to EnKash.",
-						   version, ENKASH_VERSION),
-				 errhint("ALTER EXTENSION enkash UPDATE")));
 }
 
 /* A statement prepared and kept for the process's life. */

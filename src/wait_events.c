@@ -21,6 +21,7 @@ static const char *const wait_event_names[ENKASH_WAIT_COUNT] = {
 	[ENKASH_WAIT_TOKEN] = "EnkashToken",
 	[ENKASH_WAIT_LAUNCHER] = "EnkashLauncher",
 	[ENKASH_WAIT_WORKER_IDLE] = "EnkashWorkerIdle",
+	[ENKASH_WAIT_WORKER_GATHER] = "EnkashWorkerGather",
 	[ENKASH_WAIT_STOP_POINT] = "EnkashStopPoint",
 };
 

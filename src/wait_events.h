@@ -18,6 +18,7 @@ typedef enum EnkashWait
 	ENKASH_WAIT_TOKEN,			/* a call waits for another process's token fetch */
 	ENKASH_WAIT_LAUNCHER,		/* the launcher between its rounds */
 	ENKASH_WAIT_WORKER_IDLE,	/* the enkash worker with nothing to do */
+	ENKASH_WAIT_WORKER_GATHER,	/* the enkash worker lets look-ups' audit rows gather */
 	ENKASH_WAIT_STOP_POINT,		/* held at a test stop point (test builds only) */
 	ENKASH_WAIT_COUNT
 } EnkashWait;

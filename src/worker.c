@@ -25,6 +25,7 @@
 #include "catalog/objectaccess.h"
 #include "commands/dbcommands.h"
 #include "enkash_spi.h"
+#include "installed.h"
 #include "ledger.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -396,6 +397,7 @@ enkash_worker_main(Datum arg)
 	for (;;)
 	{
 		volatile bool busy = false;
+		volatile LedgerRound round = LEDGER_IDLE;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -408,7 +410,8 @@ enkash_worker_main(Datum arg)
 		/* An error here is logged and the loop goes on: no crash loop. */
 		PG_TRY();
 		{
-			busy = enkash_ledger_process();
+			round = enkash_ledger_process();
+			busy = (round == LEDGER_DID_WORK);
 			if (TimestampDifferenceExceeds(last_housekeeping, GetCurrentTimestamp(),
 										   HOUSEKEEPING_MS))
 			{
@@ -432,6 +435,7 @@ enkash_worker_main(Datum arg)
 			enkash_ledger_batch_failed();
 			MemoryContextSwitchTo(TopMemoryContext);
 			busy = false;
+			round = LEDGER_IDLE;
 		}
 		PG_END_TRY();
 
@@ -440,7 +444,12 @@ enkash_worker_main(Datum arg)
 		 * them autovacuum would not see the dead rows it leaves.
 		 */
 		pgstat_report_stat(false);
-		if (!busy)
+		if (busy)
+			continue;
+		if (round == LEDGER_GATHERING)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 LEDGER_GATHER_MS, enkash_wait_event(ENKASH_WAIT_WORKER_GATHER));
+		else
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 1000, enkash_wait_event(ENKASH_WAIT_WORKER_IDLE));
 	}

@@ -7,12 +7,15 @@
 # drift with machine load, so runs are comparable on a busy machine.
 #   INSTR_CALLS=500   look-ups in the "many" session (the "few" one makes 50)
 #   INSTR_LOADS=100   loads in the "many" session (the "few" one makes 10)
+#   INSTR_STATEMENTS=300  look-ups, one per statement, in the "many" session
+#                     (the "few" one makes 20), and as many SELECT 1
 #   INSTR_TOP=25      functions listed per operation
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 INSTR_CALLS=${INSTR_CALLS:-500}
 INSTR_LOADS=${INSTR_LOADS:-100}
+INSTR_STATEMENTS=${INSTR_STATEMENTS:-300}
 INSTR_TOP=${INSTR_TOP:-25}
 ACCOUNT=CASANDBOX1
 CARD=EKCSANDBOX1
@@ -37,10 +40,18 @@ session() {   # SQL with :n for the count, n -> prints the backend pid
 		| cut -d'|' -f1
 }
 read_sql="enkash_get_card_account('$ACCOUNT')"
+statements() {   # SQL, n -> prints the backend pid; n statements, output read and dropped
+	{ echo "SELECT pg_backend_pid();"; for _ in $(seq 1 "$2"); do echo "SELECT $1;"; done; } |
+		as_user "${PSQL[@]}" | sed -n 1p
+}
 load_sql="enkash_load_balance('$ACCOUNT', '$CARD', 1, 'I-' || :n || '-' || i)"
 session "$read_sql" 1 >/dev/null	# the server's first call: token, connection
 r_few=$(session "$read_sql" 50)
 r_many=$(session "$read_sql" "$INSTR_CALLS")
+s_few=$(statements "$read_sql" 20)
+s_many=$(statements "$read_sql" "$INSTR_STATEMENTS")
+one_few=$(statements 1 20)
+one_many=$(statements 1 "$INSTR_STATEMENTS")
 l_few=$(session "$load_sql" 10)
 l_many=$(session "$load_sql" "$INSTR_LOADS")
 as_user pg_ctl -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
@@ -68,4 +79,6 @@ report() {   # label pid_few pid_many calls_between
 		<(functions "$2") <(functions "$3") | sort -rn | head -"$INSTR_TOP"
 }
 report "look-up" "$r_few" "$r_many" $((INSTR_CALLS - 50))
+report "look-up, one per statement" "$s_few" "$s_many" $((INSTR_STATEMENTS - 20))
+report "SELECT 1, one per statement" "$one_few" "$one_many" $((INSTR_STATEMENTS - 20))
 report "load" "$l_few" "$l_many" $((INSTR_LOADS - 10))

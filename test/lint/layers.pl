@@ -12,7 +12,7 @@ use File::Basename;
 # layer => the modules in it (a module: a .c file and its .h, by name)
 my @layers = (
 	[ 'base',       qw(compat envelope stoppoint wait_events) ],
-	[ 'foundation', qw(enkash_h settings enkash_spi spi endpoints json_member mask credentials timeline live) ],
+	[ 'foundation', qw(enkash_h settings enkash_spi spi endpoints json_member mask credentials timeline live installed) ],
 	[ 'wire',       qw(transport transport_internal transport_multi response ratelimit effect) ],
 	[ 'stores',     qw(ledger ledger_internal ledger_slots ledger_sql ledger_many ledger_batch ledger_worker) ],
 	[ 'calls',      qw(token request fields api pages reconcile money check
