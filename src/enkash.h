@@ -157,6 +157,7 @@ typedef struct EnkashHttpResult
 	size_t		body_len;
 	char		error[256];		/* libcurl's explanation when not OK */
 	double		seconds;		/* wall time of the exchange */
+	int			retry_after;	/* the answer's Retry-After, seconds (0: none) */
 } EnkashHttpResult;
 
 extern void enkash_http_post(const char *url, const char *const *headers,
@@ -166,7 +167,6 @@ extern void enkash_http_post_timed(const char *url, const char *const *headers,
 								   int nheaders, const char *body, size_t body_len,
 								   bool may_resend, long timeout_ms,
 								   long connect_timeout_ms, EnkashHttpResult *result);
-extern int	enkash_last_retry_after;
 
 /* The outbox sender's concurrent transfers (one multi handle, reused connections). */
 #define ENKASH_MAX_CONCURRENCY 256
@@ -175,8 +175,7 @@ extern bool enkash_multi_start(int max, const char *url, const char *const *head
 							   bool may_resend, void *owner);
 extern int	enkash_multi_running(void);
 extern void enkash_multi_wait(long timeout_ms);
-extern bool enkash_multi_done(void **owner, EnkashHttpResult *result,
-							  int *retry_after);
+extern bool enkash_multi_done(void **owner, EnkashHttpResult *result);
 extern void enkash_multi_release(void);
 enkash_noreturn extern void enkash_http_raise(const char *what,
 											   const EnkashHttpResult *result);

@@ -104,8 +104,8 @@ send_call(QueuedCall *call)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 
-	call->retry_after = enkash_last_retry_after;
 	http = enkash_send_reached(&request_left);
+	call->retry_after = http ? http->retry_after : 0;
 	record_outcome(call, response, edata, request_left, http);
 }
 
@@ -388,14 +388,12 @@ collect_done(Finished *done, int *ndone, int take, QueuedCall **failed,
 			 double *transfer_ms)
 {
 	void	   *owner;
-	int			retry_after;
 	int			finished = 0;
 
-	while (*ndone < take &&
-		   enkash_multi_done(&owner, &done[*ndone].http, &retry_after))
+	while (*ndone < take && enkash_multi_done(&owner, &done[*ndone].http))
 	{
 		done[*ndone].call = owner;
-		done[*ndone].call->retry_after = retry_after;
+		done[*ndone].call->retry_after = done[*ndone].http.retry_after;
 		*transfer_ms += (done[*ndone].http.seconds * 1000.0 - *transfer_ms) / 16;
 		(*ndone)++;
 		finished++;

@@ -23,7 +23,8 @@ static uint64 cipher_version = 0;
 
 /*
  * How far the current enkash_send got: whether anything may have reached
- * EnKash, and the last HTTP answer's outcome, status and time (no body).
+ * EnKash, and the last HTTP answer's outcome, status, time and Retry-After
+ * (no body).
  */
 static bool send_left = false;
 static EnkashHttpResult send_http;
@@ -161,6 +162,7 @@ enkash_exchange(const EnkashEndpoint *ep, const char *json, size_t len,
 		send_http.outcome = http->outcome;
 		send_http.status = http->status;
 		send_http.seconds = http->seconds;
+		send_http.retry_after = http->retry_after;
 		if (http->outcome != ENKASH_HTTP_OK)
 			enkash_http_raise(ep->label, http);
 

@@ -37,7 +37,6 @@
 #define POLL_INTERVAL_MS 100
 
 /* Retry-After (seconds) of the last answer, for the outbox's backoff. */
-int			enkash_last_retry_after = 0;
 
 /* The synchronous path of this backend. */
 static CURLM *multi = NULL;
@@ -262,17 +261,14 @@ describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
 
 /*
  * What a finished transfer amounts to: a response, or a failure that says
- * whether EnKash may have seen the request.  *retry_after gets the
- * answer's Retry-After in seconds (0 if none).
+ * whether EnKash may have seen the request.
  */
 void
-transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
-				int *retry_after)
+transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result)
 {
 	double		seconds = 0;
 
 	memset(result, 0, sizeof(*result));
-	*retry_after = 0;
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &seconds);
 	result->seconds = seconds;
 
@@ -283,7 +279,7 @@ transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
 		result->outcome = ENKASH_HTTP_OK;
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &result->status);
 		curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &after);
-		*retry_after = (int) Min(after, 86400);
+		result->retry_after = (int) Min(after, 86400);
 		if (t->body == NULL && (t->body = malloc(1)) != NULL)
 			t->body_cap = 1;
 		if (t->body == NULL)
@@ -401,7 +397,6 @@ enkash_http_post_timed(const char *url, const char *const *headers, int nheaders
 	volatile CURLcode code;
 
 	setup_sync();
-	enkash_last_retry_after = 0;
 	transfer_prepare(&sync_xfer, url, headers, nheaders, body, len, may_resend,
 					 timeout_ms, connect_timeout_ms);
 
@@ -415,7 +410,7 @@ enkash_http_post_timed(const char *url, const char *const *headers, int nheaders
 	}
 	PG_END_TRY();
 
-	transfer_result(&sync_xfer, code, result, &enkash_last_retry_after);
+	transfer_result(&sync_xfer, code, result);
 }
 
 /* Raises the error for a transfer that produced no usable response. */

@@ -60,8 +60,7 @@ extern void transfer_prepare(Transfer *t, const char *url, const char *const *he
 							 int nheaders, const char *body, size_t len, bool may_resend,
 							 long timeout_ms, long connect_timeout_ms);
 extern void transfer_release_headers(Transfer *t);
-extern void transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result,
-							int *retry_after);
+extern void transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result);
 
 #pragma GCC visibility pop
 

@@ -307,7 +307,7 @@ enkash_multi_wait(long timeout_ms)
  * valid until enkash_multi_release).  False when none has finished.
  */
 bool
-enkash_multi_done(void **owner, EnkashHttpResult *result, int *retry_after)
+enkash_multi_done(void **owner, EnkashHttpResult *result)
 {
 	for (int i = 0; i < out_count; i++)
 	{
@@ -315,7 +315,7 @@ enkash_multi_done(void **owner, EnkashHttpResult *result, int *retry_after)
 
 		if (!t->done || t->owner == NULL)
 			continue;
-		transfer_result(t, t->code, result, retry_after);
+		transfer_result(t, t->code, result);
 		*owner = t->owner;
 		t->owner = NULL;		/* handed back; the slot is freed by release */
 		return true;
