@@ -67,7 +67,10 @@ enkash_installed_init(void)
 	CacheRegisterRelcacheCallback(forget_state, (Datum) 0);
 }
 
-/* The extension's state read from pg_extension; *version palloc'd if asked. */
+/*
+ * The extension's state, read from pg_extension unless known to be current;
+ * *version, if asked, gets the installed version (palloc'd) when it was read.
+ */
 EnkashInstalled
 enkash_extension_state(char **version)
 {
@@ -79,7 +82,7 @@ enkash_extension_state(char **version)
 
 	if (version)
 		*version = NULL;
-	if (known_current && version == NULL)
+	if (known_current)
 		return ENKASH_CURRENT;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
@@ -112,8 +115,8 @@ bool
 enkash_installed(void)
 {
 	static bool said = false;
-	char	   *version = NULL;
-	EnkashInstalled state = enkash_extension_state(known_current ? NULL : &version);
+	char	   *version;
+	EnkashInstalled state = enkash_extension_state(&version);
 
 	if (state == ENKASH_OUTDATED && !said)
 		ereport(LOG,
@@ -134,8 +137,6 @@ enkash_require_current(void)
 {
 	char	   *version;
 
-	if (known_current)
-		return;
 	if (enkash_extension_state(&version) == ENKASH_OUTDATED)
 		ereport(ERROR,
 				(errcode(ERRCODE_ENKASH_NEEDS_UPDATE),
