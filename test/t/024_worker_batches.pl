@@ -189,5 +189,19 @@ like($log, qr/enkash worker: a statement over many rows failed, going one row at
 unlike($log, qr/enkash worker could not record a call: (?!the outcome of WB-bad-)/,
 	'no other slot failed');
 
+# Look-ups' audit rows, which nobody waits for, are let gather and written
+# together: a burst of look-ups in one session fills far fewer of the
+# worker's transactions than it has rows (one each, if every look-up woke
+# the worker, or if the worker wrote what it found at once).
+sandbox($url, 'POST', '/__sandbox/faults', '{"latency_ms": 0}');
+my $before = $node->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM enkash.audit_log');
+$node->safe_psql('postgres',
+	"SELECT count(enkash_get_card_account('CASANDBOX1')) FROM generate_series(1, 300)");
+my $burst_rows = "FROM enkash.audit_log WHERE id > $before AND endpoint <> 'token'";
+wait_for("SELECT count(*) = 300 $burst_rows", "the burst's 300 audit rows");
+my $transactions = $node->safe_psql('postgres', "SELECT count(DISTINCT xmin::text) $burst_rows");
+cmp_ok(300 / $transactions, '>=', 3,
+	"300 look-ups' audit rows were written in $transactions of the worker's transactions");
+
 $node->stop;
 done_testing();
