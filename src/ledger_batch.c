@@ -22,6 +22,7 @@ local_slot(LedgerOp op)
 	slot->pid = MyProcPid;
 	slot->key_id = slot->audit_id = 0;
 	slot->attempt = 0;
+	slot->used = 0;
 	slot_reset_fields(slot);
 	prepare_plans();
 	return slot;

@@ -75,7 +75,10 @@ ledger_shmem_first(void *ptr)
 	first->next_seq = 1;
 	ConditionVariableInit(&first->freed);
 	for (int i = 0; i < LEDGER_SLOTS; i++)
+	{
 		first->slots[i].state = SLOT_FREE;
+		first->slots[i].used = 0;
+	}
 }
 
 const EnkashSharedPart enkash_ledger_part = {
@@ -87,9 +90,11 @@ const EnkashSharedPart enkash_ledger_part = {
  * ---------------------------------------------------------------------
  */
 
+/* Empties a slot, wiping what it held. */
 void
 slot_reset_fields(LedgerSlot *slot)
 {
+	explicit_bzero(slot->data, slot->used);
 	slot->used = 0;
 	for (int i = 0; i < NUM_FIELDS; i++)
 	{

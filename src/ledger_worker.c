@@ -191,20 +191,20 @@ needs_undo(const LedgerSlot *slot)
  * publishes them to the shared slots only once the batch has committed: a
  * worker that dies before that leaves its slots as they were submitted, to
  * be processed afresh, and no backend hears of a key that does not exist.
+ * Their memory is kept for the worker's life (a slot is 16 kB: allocated
+ * for each batch, they would fault their pages in each time); what a copy
+ * holds lies below its "used" (slot_reset_fields wipes), wiped after.
  */
-static MemoryContext batch_cxt = NULL;
-static LedgerSlot *batch_copies[LEDGER_SLOTS];
+static LedgerSlot *batch_copies = NULL;	/* LEDGER_SLOTS of them, zeroed */
 static int	batch_ncopies = 0;
 
-/* Drops the copies, wiping what they held (answers may have moved "used" back). */
+/* Drops the copies, wiping what they held. */
 static void
 batch_discard(void)
 {
 	for (int i = 0; i < batch_ncopies; i++)
-		explicit_bzero(batch_copies[i]->data, LEDGER_DATA);
+		explicit_bzero(batch_copies[i].data, batch_copies[i].used);
 	batch_ncopies = 0;
-	if (batch_cxt)
-		MemoryContextReset(batch_cxt);
 }
 
 /* A submitted slot as the worker works on it (under the lock). */
@@ -213,12 +213,11 @@ batch_copy(const LedgerSlot *slot)
 {
 	LedgerSlot *copy;
 
-	if (batch_cxt == NULL)
-		batch_cxt = AllocSetContextCreate(TopMemoryContext, "enkash ledger batch",
-										  ALLOCSET_DEFAULT_SIZES);
-	copy = MemoryContextAlloc(batch_cxt, sizeof(LedgerSlot));
+	if (batch_copies == NULL)
+		batch_copies = MemoryContextAllocZero(TopMemoryContext,
+											  sizeof(LedgerSlot) * LEDGER_SLOTS);
+	copy = &batch_copies[batch_ncopies++];
 	memcpy(copy, slot, offsetof(LedgerSlot, data) + slot->used);
-	batch_copies[batch_ncopies++] = copy;
 	return copy;
 }
 

@@ -259,11 +259,14 @@ mask_card_numbers(JsonbValue *v, bool whole)
 {
 	const char *s = v->val.string.val;
 	int			len = v->val.string.len;
-	char	   *digits = palloc(len + 1);
+	char	   *digits;
 	StringInfoData out;
 	bool		changed = false;
 	int			i = 0;
 
+	if (!whole && !has_card_number(s, len))
+		return false;			/* most strings: kept as they are, not copied */
+	digits = palloc(len + 1);
 	initStringInfo(&out);
 	while (i < len)
 	{
@@ -272,7 +275,9 @@ mask_card_numbers(JsonbValue *v, bool whole)
 
 		if (!(s[i] >= '0' && s[i] <= '9'))
 		{
-			appendStringInfoChar(&out, s[i++]);
+			while (i < len && !(s[i] >= '0' && s[i] <= '9'))
+				i++;
+			appendBinaryStringInfo(&out, s + start, i - start);
 			continue;
 		}
 		i = digit_run(s, len, i, digits, &n);

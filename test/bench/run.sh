@@ -7,6 +7,9 @@
 #     code, no PostgreSQL), 1 and 8 clients;
 #   - enkash_get_card_account and enkash_load_balance from 1 and 8 pgbench
 #     sessions, each BENCH_RUNS times, interleaved with the baseline;
+#   - two references beside them: the look-up's answer returned as jsonb by
+#     a plain statement (the look-up's floor with the raw client's work) and
+#     a load's durable records written in SQL by the session itself;
 #   - token calls when 100 sessions connect at once after a restart;
 #   - CPU per read call in the calling backend (perf stat task-clock, or
 #     /proc/PID/stat), a perf profile, and instructions per call (callgrind);
@@ -449,14 +452,16 @@ run_sql_bench() {   # read|load sessions run
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/read.sql" -T "$BENCH_SECONDS"
 	elif [ "$op" = select1 ]; then
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/select1.sql" -T "$BENCH_SECONDS"
+	elif [ "$op" = answer ] || [ "$op" = records ]; then
+		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/$op.sql" -T "$BENCH_SECONDS" -D "run=$tag"
 	else
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/load.sql" -T "$BENCH_SECONDS" -D "run=$tag"
 	fi
 	settle
 	cpu_snapshot c1
 	cpu_record "$op:$s" "$PG_PROCESSED" "$PG_CLIENT_US" "$c0" "$c1"
-	if [ "$op" = select1 ]; then
-		check_counts "SELECT 1, $s sessions, run $r" "$READ_PATH" 0 0
+	if [ "$op" = select1 ] || [ "$op" = answer ] || [ "$op" = records ]; then
+		check_counts "$op, $s sessions, run $r" "$READ_PATH" 0 0
 	elif [ "$op" = read ]; then
 		check_counts "enkash_get_card_account, $s sessions, run $r" "$READ_PATH" "$PG_PROCESSED" 0
 		rows=$(audit_rows_after "$audit0")
@@ -491,6 +496,37 @@ LAST_REQUESTS=$(sandbox_requests)
 [ "$(path_count "$LAST_REQUESTS" "$READ_PATH")" = 1 ] && [ "$(path_count "$LAST_REQUESTS" "$LOAD_PATH")" = 1 ] \
 	|| problem "COUNT MISMATCH in the warm-up: one look-up and one load made, the sandbox saw $(jq -c .paths <<<"$LAST_REQUESTS")"
 
+# Two references, in the same run, for what a call's SQL side could cost
+# with the HTTP exchange left to the raw client's row (no enkash code runs):
+#   answer: one statement returning the look-up's answer as jsonb, nothing
+#     written: no look-up made from SQL costs less, so raw + answer is the
+#     look-up's floor;
+#   records: a load's durable records written by the session itself, the
+#     straightforward way: the key and its "sent" row committed, then the
+#     outcome and the answer's row committed and the answer returned (two
+#     statements, two commits that wait for the WAL, as the money-safety
+#     rules ask), under keys F-<run>-<client>-<n>, with the warm-up's rows
+#     as the worker wrote them.
+write_reference_scripts() {
+	local answer key answered
+	answer=$(sql "SELECT quote_literal(enkash_get_card_account('$ACCOUNT')::text)") || die "a look-up failed"
+	key=$(sql "SELECT format('%L, %L::jsonb, %L', fingerprint, request, role) FROM enkash.idempotency_keys WHERE key = 'B-warmup-$RUN_TAG' AND state = 'succeeded'")
+	answered=$(sql "SELECT format('%L, %L, %L, %L::jsonb, %L::jsonb', a.enkash_code, a.message, a.latency_ms, a.response, k.outcome) FROM enkash.audit_log a JOIN enkash.idempotency_keys k ON k.id = a.key_id WHERE k.key = 'B-warmup-$RUN_TAG' AND a.outcome = 'ok'")
+	[ -n "$key" ] && [ -n "$answered" ] || die "the warm-up load's key and audit rows are not all there"
+	local ref="'F-' || :run::text || '-' || :client_id::text || '-' || :r::text"
+	cat >"$WORK/answer.sql" <<-SCRIPT
+	-- pgbench script (written by run.sh): a look-up's answer as jsonb.
+	SELECT $answer::jsonb;
+	SCRIPT
+	cat >"$WORK/records.sql" <<-SCRIPT
+	-- pgbench script (written by run.sh): a load's records, by the session.
+	\set r random(1, 9000000000000000000)
+	WITH c(fingerprint, request, role) AS (VALUES ($key)), k AS (INSERT INTO enkash.idempotency_keys (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) SELECT 'load_balance', $ref, fingerprint, request, role, pg_backend_pid(), 'in_flight', now() + interval '1 minute' FROM c RETURNING id, key, request, role) INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, key_id) SELECT role, 'load_balance', key, request, 'sent', id FROM k;
+	WITH c(code, message, latency_ms, response, payload) AS (VALUES ($answered)), f AS (UPDATE enkash.idempotency_keys SET state = 'succeeded', outcome = c.payload, http_status = 200, owner_pid = NULL, owner_deadline = NULL, updated_at = now(), finished_at = now() FROM c WHERE endpoint = 'load_balance' AND key = $ref RETURNING id, key, role, outcome), a AS (INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, key_id, outcome, http_status, enkash_code, message, latency_ms, response) SELECT f.role, 'load_balance', f.key, f.id, 'ok', 200, c.code, c.message, c.latency_ms::float8, c.response FROM f, c) SELECT outcome FROM f;
+	SCRIPT
+}
+write_reference_scripts
+
 log "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s each; sessions: $BENCH_SESSIONS"
 for r in $(seq 1 "$BENCH_RUNS"); do
 	for s in $BENCH_SESSIONS; do
@@ -498,6 +534,8 @@ for r in $(seq 1 "$BENCH_RUNS"); do
 		[ "$r" = 1 ] && run_sql_bench select1 "$s" "$r"
 		run_sql_bench read "$s" "$r"
 		run_sql_bench load "$s" "$r"
+		run_sql_bench answer "$s" "$r"
+		run_sql_bench records "$s" "$r"
 	done
 	# the money rows again with a network's latency (BENCH_MONEY_LATENCY_MS)
 	for s in $LATENCY_ROWS; do
@@ -928,6 +966,8 @@ name_of() {
 		select1) echo "SELECT 1 (no call)" ;;
 		read) echo "enkash_get_card_account" ;;
 		load) echo "enkash_load_balance" ;;
+		answer) echo "SELECT answer::jsonb" ;;
+		records) echo "load's records in SQL" ;;
 	esac
 }
 
@@ -989,8 +1029,9 @@ if throughput_runs; then
 	echo "CPU per call by process, us (median of runs); 'ceiling' = $(nproc) cores / total: the calls/s that CPU alone allows"
 	printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' operation sessions client backend workers autovac "other pg" sandbox total ceiling
 	printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' ------------------------ -------- -------- -------- -------- -------- -------- -------- -------- ---------
+	declare -A CPU_TOTAL
 	for s in $BENCH_SESSIONS $LATENCY_ROWS; do
-		for op in raw select1 read load; do
+		for op in raw select1 read load answer records; do
 			k="$op:$s"
 			[ -n "${CPU_CLIENT[$k]:-}" ] || continue
 			c=$(stat_of median ${CPU_CLIENT[$k]})
@@ -1000,13 +1041,28 @@ if throughput_runs; then
 			o=$(stat_of median ${CPU_OTHER[$k]})
 			sb=$(stat_of median ${CPU_SANDBOX[$k]})
 			tot=$(awk -v a="$c" -v b="$be" -v c2="$w" -v d="$o" -v e="$sb" -v f="$av" 'BEGIN { printf "%.1f", a + b + c2 + d + e + f }')
+			CPU_TOTAL[$k]=$tot
 			ceil=$(awk -v t="$tot" -v n="$(nproc)" 'BEGIN { if (t > 0) printf "%.0f", n * 1e6 / t }')
 			printf '%-24s %8s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9s\n' "$(name_of "$op")" "$s" "$c" "$be" "$w" "$av" "$o" "$sb" "$tot" "$ceil"
 			csv "CPU per call: $(name_of "$op")" "$s" "$BENCH_RUNS" "" "" "" "" "" "" "" "" "$tot" "us" \
 				"client $c; backend $be; enkash workers $w; autovacuum $av; other postgres $o; sandbox $sb; ceiling $ceil calls/s"
 		done
 	done
-	
+
+	echo
+	echo "total CPU per call as a multiple of the raw client's, beside what it would be with the SQL side"
+	echo "replaced by a reference row (no enkash code): the look-up by SELECT answer::jsonb (its floor),"
+	echo "the load by its records written in SQL by the session"
+	printf '%-24s %8s %10s %10s %16s %16s  %s\n' call sessions "enkash us" "enkash x" "raw + ref us" "raw + ref x" target
+	for s in $BENCH_SESSIONS; do
+		for op in read:answer load:records; do
+			ours=${CPU_TOTAL[${op%%:*}:$s]:-} raw=${CPU_TOTAL[raw:$s]:-} ref=${CPU_TOTAL[${op#*:}:$s]:-}
+			[ -n "$raw" ] && [ -n "$ref" ] && [ -n "$ours" ] || continue
+			target=$(case "$op:$s" in read:*:8) echo "<= 2.0" ;; load:*:8) echo "<= 4.0" ;; esac)
+			awk -v s="$s" -v name="$(name_of "${op%%:*}")" -v raw="$raw" -v ref="$ref" -v us="$ours" -v t="$target" 'BEGIN {
+				printf "%-24s %8s %10.1f %10.2f %16.1f %16.2f  %s\n", name, s, us, us / raw, raw + ref, (raw + ref) / raw, t }'
+		done
+	done
 fi
 echo
 printf '%-66s %14s  %s\n' measurement value target
