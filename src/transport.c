@@ -36,27 +36,24 @@
 /* How often the transfer loop looks at interrupts while waiting. */
 #define POLL_INTERVAL_MS 100
 
-/* Retry-After (seconds) of the last answer, for the outbox's backoff. */
-
 /* The synchronous path of this backend. */
 static CURLM *multi = NULL;
 static Transfer sync_xfer;
 
-static size_t
-supply_body(char *buffer, size_t size, size_t nitems, void *userdata)
+/*
+ * libcurl calls this each time it is about to send the request.  A second
+ * time is libcurl re-sending on its own, after a reused connection died
+ * with no answer: EnKash may already have acted on the first.  A request
+ * that must never be re-sent is stopped there (CURLE_ABORTED_BY_CALLBACK),
+ * and its outcome is unknown.
+ */
+static int
+allow_send(void *userdata, char *remote_ip, char *local_ip, int remote_port, int local_port)
 {
 	Transfer   *t = userdata;
-	size_t		n = Min(size * nitems, t->upload_len - t->upload_pos);
 
-	memcpy(buffer, t->upload + t->upload_pos, n);
-	t->upload_pos += n;
-	return n;
-}
-
-static int
-refuse_rewind(void *userdata, curl_off_t offset, int origin)
-{
-	return CURL_SEEKFUNC_CANTSEEK;
+	t->sends++;
+	return (t->sends > 1 && !t->may_resend) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 static size_t
@@ -108,9 +105,17 @@ transfer_init(Transfer *t)
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, collect_body);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, supply_body);
-	curl_easy_setopt(t->easy, CURLOPT_READDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
+	/* without it a money call could be re-sent (libcurl 7.80 and later have it) */
+	if (curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, allow_send) != CURLE_OK ||
+		curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t) != CURLE_OK)
+	{
+		curl_easy_cleanup(t->easy);
+		t->easy = NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the libcurl in use (%s) is too old for enkash", curl_version()),
+				 errhint("enkash needs libcurl 7.80 or later.")));
+	}
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -122,8 +127,9 @@ transfer_init(Transfer *t)
 }
 
 /*
- * Sets up one POST on a transfer: headers, a copy of the body, timeouts.
- * Unless may_resend, libcurl is kept from re-sending the body on its own.
+ * Sets up one POST on a transfer: headers, a copy of the body (sent in the
+ * same packet as the headers), timeouts.  Unless may_resend, libcurl is
+ * kept from re-sending the request on its own.
  */
 void
 transfer_prepare(Transfer *t, const char *url, const char *const *headers,
@@ -158,7 +164,8 @@ transfer_prepare(Transfer *t, const char *url, const char *const *headers,
 	memcpy(t->upload, body, len);
 	t->upload[len] = '\0';
 	t->upload_len = len;
-	t->upload_pos = 0;
+	t->may_resend = may_resend;
+	t->sends = 0;
 	t->headers = list;
 	t->error[0] = '\0';
 	t->body_len = 0;
@@ -168,7 +175,7 @@ transfer_prepare(Transfer *t, const char *url, const char *const *headers,
 
 	curl_easy_setopt(t->easy, CURLOPT_URL, url);
 	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, list);
-	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, may_resend ? t->upload : NULL);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->upload);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
 	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
@@ -194,33 +201,6 @@ transfer_release_headers(Transfer *t)
 		explicit_bzero(t->upload, t->upload_cap);
 }
 
-/*
- * Failures that happen before a single byte of the request can have reached
- * EnKash; everything else may have been acted upon.
- */
-static bool
-failed_before_sending(CURLcode code)
-{
-	switch (code)
-	{
-		case CURLE_UNSUPPORTED_PROTOCOL:
-		case CURLE_URL_MALFORMAT:
-		case CURLE_COULDNT_RESOLVE_PROXY:
-		case CURLE_COULDNT_RESOLVE_HOST:
-		case CURLE_COULDNT_CONNECT:
-		case CURLE_SSL_CONNECT_ERROR:
-		case CURLE_PEER_FAILED_VERIFICATION:
-		case CURLE_SSL_CACERT_BADFILE:
-		case CURLE_SSL_CERTPROBLEM:
-		case CURLE_SSL_CIPHER:
-		case CURLE_SSL_ENGINE_NOTFOUND:
-		case CURLE_SSL_ENGINE_SETFAILED:
-			return true;
-		default:
-			return false;
-	}
-}
-
 /* A finance person's words for why a transfer failed. */
 static void
 describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
@@ -231,7 +211,7 @@ describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
 	switch (code)
 	{
 		case CURLE_GOT_NOTHING:
-		case CURLE_SEND_FAIL_REWIND:
+		case CURLE_ABORTED_BY_CALLBACK: /* allow_send: no re-send after one */
 		case CURLE_RECV_ERROR:
 		case CURLE_SEND_ERROR:
 		case CURLE_PARTIAL_FILE:
@@ -292,15 +272,17 @@ transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result)
 
 	if (t->body_overflow)
 		result->outcome = ENKASH_HTTP_TOO_LARGE;
-	else if (failed_before_sending(code))
-		result->outcome = ENKASH_HTTP_NOT_SENT;
 	else
 	{
 		long		header_bytes = 0;
 
-		/* Neither headers nor body left: e.g. a connect timeout. */
+		/*
+		 * libcurl never came to send it (no connection, a certificate
+		 * refused, a connect timeout), or it may have reached EnKash: also
+		 * when a re-send was what failed, as the first went out.
+		 */
 		curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &header_bytes);
-		result->outcome = (header_bytes > 0 || t->upload_pos > 0) ?
+		result->outcome = (t->sends > 0 || header_bytes > 0) ?
 			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
 	}
 	describe_failure(code, t->error, t->timeout_ms, result);

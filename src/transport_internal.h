@@ -27,17 +27,16 @@ typedef struct Transfer
 	char		error[CURL_ERROR_SIZE]; /* libcurl's own words on a failure */
 
 	/*
-	 * The request body, copied.  When it must never be re-sent it is handed
-	 * to libcurl through a read callback that cannot seek: libcurl silently
-	 * re-sends a request whose reused connection died before any answer
-	 * (the server may well have acted on it); rewinding is the step it needs
-	 * for that, so refusing to rewind turns that blind re-send into an error
-	 * we can report as unknown.
+	 * The request body, copied, and whether libcurl may send it again by
+	 * itself: it silently re-sends a request whose reused connection died
+	 * before any answer, though the server may well have acted on it;
+	 * allow_send (transport.c) stops that unless may_resend.
 	 */
 	char	   *upload;
 	size_t		upload_cap;
 	size_t		upload_len;
-	size_t		upload_pos;
+	bool		may_resend;
+	int			sends;			/* times libcurl set out to send it */
 	long		timeout_ms;		/* CURLOPT_TIMEOUT_MS of this request */
 
 	/* The response body, grown with realloc, reused across calls. */
