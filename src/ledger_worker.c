@@ -317,6 +317,16 @@ batch_stop_point(LedgerSlot **batch, int count, bool committed)
 }
 #endif
 
+/* Whether any slot of a batch was carried out (some may be kept for later). */
+static bool
+any_processed(LedgerSlot **batch, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (batch[i]->processed)
+			return true;
+	return false;
+}
+
 /* Whether the slots are only audit rows that nobody waits for. */
 static bool
 only_unwaited_audits(LedgerSlot **shared, int count)
@@ -406,8 +416,12 @@ enkash_ledger_process(void)
 
 		if (!installed)
 		{
-			bool		outdated = (enkash_extension_state(NULL) == ENKASH_OUTDATED);
+			bool		outdated;
 
+			/* a row nobody waits for is kept until it can be written */
+			if (!slot->reply && !abandoned[i])
+				continue;
+			outdated = (enkash_extension_state(NULL) == ENKASH_OUTDATED);
 			slot_reset_fields(slot);
 			slot->processed = true;
 			slot->verdict = LEDGER_ERROR;
@@ -469,6 +483,8 @@ enkash_ledger_process(void)
 		LedgerSlot *slot = shared[i];
 
 		waiters[i] = NULL;
+		if (!batch[i]->processed && slot->state == SLOT_SUBMITTED)
+			continue;			/* kept for a later batch */
 		if (slot->state == SLOT_ABANDONED && needs_undo(batch[i]))
 			slot_publish(slot, batch[i]);	/* abandoned mid-batch: undone in the next one */
 		else if (slot->state == SLOT_ABANDONED || !slot->reply)
@@ -486,5 +502,5 @@ enkash_ledger_process(void)
 		if (waiters[i])
 			SetLatch(waiters[i]);
 	ConditionVariableBroadcast(&ledger->freed);
-	return count > 0 ? LEDGER_DID_WORK : LEDGER_IDLE;
+	return any_processed(batch, count) ? LEDGER_DID_WORK : LEDGER_IDLE;
 }

@@ -201,9 +201,21 @@ transfer_release_headers(Transfer *t)
 		explicit_bzero(t->upload, t->upload_cap);
 }
 
-/* A finance person's words for why a transfer failed. */
+/* Failures of making a connection, before any request goes on it. */
+static bool
+connecting_failed(CURLcode code)
+{
+	return code == CURLE_COULDNT_RESOLVE_PROXY || code == CURLE_COULDNT_RESOLVE_HOST ||
+		code == CURLE_COULDNT_CONNECT || code == CURLE_SSL_CONNECT_ERROR ||
+		code == CURLE_PEER_FAILED_VERIFICATION;
+}
+
+/*
+ * A finance person's words for why a transfer failed; sent: libcurl had set
+ * out to send it (a connection failing after that was one for a re-send).
+ */
 static void
-describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
+describe_failure(CURLcode code, const char *curl_error, long timeout_ms, bool sent,
 				 EnkashHttpResult *result)
 {
 	const char *why;
@@ -236,7 +248,12 @@ describe_failure(CURLcode code, const char *curl_error, long timeout_ms,
 			why = curl_easy_strerror(code);
 			break;
 	}
-	strlcpy(result->error, why, sizeof(result->error));
+	if (sent && connecting_failed(code))
+		snprintf(result->error, sizeof(result->error),
+				 "The connection closed before EnKash answered, and a new one could not be made (%s)",
+				 why);
+	else
+		strlcpy(result->error, why, sizeof(result->error));
 }
 
 /*
@@ -285,7 +302,7 @@ transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result)
 		result->outcome = (t->sends > 0 || header_bytes > 0) ?
 			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
 	}
-	describe_failure(code, t->error, t->timeout_ms, result);
+	describe_failure(code, t->error, t->timeout_ms, t->sends > 0, result);
 }
 
 /* ---------------------------------------------------------------------

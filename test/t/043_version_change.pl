@@ -4,6 +4,8 @@
 # (ALTER EXTENSION ... UPDATE TO, to a version whose scripts the test
 # provides), and work again when it comes back.  A process remembers that
 # the extension is current until pg_extension changes (src/installed.c).
+# Look-ups' audit rows still waiting for the worker when the version
+# changes are written once it is back, not dropped.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -20,13 +22,20 @@ my $extdir = $node->safe_psql('postgres', "SELECT setting FROM pg_config WHERE n
 my @scripts = ("$extdir/enkash--$current--$other_version.sql", "$extdir/enkash--$other_version--$current.sql");
 PostgreSQL::Test::Utils::append_to_file($_, "-- no change\n") for @scripts;
 
+# The enkash worker is stopped (SIGSTOP) while the first two look-ups are
+# made and the version changes, so that their audit rows are still waiting
+# when it goes on and finds the extension of another version.
+my $worker = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enkash worker'");
 my $other = $node->connstr('postgres');
 my $look_up = "SELECT enkash_get_card('CASANDBOX1', 'EKCSANDBOX1') IS NOT NULL AS ok;";
 my $log_start = -s $node->logfile;
 my ($ret, $out, $err) = $node->psql('postgres', qq{\\set VERBOSITY verbose
+\\! kill -STOP $worker
 $look_up
 $look_up
 \\! psql -X -q -d "$other" -c "ALTER EXTENSION enkash UPDATE TO '$other_version'"
+\\! kill -CONT $worker
 $look_up
 SELECT pg_sleep(2);
 \\! psql -X -q -d "$other" -c "ALTER EXTENSION enkash UPDATE TO '$current'"

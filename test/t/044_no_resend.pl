@@ -81,8 +81,8 @@ SELECT try_sql(\$\$SELECT enkash_load_balance('CASANDBOX1', 'EKCSANDBOX1', 100, 
 SQL
 my ($warm, $load) = split /\n/, $result;
 is($warm, 't', 'a look-up went through the relay');
-like($load, qr/^NK006 \| no answer from EnKash for the card load; the request may have been processed \|/,
-	'the load whose connection died is unknown, not "not sent"');
+like($load, qr/^NK006 \| no answer from EnKash for the card load; the request may have been processed \| The connection closed before EnKash answered, and a new one could not be made \(/,
+	'the load whose connection died is unknown, not "not sent", and the detail says why');
 
 is(credits($url, 'CUT-1'), 1, 'EnKash credited the reference once');
 is(loads_sent($url), 1, 'one load request reached EnKash: libcurl did not send it again');
