@@ -419,7 +419,7 @@ enkash_ledger_process(void)
 			bool		outdated;
 
 			/* a row nobody waits for is kept until it can be written */
-			if (!slot->reply && !abandoned[i])
+			if (!slot->reply)
 				continue;
 			outdated = (enkash_extension_state(NULL) == ENKASH_OUTDATED);
 			slot_reset_fields(slot);
