@@ -129,6 +129,21 @@ install_mirror() {   # tree inst
 		|| die "make install DESTDIR=$inst failed"
 }
 
+# The benchmarks' bare SQL call (test/bench/bare), built in the work copy
+# and installed where build_and_install put the extension; BARE_CALL_SQL
+# creates its function.
+install_bare_call() {
+	local bare="$WORK/tree/test/bench/bare"
+	as_user make -s -C "$bare" PG_CONFIG="$PG_SYSBIN/pg_config" >/dev/null || die "test/bench/bare build failed"
+	if [ "${ENKASH_INSTALL:-private}" = system ]; then
+		as_root make -s -C "$bare" install PG_CONFIG="$PG_SYSBIN/pg_config" >/dev/null
+	else
+		as_user make -s -C "$bare" install DESTDIR="$WORK/pginst" PG_CONFIG="$PG_SYSBIN/pg_config" >/dev/null
+	fi || die "test/bench/bare install failed"
+}
+BARE_CALL_SQL="CREATE FUNCTION bench_bare_call(text, text, text) RETURNS jsonb
+	AS 'enkash_bench_bare' LANGUAGE C STRICT"
+
 # A second private mirror whose enkash has the test-only stop points
 # (src/stoppoint.h), for the kill matrix alone: ENKASH_STOP_INSTALL names
 # its installation directory (PostgreSQL::Test::Cluster's install_path).

@@ -2,7 +2,9 @@
 # test/bench/instructions.sh: instructions per call in the calling backend,
 # under callgrind, in about two minutes: a look-up and a load, each as the
 # difference of two sessions (few and many calls in one statement), with the
-# top functions (inclusive) per call.  For iterating on the extension's CPU
+# top functions (inclusive) per call; beside the look-up one per statement,
+# the bare SQL call (test/bench/bare: the raw client's exchange as a C
+# function, a look-up's floor) and SELECT 1.  For iterating on the extension's CPU
 # cost; `make bench` gives the whole picture.  Instruction counts do not
 # drift with machine load, so runs are comparable on a busy machine.
 #   INSTR_CALLS=500   look-ups in the "many" session (the "few" one makes 50)
@@ -21,6 +23,7 @@ ACCOUNT=CASANDBOX1
 CARD=EKCSANDBOX1
 
 begin_throwaway_run valgrind
+install_bare_call
 cg="$WORK/callgrind"
 
 init_throwaway_pg "enkash.database = 'postgres'"
@@ -34,6 +37,7 @@ for i in $(seq 1 240); do
 done
 PSQL=(psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$WORK" -p "$PGPORT" -U postgres -d postgres)
 as_user "${PSQL[@]}" -c "CREATE EXTENSION enkash" || die "CREATE EXTENSION failed"
+as_user "${PSQL[@]}" -c "$BARE_CALL_SQL" || die "could not create bench_bare_call"
 
 session() {   # SQL with :n for the count, n -> prints the backend pid
 	as_user "${PSQL[@]}" -c "SELECT pg_backend_pid(), count(${1//:n/$2}) FROM generate_series(1, $2) i" \
@@ -50,6 +54,9 @@ r_few=$(session "$read_sql" 50)
 r_many=$(session "$read_sql" "$INSTR_CALLS")
 s_few=$(statements "$read_sql" 20)
 s_many=$(statements "$read_sql" "$INSTR_STATEMENTS")
+bare_sql="bench_bare_call('$SANDBOX_URL/oauth/token', '$SANDBOX_URL/api/v0/partner/enKashCard/cardAccount/get', '{\"cardAccountId\":\"$ACCOUNT\",\"companyId\":\"CEKSANDBOX1\"}')"
+b_few=$(statements "$bare_sql" 20)
+b_many=$(statements "$bare_sql" "$INSTR_STATEMENTS")
 one_few=$(statements 1 20)
 one_many=$(statements 1 "$INSTR_STATEMENTS")
 l_few=$(session "$load_sql" 10)
@@ -80,5 +87,6 @@ report() {   # label pid_few pid_many calls_between
 }
 report "look-up" "$r_few" "$r_many" $((INSTR_CALLS - 50))
 report "look-up, one per statement" "$s_few" "$s_many" $((INSTR_STATEMENTS - 20))
+report "bare SQL look-up, one per statement" "$b_few" "$b_many" $((INSTR_STATEMENTS - 20))
 report "SELECT 1, one per statement" "$one_few" "$one_many" $((INSTR_STATEMENTS - 20))
 report "load" "$l_few" "$l_many" $((INSTR_LOADS - 10))

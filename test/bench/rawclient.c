@@ -8,6 +8,8 @@
  * over one kept-alive libcurl connection, in a tight loop, checking that
  * every answer decrypts to code 0.  The envelope code is the extension's own
  * (src/envelope.c), so the crypto is the same; only PostgreSQL is missing.
+ * The token, the headers and opening an answer are wire.c's, which the bare
+ * SQL call (bare/bare.c) makes the same exchange with from a backend.
  *
  * --clients K forks K copies, each with its own connection; they start
  * together after a short warm-up and their latencies are pooled.
@@ -38,6 +40,7 @@
 #include <jansson.h>
 
 #include "envelope.h"
+#include "wire.h"
 
 /* Latencies kept per client; calls beyond this are counted, not timed. */
 #define MAX_SAMPLES (4 * 1024 * 1024)
@@ -46,13 +49,8 @@ typedef struct Options
 {
 	const char *base_url;		/* up to and including /enKashCard */
 	const char *token_url;
-	const char *client_id;
-	const char *client_secret;
-	const char *username;
-	const char *password;
-	const char *encryption_secret;	/* default: client_secret */
-	const char *company_id;
-	const char *partner_id;
+	WireCredentials cred;		/* default: the sandbox's */
+	const char *encryption_secret;	/* default: cred.client_secret */
 	const char *card_account_id;
 	int			clients;
 	long		calls;			/* per client; 0 = run for seconds */
@@ -76,20 +74,7 @@ typedef struct ClientResult
 	uint32_t	samples[MAX_SAMPLES];	/* latency, ns (capped at 4.29 s) */
 } ClientResult;
 
-typedef struct Buffer
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} Buffer;
-
 static Options opt = {
-	.client_id = "sandbox-client",
-	.client_secret = "sandbox-secret-1",
-	.username = "9999999999",
-	.password = "sandbox-password",
-	.company_id = "CEKSANDBOX1",
-	.partner_id = "CRSANDBOX1",
 	.card_account_id = "CASANDBOX1",
 	.clients = 1,
 	.calls = 0,
@@ -117,106 +102,6 @@ now_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static size_t
-collect(char *data, size_t size, size_t nmemb, void *userdata)
-{
-	Buffer	   *b = userdata;
-	size_t		n = size * nmemb;
-
-	if (b->len + n + 1 > b->cap)
-	{
-		size_t		cap = b->cap ? b->cap * 2 : 4096;
-		char	   *grown;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		grown = realloc(b->data, cap);
-		if (grown == NULL)
-			return 0;
-		b->data = grown;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
-}
-
-/* Appends name=urlencoded(value) to a form body. */
-static void
-form_field(CURL *curl, char *form, size_t cap, const char *name, const char *value)
-{
-	char	   *escaped = curl_easy_escape(curl, value, 0);
-
-	if (escaped == NULL)
-		die("out of memory");
-	if (form[0] != '\0')
-		strncat(form, "&", cap - strlen(form) - 1);
-	strncat(form, name, cap - strlen(form) - 1);
-	strncat(form, "=", cap - strlen(form) - 1);
-	strncat(form, escaped, cap - strlen(form) - 1);
-	curl_free(escaped);
-}
-
-/* The password grant; returns the access token (malloc'd). */
-static char *
-get_token(void)
-{
-	CURL	   *curl = curl_easy_init();
-	char		userpass[512];
-	char		basic[1024] = "Authorization: Basic ";
-	char		form[2048] = "";
-	struct curl_slist *headers = NULL;
-	Buffer		body = {0};
-	long		status = 0;
-	CURLcode	rc;
-	json_t	   *json;
-	json_error_t jerr;
-	const char *token;
-	char	   *result;
-
-	if (curl == NULL)
-		die("curl_easy_init failed");
-	snprintf(userpass, sizeof(userpass), "%s:%s", opt.client_id, opt.client_secret);
-	if (4 * ((strlen(userpass) + 2) / 3) + strlen(basic) + 1 > sizeof(basic))
-		die("client id and secret too long");
-	envelope_base64_encode((const unsigned char *) userpass, strlen(userpass),
-						   basic + strlen(basic));
-	form_field(curl, form, sizeof(form), "grant_type", "password");
-	form_field(curl, form, sizeof(form), "username", opt.username);
-	form_field(curl, form, sizeof(form), "password", opt.password);
-	form_field(curl, form, sizeof(form), "clientId", opt.company_id);
-
-	headers = curl_slist_append(headers, basic);
-	headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
-	headers = curl_slist_append(headers, "Accept: application/json");
-	headers = curl_slist_append(headers, "Expect:");
-	curl_easy_setopt(curl, CURLOPT_URL, opt.token_url);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
-	rc = curl_easy_perform(curl);
-	if (rc != CURLE_OK)
-		die("token request failed: %s", curl_easy_strerror(rc));
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-	if (status != 200)
-		die("token request answered HTTP %ld", status);
-	json = json_loadb(body.data, body.len, 0, &jerr);
-	if (json == NULL || (token = json_string_value(json_object_get(json, "access_token"))) == NULL)
-		die("token answer has no access_token");
-	result = strdup(token);
-	json_decref(json);
-	explicit_bzero(basic, sizeof(basic));
-	explicit_bzero(form, sizeof(form));
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(curl);
-	free(body.data);
-	return result;
 }
 
 /* Skips JSON whitespace. */
@@ -298,54 +183,39 @@ top_level_code(const char *p, size_t len, long *code)
  * (slower: it shows what a full parse costs).
  */
 static const char *
-check_answer(EnvelopeCipher *cipher, const Buffer *body, char **plain, size_t *plain_cap)
+check_answer(EnvelopeCipher *cipher, const WireBuffer *body, char **plain, size_t *plain_cap)
 {
-	json_t	   *outer = NULL;
-	const char *b64;
-	size_t		b64_len;
-	size_t		need;
 	size_t		plain_len;
 	long		code = -1;
-	const char *why = NULL;
+	const char *why;
 
 	if (opt.parse_json)
 	{
-		outer = json_loadb(body->data, body->len, 0, NULL);
-		if (outer == NULL)
-			return "answer is not JSON";
-		b64 = json_string_value(json_object_get(outer, "request"));
+		json_t	   *outer = json_loadb(body->data, body->len, 0, NULL);
+		json_t	   *inner;
+		json_t	   *c;
+		const char *b64 = json_string_value(json_object_get(outer, "request"));
+		size_t		need;
+
 		if (b64 == NULL)
 		{
 			json_decref(outer);
 			return "answer has no encrypted \"request\" member";
 		}
-		b64_len = json_string_length(json_object_get(outer, "request"));
-	}
-	else if (envelope_unwrap(body->data, body->len, &b64, &b64_len) != ENVELOPE_OK)
-		return "answer is not {\"request\":\"<base64>\"}";
-
-	need = envelope_open_bound(b64_len);
-	if (need > *plain_cap)
-	{
-		free(*plain);
-		*plain = malloc(need);
-		if (*plain == NULL)
-			die("out of memory");
-		*plain_cap = need;
-	}
-	if (envelope_open(cipher, b64, b64_len, *plain, &plain_len) != ENVELOPE_OK)
-		why = "answer does not decrypt";
-	if (outer)
+		need = envelope_open_bound(strlen(b64));
+		if (need > *plain_cap)
+		{
+			free(*plain);
+			if ((*plain = malloc(need)) == NULL)
+				die("out of memory");
+			*plain_cap = need;
+		}
+		why = envelope_open(cipher, b64, strlen(b64), *plain, &plain_len) == ENVELOPE_OK ?
+			NULL : "answer does not decrypt";
 		json_decref(outer);
-	if (why)
-		return why;
-
-	if (opt.parse_json)
-	{
-		json_t	   *inner = json_loadb(*plain, plain_len, 0, NULL);
-		json_t	   *c;
-
-		if (inner == NULL)
+		if (why)
+			return why;
+		if ((inner = json_loadb(*plain, plain_len, 0, NULL)) == NULL)
 			return "decrypted answer is not JSON";
 		c = json_object_get(inner, "code");
 		if (c == NULL)
@@ -354,6 +224,8 @@ check_answer(EnvelopeCipher *cipher, const Buffer *body, char **plain, size_t *p
 			code = json_integer_value(c);
 		json_decref(inner);
 	}
+	else if ((why = wire_open(cipher, body, plain, plain_cap, &plain_len)) != NULL)
+		return why;
 	else if (!top_level_code(*plain, plain_len, &code))
 		return "decrypted answer has no code";
 	return code == 0 ? NULL : "EnKash code is not 0";
@@ -365,17 +237,15 @@ run_client(ClientResult *res, const char *token, int start_fd)
 {
 	CURL	   *curl = curl_easy_init();
 	EnvelopeCipher cipher;
-	const char *secret = opt.encryption_secret ? opt.encryption_secret : opt.client_secret;
+	const char *secret = opt.encryption_secret ? opt.encryption_secret : opt.cred.client_secret;
 	char		url[2048];
-	char		bearer[2200];
-	char		partner[256];
 	char		json[512];
 	size_t		json_len;
 	char	   *sealed;
 	char	   *request;
 	size_t		request_cap;
-	struct curl_slist *headers = NULL;
-	Buffer		body = {0};
+	struct curl_slist *headers = wire_headers(&opt.cred, token);
+	WireBuffer	body = {0};
 	char	   *plain = NULL;
 	size_t		plain_cap = 0;
 	double		deadline = 0;
@@ -387,16 +257,8 @@ run_client(ClientResult *res, const char *token, int start_fd)
 		die("envelope_init failed");
 
 	snprintf(url, sizeof(url), "%s/cardAccount/get", opt.base_url);
-	snprintf(bearer, sizeof(bearer), "authorization: Bearer %s", token);
-	snprintf(partner, sizeof(partner), "partnerId: %s", opt.partner_id);
 	json_len = snprintf(json, sizeof(json), "{\"cardAccountId\":\"%s\",\"companyId\":\"%s\"}",
-						opt.card_account_id, opt.company_id);
-	/* The same headers as the extension's src/request.c. */
-	headers = curl_slist_append(headers, bearer);
-	headers = curl_slist_append(headers, partner);
-	headers = curl_slist_append(headers, "Content-Type: application/json");
-	headers = curl_slist_append(headers, "Accept: application/json");
-	headers = curl_slist_append(headers, "Expect:");
+						opt.card_account_id, opt.cred.company_id);
 
 	request_cap = envelope_seal_bound(json_len) + 32;
 	request = malloc(request_cap);
@@ -404,16 +266,8 @@ run_client(ClientResult *res, const char *token, int start_fd)
 	if (request == NULL || sealed == NULL)
 		die("out of memory");
 
+	wire_prepare(curl, headers, &body, "enkash-rawclient/0.1");
 	curl_easy_setopt(curl, CURLOPT_URL, url);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
-	curl_easy_setopt(curl, CURLOPT_USERAGENT, "enkash-rawclient/0.1");
-	curl_easy_setopt(curl, CURLOPT_POST, 1L);
 
 	for (long i = 0;; i++)
 	{
@@ -576,7 +430,9 @@ main(int argc, char **argv)
 	double		cpu_user;
 	int			status;
 	bool		child_failed = false;
+	const char *why;
 
+	opt.cred = wire_sandbox_credentials;
 	while ((c = getopt_long(argc, argv, "b:t:c:n:T:w:vh", longopts, NULL)) != -1)
 	{
 		switch (c)
@@ -600,25 +456,25 @@ main(int argc, char **argv)
 				opt.warmup = atoi(optarg);
 				break;
 			case 1:
-				opt.client_id = optarg;
+				opt.cred.client_id = optarg;
 				break;
 			case 2:
-				opt.client_secret = optarg;
+				opt.cred.client_secret = optarg;
 				break;
 			case 3:
-				opt.username = optarg;
+				opt.cred.username = optarg;
 				break;
 			case 4:
-				opt.password = optarg;
+				opt.cred.password = optarg;
 				break;
 			case 5:
 				opt.encryption_secret = optarg;
 				break;
 			case 6:
-				opt.company_id = optarg;
+				opt.cred.company_id = optarg;
 				break;
 			case 7:
-				opt.partner_id = optarg;
+				opt.cred.partner_id = optarg;
 				break;
 			case 8:
 				opt.card_account_id = optarg;
@@ -643,7 +499,8 @@ main(int argc, char **argv)
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		die("curl_global_init failed");
-	token = get_token();
+	if ((why = wire_token(&opt.cred, opt.token_url, &token)) != NULL)
+		die("%s", why);
 
 	results_size = sizeof(ClientResult) * (size_t) opt.clients;
 	results = mmap(NULL, results_size, PROT_READ | PROT_WRITE,

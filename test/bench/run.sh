@@ -7,9 +7,11 @@
 #     code, no PostgreSQL), 1 and 8 clients;
 #   - enkash_get_card_account and enkash_load_balance from 1 and 8 pgbench
 #     sessions, each BENCH_RUNS times, interleaved with the baseline;
-#   - two references beside them: the look-up's answer returned as jsonb by
-#     a plain statement (the look-up's floor with the raw client's work) and
-#     a load's durable records written in SQL by the session itself;
+#   - references beside them: the look-up's answer returned as jsonb by a
+#     plain statement, a load's durable records written in SQL by the
+#     session itself, and the raw client's exchange as a bare C function
+#     called from SQL (test/bench/bare: a look-up's floor, and with the
+#     records in SQL the straightforward load);
 #   - token calls when 100 sessions connect at once after a restart;
 #   - CPU per read call in the calling backend (perf stat task-clock, or
 #     /proc/PID/stat), a perf profile, and instructions per call (callgrind);
@@ -133,9 +135,10 @@ check_installed_so() {   # when
 	fi
 }
 SO_WARNING=
-log "building the baseline client"
+log "building the baseline client and the bare SQL call"
 as_user make -s -C "$WORK/tree/test/bench" >/dev/null || die "rawclient build failed"
 RAWCLIENT="$WORK/tree/test/bench/rawclient"
+install_bare_call
 as_user mkdir -p "$BENCH_DIR"
 start_sandbox
 
@@ -158,6 +161,7 @@ PGBENCH=(pgbench -n -h "$WORK" -p "$PGPORT" -U postgres)
 sql() { as_user "${PSQL[@]}" -c "$1"; }
 
 sql "CREATE EXTENSION enkash" || die "CREATE EXTENSION enkash failed"
+sql "$BARE_CALL_SQL" || die "could not create bench_bare_call"
 
 # --- the sandbox's counters ---------------------------------------------------
 
@@ -438,6 +442,17 @@ run_pgbench() {
 	[ "$logged" -eq "$PG_PROCESSED" ] || problem "$label: pgbench reports $PG_PROCESSED transactions but logged $logged"
 }
 
+# EnKash's side: one credit per call; ours: one succeeded key per call
+# under key-pattern, if given.
+check_credits() {   # label [key-pattern]
+	local credits keys
+	credits=$(curl -sSf "$SANDBOX_URL/__sandbox/ledger" | jq -r '.total_count')
+	[ "$credits" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in $1: $PG_PROCESSED calls, $credits credits in the sandbox"
+	[ $# -gt 1 ] || return 0
+	keys=$(sql "SELECT count(*) FROM enkash.idempotency_keys WHERE endpoint = 'load_balance' AND key LIKE '$2' AND state = 'succeeded'")
+	[ "$keys" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in $1: $PG_PROCESSED calls, $keys succeeded idempotency keys"
+}
+
 RUN_TAG=$(date +%s)
 run_sql_bench() {   # read|load sessions run
 	local op=$1 s=$2 r=$3 dir="$BENCH_DIR/$1-$2-$3" audit0 drops0 rows tag c0 c1 n
@@ -452,7 +467,7 @@ run_sql_bench() {   # read|load sessions run
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/read.sql" -T "$BENCH_SECONDS"
 	elif [ "$op" = select1 ]; then
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/select1.sql" -T "$BENCH_SECONDS"
-	elif [ "$op" = answer ] || [ "$op" = records ]; then
+	elif [ "$op" = answer ] || [ "$op" = records ] || [ "${op#bare_}" != "$op" ]; then
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/$op.sql" -T "$BENCH_SECONDS" -D "run=$tag"
 	else
 		run_pgbench "$op, $s sessions, run $r" "$dir" "$n" "$WORK/tree/test/bench/load.sql" -T "$BENCH_SECONDS" -D "run=$tag"
@@ -462,6 +477,15 @@ run_sql_bench() {   # read|load sessions run
 	cpu_record "$op:$s" "$PG_PROCESSED" "$PG_CLIENT_US" "$c0" "$c1"
 	if [ "$op" = select1 ] || [ "$op" = answer ] || [ "$op" = records ]; then
 		check_counts "$op, $s sessions, run $r" "$READ_PATH" 0 0
+	elif [ "$op" = bare_read ]; then
+		# each session's backend gets its own token
+		check_counts "bare SQL look-up, $s sessions, run $r" "$READ_PATH" "$PG_PROCESSED" "$n"
+	elif [ "$op" = bare_load ]; then
+		check_counts "bare SQL load, $s sessions, run $r" "$LOAD_PATH" "$PG_PROCESSED" "$n"
+		check_credits "bare SQL load, $s sessions, run $r"
+	elif [ "$op" = bare_records ]; then
+		check_counts "bare SQL load with records, $s sessions, run $r" "$LOAD_PATH" "$PG_PROCESSED" "$n"
+		check_credits "bare SQL load with records, $s sessions, run $r" "G-$tag-%"
 	elif [ "$op" = read ]; then
 		check_counts "enkash_get_card_account, $s sessions, run $r" "$READ_PATH" "$PG_PROCESSED" 0
 		rows=$(audit_rows_after "$audit0")
@@ -472,12 +496,7 @@ run_sql_bench() {   # read|load sessions run
 		fi
 	else
 		check_counts "enkash_load_balance, $s sessions, run $r" "$LOAD_PATH" "$PG_PROCESSED" 0
-		# EnKash's side: one credit per call; ours: one succeeded key per call.
-		local credits keys
-		credits=$(curl -sSf "$SANDBOX_URL/__sandbox/ledger" | jq -r '.total_count')
-		keys=$(sql "SELECT count(*) FROM enkash.idempotency_keys WHERE endpoint = 'load_balance' AND key LIKE 'B-$tag-%' AND state = 'succeeded'")
-		[ "$credits" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in loads, $s sessions, run $r: $PG_PROCESSED calls, $credits credits in the sandbox"
-		[ "$keys" = "$PG_PROCESSED" ] || problem "COUNT MISMATCH in loads, $s sessions, run $r: $PG_PROCESSED calls, $keys succeeded idempotency keys"
+		check_credits "loads, $s sessions, run $r" "B-$tag-%"
 	fi
 	add_result "$op" "$s" "$PG_TPS" "$PG_P50" "$PG_P99"
 	[ -n "$PG_ZERO_NOTE" ] && ZERO_NOTE["$op:$s"]="$PG_ZERO_NOTE"
@@ -507,22 +526,52 @@ LAST_REQUESTS=$(sandbox_requests)
 #     statements, two commits that wait for the WAL, as the money-safety
 #     rules ask), under keys F-<run>-<client>-<n>, with the warm-up's rows
 #     as the worker wrote them.
+# And two made with the bare SQL call (bench_bare_call, test/bench/bare),
+# which makes the raw client's exchange from a C function and returns the
+# answer's payload as jsonb, and does nothing else:
+#   bare_read: the look-up's request, one call a statement: the floor of a
+#     look-up made from SQL, measured rather than added up;
+#   bare_load: the load's exchange alone, the warm-up's body under the
+#     reference H-<run>-<client>-<n>: a load's floor without its records;
+#   bare_records: the records statements above with the load's request sent
+#     by the bare call in the second (reference and key G-<run>-<client>-<n>):
+#     a load made from SQL the straightforward way.
 write_reference_scripts() {
-	local answer key answered
+	local answer key answered load_request
 	answer=$(sql "SELECT quote_literal(enkash_get_card_account('$ACCOUNT')::text)") || die "a look-up failed"
 	key=$(sql "SELECT format('%L, %L::jsonb, %L', fingerprint, request, role) FROM enkash.idempotency_keys WHERE key = 'B-warmup-$RUN_TAG' AND state = 'succeeded'")
 	answered=$(sql "SELECT format('%L, %L, %L, %L::jsonb, %L::jsonb', a.enkash_code, a.message, a.latency_ms, a.response, k.outcome) FROM enkash.audit_log a JOIN enkash.idempotency_keys k ON k.id = a.key_id WHERE k.key = 'B-warmup-$RUN_TAG' AND a.outcome = 'ok'")
+	load_request=$(sql "SELECT quote_literal(request) FROM enkash.idempotency_keys WHERE key = 'B-warmup-$RUN_TAG'")
 	[ -n "$key" ] && [ -n "$answered" ] || die "the warm-up load's key and audit rows are not all there"
-	local ref="'F-' || :run::text || '-' || :client_id::text || '-' || :r::text"
+	local bare="bench_bare_call('$SANDBOX_URL$TOKEN_PATH', '$SANDBOX_URL"
 	cat >"$WORK/answer.sql" <<-SCRIPT
 	-- pgbench script (written by run.sh): a look-up's answer as jsonb.
 	SELECT $answer::jsonb;
 	SCRIPT
-	cat >"$WORK/records.sql" <<-SCRIPT
+	cat >"$WORK/bare_read.sql" <<-SCRIPT
+	-- pgbench script (written by run.sh): the look-up's exchange as a bare SQL call.
+	SELECT $bare$READ_PATH', '{"cardAccountId":"$ACCOUNT","companyId":"CEKSANDBOX1"}');
+	SCRIPT
+	local bare_load="$bare$LOAD_PATH', jsonb_set($load_request::jsonb, '{uniqueReferenceNumber}', to_jsonb(@REF@))::text)"
+	local href="'H-' || :run::text || '-' || :client_id::text || '-' || :r::text"
+	cat >"$WORK/bare_load.sql" <<-SCRIPT
+	-- pgbench script (written by run.sh): a load's exchange alone as a bare SQL call.
+	\set r random(1, 9000000000000000000)
+	SELECT ${bare_load//@REF@/$href};
+	SCRIPT
+	records_script "$WORK/records.sql" F "VALUES ($answered)"
+	records_script "$WORK/bare_records.sql" G "SELECT '0', 'Success', NULL, x, x FROM $bare_load AS x"
+}
+# A load's records by the session, under keys PREFIX-<run>-<client>-<n>; the
+# answer (code, message, latency_ms, response, payload) comes from SOURCE,
+# where @REF@ stands for the key.
+records_script() {   # file prefix source
+	local ref="'$2-' || :run::text || '-' || :client_id::text || '-' || :r::text"
+	cat >"$1" <<-SCRIPT
 	-- pgbench script (written by run.sh): a load's records, by the session.
 	\set r random(1, 9000000000000000000)
-	WITH c(fingerprint, request, role) AS (VALUES ($key)), k AS (INSERT INTO enkash.idempotency_keys (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) SELECT 'load_balance', $ref, fingerprint, request, role, pg_backend_pid(), 'in_flight', now() + interval '1 minute' FROM c RETURNING id, key, request, role) INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, key_id) SELECT role, 'load_balance', key, request, 'sent', id FROM k;
-	WITH c(code, message, latency_ms, response, payload) AS (VALUES ($answered)), f AS (UPDATE enkash.idempotency_keys SET state = 'succeeded', outcome = c.payload, http_status = 200, owner_pid = NULL, owner_deadline = NULL, updated_at = now(), finished_at = now() FROM c WHERE endpoint = 'load_balance' AND key = $ref RETURNING id, key, role, outcome), a AS (INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, key_id, outcome, http_status, enkash_code, message, latency_ms, response) SELECT f.role, 'load_balance', f.key, f.id, 'ok', 200, c.code, c.message, c.latency_ms::float8, c.response FROM f, c) SELECT outcome FROM f;
+	WITH c(fingerprint, request, role) AS (VALUES ($key)), k AS (INSERT INTO enkash.idempotency_keys (endpoint, key, fingerprint, request, role, owner_pid, state, owner_deadline) SELECT 'load_balance', $ref, fingerprint, jsonb_set(request, '{uniqueReferenceNumber}', to_jsonb($ref)), role, pg_backend_pid(), 'in_flight', now() + interval '1 minute' FROM c RETURNING id, key, request, role) INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, request, outcome, key_id) SELECT role, 'load_balance', key, request, 'sent', id FROM k;
+	WITH c(code, message, latency_ms, response, payload) AS (${3//@REF@/$ref}), f AS (UPDATE enkash.idempotency_keys SET state = 'succeeded', outcome = c.payload, http_status = 200, owner_pid = NULL, owner_deadline = NULL, updated_at = now(), finished_at = now() FROM c WHERE endpoint = 'load_balance' AND key = $ref RETURNING id, key, role, outcome), a AS (INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, key_id, outcome, http_status, enkash_code, message, latency_ms, response) SELECT f.role, 'load_balance', f.key, f.id, 'ok', 200, c.code, c.message, c.latency_ms::float8, c.response FROM f, c) SELECT outcome FROM f;
 	SCRIPT
 }
 write_reference_scripts
@@ -536,6 +585,9 @@ for r in $(seq 1 "$BENCH_RUNS"); do
 		run_sql_bench load "$s" "$r"
 		run_sql_bench answer "$s" "$r"
 		run_sql_bench records "$s" "$r"
+		run_sql_bench bare_read "$s" "$r"
+		run_sql_bench bare_load "$s" "$r"
+		run_sql_bench bare_records "$s" "$r"
 	done
 	# the money rows again with a network's latency (BENCH_MONEY_LATENCY_MS)
 	for s in $LATENCY_ROWS; do
@@ -866,7 +918,9 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
 	cg_pid_stmt_many=$(cg_statements "$CG_STMT_MANY" "SELECT enkash_get_card_account('$ACCOUNT');")
 	cg_pid_null_few=$(cg_statements "$CG_STMT_FEW" "SELECT 1;")
 	cg_pid_null_many=$(cg_statements "$CG_STMT_MANY" "SELECT 1;")
-	check_counts "callgrind run" "$READ_PATH" $((1 + CG_FEW + CG_MANY + CG_STMT_FEW + CG_STMT_MANY)) -
+	cg_pid_bare_few=$(cg_statements "$CG_STMT_FEW" "$(sed -n 2p "$WORK/bare_read.sql")")
+	cg_pid_bare_many=$(cg_statements "$CG_STMT_MANY" "$(sed -n 2p "$WORK/bare_read.sql")")
+	check_counts "callgrind run" "$READ_PATH" $((1 + CG_FEW + CG_MANY + 2 * (CG_STMT_FEW + CG_STMT_MANY))) -
 	# Loads, in one statement, each under a new key.
 	CG_LOAD_FEW=10
 	CG_LOAD_MANY=110
@@ -918,6 +972,7 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
 	CG_IR=$(cg_per_call "$cg_pid_few" "$cg_pid_many" $((CG_MANY - CG_FEW)))
 	CG_IR_STMT=$(cg_per_call "$cg_pid_stmt_few" "$cg_pid_stmt_many" $((CG_STMT_MANY - CG_STMT_FEW)))
 	CG_IR_NULL=$(cg_per_call "$cg_pid_null_few" "$cg_pid_null_many" $((CG_STMT_MANY - CG_STMT_FEW)))
+	CG_IR_BARE=$(cg_per_call "$cg_pid_bare_few" "$cg_pid_bare_many" $((CG_STMT_MANY - CG_STMT_FEW)))
 	CG_IR_LOAD=$(cg_per_call "$cg_pid_load_few" "$cg_pid_load_many" $((CG_LOAD_MANY - CG_LOAD_FEW)))
 	if [ -n "$CG_IR" ] && [ -n "$CG_IR_STMT" ]; then
 		printf '    instructions per look-up in the backend: %s in one statement, %s as one statement each (SELECT 1: %s); raw client: %s\n' \
@@ -968,6 +1023,9 @@ name_of() {
 		load) echo "enkash_load_balance" ;;
 		answer) echo "SELECT answer::jsonb" ;;
 		records) echo "load's records in SQL" ;;
+		bare_read) echo "bare SQL look-up" ;;
+		bare_load) echo "bare SQL load" ;;
+		bare_records) echo "bare SQL load + records" ;;
 	esac
 }
 
@@ -1031,7 +1089,7 @@ if throughput_runs; then
 	printf '%-24s %8s %8s %8s %8s %8s %8s %8s %8s %9s\n' ------------------------ -------- -------- -------- -------- -------- -------- -------- -------- ---------
 	declare -A CPU_TOTAL
 	for s in $BENCH_SESSIONS $LATENCY_ROWS; do
-		for op in raw select1 read load answer records; do
+		for op in raw select1 read load answer records bare_read bare_load bare_records; do
 			k="$op:$s"
 			[ -n "${CPU_CLIENT[$k]:-}" ] || continue
 			c=$(stat_of median ${CPU_CLIENT[$k]})
@@ -1052,15 +1110,24 @@ if throughput_runs; then
 	echo
 	echo "total CPU per call as a multiple of the raw client's, beside what it would be with the SQL side"
 	echo "replaced by a reference row (no enkash code): the look-up by SELECT answer::jsonb (its floor),"
-	echo "the load by its records written in SQL by the session"
-	printf '%-24s %8s %10s %10s %16s %16s  %s\n' call sessions "enkash us" "enkash x" "raw + ref us" "raw + ref x" target
+	echo "the load by its records written in SQL by the session; and beside the same call made with"
+	echo "the bare SQL call (the raw client's exchange in a C function: the look-up alone, the load with"
+	echo "its records in SQL), measured at its own rate"
+	printf '%-24s %8s %10s %10s %14s %12s %10s %8s  %s\n' call sessions "enkash us" "enkash x" "raw + ref us" "raw + ref x" "bare us" "bare x" target
 	for s in $BENCH_SESSIONS; do
-		for op in read:answer load:records; do
-			ours=${CPU_TOTAL[${op%%:*}:$s]:-} raw=${CPU_TOTAL[raw:$s]:-} ref=${CPU_TOTAL[${op#*:}:$s]:-}
+		for op in read:answer:bare_read load:records:bare_records; do
+			IFS=: read -r call ref_op bare_op <<<"$op"
+			ours=${CPU_TOTAL[$call:$s]:-} raw=${CPU_TOTAL[raw:$s]:-} ref=${CPU_TOTAL[$ref_op:$s]:-}
+			bare=${CPU_TOTAL[$bare_op:$s]:-}
 			[ -n "$raw" ] && [ -n "$ref" ] && [ -n "$ours" ] || continue
-			target=$(case "$op:$s" in read:*:8) echo "<= 2.0" ;; load:*:8) echo "<= 4.0" ;; esac)
-			awk -v s="$s" -v name="$(name_of "${op%%:*}")" -v raw="$raw" -v ref="$ref" -v us="$ours" -v t="$target" 'BEGIN {
-				printf "%-24s %8s %10.1f %10.2f %16.1f %16.2f  %s\n", name, s, us, us / raw, raw + ref, (raw + ref) / raw, t }'
+			target=$(case "$call:$s" in read:8) echo "<= 2.0" ;; load:8) echo "<= 4.0" ;; esac)
+			awk -v s="$s" -v name="$(name_of "$call")" -v raw="$raw" -v ref="$ref" -v us="$ours" -v bare="$bare" -v t="$target" 'BEGIN {
+				b = (bare == "") ? "-" : sprintf("%.1f", bare); bx = (bare == "") ? "-" : sprintf("%.2f", bare / raw)
+				printf "%-24s %8s %10.1f %10.2f %14.1f %12.2f %10s %8s  %s\n", name, s, us, us / raw, raw + ref, (raw + ref) / raw, b, bx, t }'
+			csv "multiple of the raw client: $(name_of "$call")" "$s" "$BENCH_RUNS" "" "" "" "" "" \
+				"$(awk -v a="$ours" -v b="$raw" 'BEGIN { printf "%.2f", a / b }')" \
+				"total CPU per call / the raw client's" "$target" "$ours" "us" \
+				"raw + reference $(awk -v a="$raw" -v b="$ref" 'BEGIN { printf "%.1f", a + b }') us; bare SQL call ${bare:--} us"
 		done
 	done
 fi
@@ -1096,6 +1163,8 @@ if everything; then
 		"difference of $CG_MANY and $CG_FEW calls in one statement"
 	[ -n "$CG_IR" ] && row "backend instructions per look-up, one per statement (callgrind)" "$CG_IR_STMT" "instr" "" \
 		"difference of $CG_STMT_MANY and $CG_STMT_FEW statements; SELECT 1 statements: ${CG_IR_NULL:-?} each"
+	[ -n "${CG_IR_BARE:-}" ] && row "backend instructions per bare SQL look-up, one per statement (callgrind)" "$CG_IR_BARE" "instr" "" \
+		"the raw client's exchange as a C function (test/bench/bare): a look-up's floor"
 	[ -n "$CG_IR_LOAD" ] && row "backend instructions per load, in one statement (callgrind)" "$CG_IR_LOAD" "instr" "" \
 		"difference of $CG_LOAD_MANY and $CG_LOAD_FEW loads; the worker's share is not included"
 	row "TCP connections for $CONN_CALLS look-ups from $BENCH_CONN_SESSIONS sessions" "$CONN_API" "conns" "<= $BENCH_CONN_SESSIONS" \
