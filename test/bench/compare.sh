@@ -7,8 +7,9 @@
 # with `git archive` and given this tree's test/ directory, so the harness,
 # the sandbox and the raw client are the same for both and only src/ and the
 # SQL differ.  Every round runs test/bench/run.sh once per version with
-# BENCH_ONLY=money BENCH_RUNS=1 (raw client, SELECT 1, look-up and load at
-# BENCH_SESSIONS, default 8, for BENCH_SECONDS each, no added latency) and
+# BENCH_ONLY=money BENCH_RUNS=1 BENCH_REFERENCES=0 (raw client, SELECT 1,
+# look-up and load at BENCH_SESSIONS, default 8, for BENCH_SECONDS each, no
+# added latency, no reference rows) and
 # keeps its CSV.  Prints, per version, the "CPU per call by process" totals
 # of every round and their median, and the ratio to the raw client of the
 # same run.
@@ -51,7 +52,7 @@ done
 for r in $(seq 1 "$ROUNDS"); do
 	for side in old new; do
 		echo "==> round $r of $ROUNDS: $side" >&2
-		BENCH_ONLY=money BENCH_RUNS=1 BENCH_MONEY_LATENCY_MS=0 \
+		BENCH_ONLY=money BENCH_RUNS=1 BENCH_MONEY_LATENCY_MS=0 BENCH_REFERENCES=0 \
 			BENCH_CSV="$OUT/$side-$r.csv" \
 			bash "$DIR/$side/test/bench/run.sh" >"$OUT/$side-$r.txt" 2>&1 || {
 			echo "test/bench/compare.sh: the $side run of round $r failed; see $OUT/$side-$r.txt" >&2

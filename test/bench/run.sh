@@ -40,6 +40,7 @@
 #                           call (the targets are for 0; try 20 for a WAN)
 #   BENCH_MONEY_LATENCY_MS=20  the raw, read and load rows are run again at 8
 #                           sessions against this much latency (0: not)
+#   BENCH_REFERENCES=1      0: no reference rows (answer, records, bare calls)
 #   BENCH_ONLY=             "money": only the throughput rows (raw, read, load);
 #                           "outbox": only the outbox runs (no throughput,
 #                           CPU, memory, token or callgrind runs)
@@ -73,6 +74,7 @@ BENCH_OUTBOX_RUNS=${BENCH_OUTBOX_RUNS:-1}
 BENCH_OUTBOX_PERF=${BENCH_OUTBOX_PERF:-0}
 BENCH_ONLY=${BENCH_ONLY:-}
 BENCH_MONEY_LATENCY_MS=${BENCH_MONEY_LATENCY_MS:-20}
+BENCH_REFERENCES=${BENCH_REFERENCES:-1}
 # Rows of 8 sessions against BENCH_MONEY_LATENCY_MS of latency, beside the others.
 LATENCY_ROWS=
 [ "$BENCH_MONEY_LATENCY_MS" -gt 0 ] && [ "$BENCH_LATENCY_MS" = 0 ] && LATENCY_ROWS="8+${BENCH_MONEY_LATENCY_MS}ms"
@@ -583,11 +585,10 @@ for r in $(seq 1 "$BENCH_RUNS"); do
 		[ "$r" = 1 ] && run_sql_bench select1 "$s" "$r"
 		run_sql_bench read "$s" "$r"
 		run_sql_bench load "$s" "$r"
-		run_sql_bench answer "$s" "$r"
-		run_sql_bench records "$s" "$r"
-		run_sql_bench bare_read "$s" "$r"
-		run_sql_bench bare_load "$s" "$r"
-		run_sql_bench bare_records "$s" "$r"
+		[ "$BENCH_REFERENCES" = 1 ] || continue
+		for op in answer records bare_read bare_load bare_records; do
+			run_sql_bench "$op" "$s" "$r"
+		done
 	done
 	# the money rows again with a network's latency (BENCH_MONEY_LATENCY_MS)
 	for s in $LATENCY_ROWS; do
