@@ -143,6 +143,12 @@ install_bare_call() {
 }
 BARE_CALL_SQL="CREATE FUNCTION bench_bare_call(text, text, text) RETURNS jsonb
 	AS 'enkash_bench_bare' LANGUAGE C STRICT"
+# The bare call of an API path with a request (an SQL text expression).
+bare_call() {   # path request-sql
+	echo "bench_bare_call('$SANDBOX_URL/oauth/token', '$SANDBOX_URL/api/v0/partner/enKashCard$1', $2)"
+}
+# The look-up's request, as enkash_get_card_account sends it.
+BARE_LOOKUP_BODY="'{\"cardAccountId\":\"CASANDBOX1\",\"companyId\":\"CEKSANDBOX1\"}'"
 
 # A second private mirror whose enkash has the test-only stop points
 # (src/stoppoint.h), for the kill matrix alone: ENKASH_STOP_INSTALL names

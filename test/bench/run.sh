@@ -545,16 +545,16 @@ write_reference_scripts() {
 	answered=$(sql "SELECT format('%L, %L, %L, %L::jsonb, %L::jsonb', a.enkash_code, a.message, a.latency_ms, a.response, k.outcome) FROM enkash.audit_log a JOIN enkash.idempotency_keys k ON k.id = a.key_id WHERE k.key = 'B-warmup-$RUN_TAG' AND a.outcome = 'ok'")
 	load_request=$(sql "SELECT quote_literal(request) FROM enkash.idempotency_keys WHERE key = 'B-warmup-$RUN_TAG'")
 	[ -n "$key" ] && [ -n "$answered" ] || die "the warm-up load's key and audit rows are not all there"
-	local bare="bench_bare_call('$SANDBOX_URL$TOKEN_PATH', '$SANDBOX_URL"
 	cat >"$WORK/answer.sql" <<-SCRIPT
 	-- pgbench script (written by run.sh): a look-up's answer as jsonb.
 	SELECT $answer::jsonb;
 	SCRIPT
 	cat >"$WORK/bare_read.sql" <<-SCRIPT
 	-- pgbench script (written by run.sh): the look-up's exchange as a bare SQL call.
-	SELECT $bare$READ_PATH', '{"cardAccountId":"$ACCOUNT","companyId":"CEKSANDBOX1"}');
+	SELECT $(bare_call /cardAccount/get "$BARE_LOOKUP_BODY");
 	SCRIPT
-	local bare_load="$bare$LOAD_PATH', jsonb_set($load_request::jsonb, '{uniqueReferenceNumber}', to_jsonb(@REF@))::text)"
+	local bare_load
+	bare_load=$(bare_call /balance "jsonb_set($load_request::jsonb, '{uniqueReferenceNumber}', to_jsonb(@REF@))::text")
 	local href="'H-' || :run::text || '-' || :client_id::text || '-' || :r::text"
 	cat >"$WORK/bare_load.sql" <<-SCRIPT
 	-- pgbench script (written by run.sh): a load's exchange alone as a bare SQL call.
@@ -919,8 +919,8 @@ if [ "$BENCH_CALLGRIND" = 1 ]; then
 	cg_pid_stmt_many=$(cg_statements "$CG_STMT_MANY" "SELECT enkash_get_card_account('$ACCOUNT');")
 	cg_pid_null_few=$(cg_statements "$CG_STMT_FEW" "SELECT 1;")
 	cg_pid_null_many=$(cg_statements "$CG_STMT_MANY" "SELECT 1;")
-	cg_pid_bare_few=$(cg_statements "$CG_STMT_FEW" "$(sed -n 2p "$WORK/bare_read.sql")")
-	cg_pid_bare_many=$(cg_statements "$CG_STMT_MANY" "$(sed -n 2p "$WORK/bare_read.sql")")
+	cg_pid_bare_few=$(cg_statements "$CG_STMT_FEW" "SELECT $(bare_call /cardAccount/get "$BARE_LOOKUP_BODY");")
+	cg_pid_bare_many=$(cg_statements "$CG_STMT_MANY" "SELECT $(bare_call /cardAccount/get "$BARE_LOOKUP_BODY");")
 	check_counts "callgrind run" "$READ_PATH" $((1 + CG_FEW + CG_MANY + 2 * (CG_STMT_FEW + CG_STMT_MANY))) -
 	# Loads, in one statement, each under a new key.
 	CG_LOAD_FEW=10

@@ -17,13 +17,15 @@
 
 #include <jansson.h>
 
+#include "partner.h"
+
 const WireCredentials wire_sandbox_credentials = {
-	.client_id = "sandbox-client",
-	.client_secret = "sandbox-secret-1",
-	.username = "9999999999",
-	.password = "sandbox-password",
-	.company_id = "CEKSANDBOX1",
-	.partner_id = "CRSANDBOX1",
+	.client_id = SANDBOX_CLIENT_ID,
+	.client_secret = SANDBOX_CLIENT_SECRET,
+	.username = SANDBOX_USERNAME,
+	.password = SANDBOX_PASSWORD,
+	.company_id = SANDBOX_COMPANY_ID,
+	.partner_id = SANDBOX_PARTNER_ID,
 };
 
 size_t

@@ -25,7 +25,7 @@ typedef struct WireBuffer
 	size_t		cap;
 } WireBuffer;
 
-/* The sandbox's test partner, as test/lib.sh writes it. */
+/* A partner's credentials; wire_sandbox_credentials are the sandbox's (test/sandbox/partner.h). */
 typedef struct WireCredentials
 {
 	const char *client_id;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "partner.h"
 #include "sandbox.h"
 
 /* requests bigger than this are refused; nothing legitimate comes close */
@@ -27,12 +28,12 @@
 SandboxConfig cfg = {
 	.listen = "127.0.0.1",
 	.port = 0,
-	.client_id = "sandbox-client",
-	.client_secret = "sandbox-secret-1",
-	.username = "9999999999",
-	.password = "sandbox-password",
-	.company_id = "CEKSANDBOX1",
-	.partner_id = "CRSANDBOX1",
+	.client_id = SANDBOX_CLIENT_ID,
+	.client_secret = SANDBOX_CLIENT_SECRET,
+	.username = SANDBOX_USERNAME,
+	.password = SANDBOX_PASSWORD,
+	.company_id = SANDBOX_COMPANY_ID,
+	.partner_id = SANDBOX_PARTNER_ID,
 	.token_ttl = 86399,
 };
 

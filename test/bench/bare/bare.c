@@ -51,16 +51,22 @@ setup(const char *token_url)
 	const WireCredentials *cred = &wire_sandbox_credentials;
 	char	   *token;
 	const char *why;
+	CURL	   *handle;
 
 	if ((why = wire_token(cred, token_url, &token)) != NULL)
 		fail(why, 0);
 	headers = wire_headers(cred, token);
 	explicit_bzero(token, strlen(token));
 	free(token);
-	if (headers == NULL || (curl = curl_easy_init()) == NULL ||
-		!envelope_init(&cipher, cred->client_secret, strlen(cred->client_secret)))
-		fail("could not set up libcurl or the cipher", 0);
-	wire_prepare(curl, headers, &answer, "enkash-bench-bare/0.1");
+	if (headers == NULL || (handle = curl_easy_init()) == NULL)
+		fail("could not set up libcurl", 0);
+	if (!envelope_init(&cipher, cred->client_secret, strlen(cred->client_secret)))
+	{
+		curl_easy_cleanup(handle);
+		fail("could not set up the cipher", 0);
+	}
+	wire_prepare(handle, headers, &answer, "enkash-bench-bare/0.1");
+	curl = handle;				/* set up: kept for the backend's life */
 }
 
 /* The answer's code (a number or a string) is 0. */
