@@ -21,7 +21,8 @@ my $url = start_private_sandbox();
 my ($sandbox_port) = $url =~ m{:(\d+)$};
 my $cut_file = tmp_file('cut');
 
-# The relay: one connection at a time, both ways.  Once $cut_file exists,
+# The relay: one connection at a time, both ways, kept open for the client
+# whatever the sandbox does with its side.  Once $cut_file exists,
 # the next answer from the sandbox is dropped, with the connection and the
 # listening socket.
 my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
@@ -42,6 +43,17 @@ if ($relay == 0)
 				for my $from ($select->can_read)
 				{
 					my $n = sysread($from, my $bytes, 65536);
+					if (!$n && $from == $upstream && !$cut)
+					{
+						# the sandbox closed its side: the next request gets
+						# a new one, and the client's connection stays kept
+						$select->remove($upstream);
+						close $upstream;
+						$upstream = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+							PeerPort => $sandbox_port) or last RELAY;
+						$select->add($upstream);
+						next;
+					}
 					last RELAY unless $n;
 					if ($from == $client)
 					{
@@ -50,8 +62,10 @@ if ($relay == 0)
 					}
 					elsif ($cut)
 					{
-						close $client;
+						# no longer listening before the connection closes:
+						# libcurl's new connection for a re-send is refused
 						close $listen;
+						close $client;
 						POSIX::_exit(0);
 					}
 					else
