@@ -61,7 +61,7 @@ WHERE body ?| ARRAY['otp', 'mfaCode', 'pinBlock'];
 
 -- EnKash failing: retried with backoff (5xx: checked with EnKash first),
 -- until it works.
-SELECT sandbox.fault('{"fail": {"status": 503, "count": 2}}');
+SELECT sandbox.fault('{"fail": {"status": 503, "count": 2, "path": "/balance"}}');
 SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 42, 'Q-RETRY') AS id \gset
 SELECT w->>'state' AS state, (w->>'attempts')::int > 1 AS retried FROM enkash_wait(:id, '30 seconds') w;
 SELECT jsonb_array_length(errors) AS errors_recorded, errors->0->>'sqlstate' AS first_error
@@ -69,7 +69,7 @@ FROM enkash.requests WHERE id = :id;
 SELECT * FROM sandbox.credits('Q-RETRY');
 
 -- Rate limited with Retry-After: 2 seconds: the retry waits that long.
-SELECT sandbox.fault('{"fail": {"status": 429, "count": 1, "retry_after": 2}}');
+SELECT sandbox.fault('{"fail": {"status": 429, "count": 1, "retry_after": 2, "path": "/balance"}}');
 SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 44, 'Q-429') AS id \gset
 SELECT w->>'state' AS state FROM enkash_wait(:id, '30 seconds') w;
 SELECT finished_at - (errors->0->>'at')::timestamptz >= interval '1.9 seconds' AS waited_as_asked,
@@ -79,7 +79,7 @@ FROM enkash.requests WHERE id = :id;
 -- HTTP 409 ("duplicate transaction") says an earlier request may have gone
 -- through: the row waits as unknown and its reference is looked up at EnKash
 -- before it is sent again; credited once.
-SELECT sandbox.fault('{"fail": {"status": 409, "count": 1}}');
+SELECT sandbox.fault('{"fail": {"status": 409, "count": 1, "path": "/balance"}}');
 SELECT enkash_load_balance_async('CASANDBOX1', 'EKCSANDBOX1', 45, 'Q-409') AS id \gset
 SELECT w->>'state' AS state, w->>'attempts' AS attempts FROM enkash_wait(:id, '30 seconds') w;
 SELECT errors->0->>'sqlstate' AS first_error FROM enkash.requests WHERE id = :id;

@@ -211,12 +211,11 @@ connecting_failed(CURLcode code)
 }
 
 /*
- * A finance person's words for why a transfer failed; sent: libcurl had set
- * out to send it (a connection failing after that was one for a re-send).
+ * A finance person's words for why transfer t failed.  A connection failing
+ * after libcurl set out to send (t->sends) was one made for a re-send.
  */
 static void
-describe_failure(CURLcode code, const char *curl_error, long timeout_ms, bool sent,
-				 EnkashHttpResult *result)
+describe_failure(CURLcode code, const Transfer *t, EnkashHttpResult *result)
 {
 	const char *why;
 
@@ -230,25 +229,25 @@ describe_failure(CURLcode code, const char *curl_error, long timeout_ms, bool se
 			why = "The connection closed before EnKash answered";
 			break;
 		case CURLE_OPERATION_TIMEDOUT:
-			if (timeout_ms == enkash_timeout_ms)
+			if (t->timeout_ms == enkash_timeout_ms)
 				snprintf(result->error, sizeof(result->error),
 						 "No answer within enkash.timeout_ms (%d ms)", enkash_timeout_ms);
 			else
 				snprintf(result->error, sizeof(result->error),
-						 "No answer within %ld ms", timeout_ms);
+						 "No answer within %ld ms", t->timeout_ms);
 			return;
 		case CURLE_PEER_FAILED_VERIFICATION:
 		case CURLE_SSL_CONNECT_ERROR:
 		case CURLE_SSL_CACERT_BADFILE:
 		case CURLE_SSL_CERTPROBLEM:
 			/* libcurl's own words say which certificate check failed */
-			why = curl_error[0] ? curl_error : curl_easy_strerror(code);
+			why = t->error[0] ? t->error : curl_easy_strerror(code);
 			break;
 		default:
 			why = curl_easy_strerror(code);
 			break;
 	}
-	if (sent && connecting_failed(code))
+	if (t->sends > 0 && connecting_failed(code))
 		snprintf(result->error, sizeof(result->error),
 				 "The connection closed before EnKash answered, and a new one could not be made (%s)",
 				 why);
@@ -302,7 +301,7 @@ transfer_result(Transfer *t, CURLcode code, EnkashHttpResult *result)
 		result->outcome = (t->sends > 0 || header_bytes > 0) ?
 			ENKASH_HTTP_MAYBE_SENT : ENKASH_HTTP_NOT_SENT;
 	}
-	describe_failure(code, t->error, t->timeout_ms, t->sends > 0, result);
+	describe_failure(code, t, result);
 }
 
 /* ---------------------------------------------------------------------

@@ -75,6 +75,10 @@ prepare_work_copy() {
 	tar -C "$ENKASH_ROOT" --exclude=.git --exclude='*.o' --exclude='*.so' \
 		--exclude='*.bc' --exclude=tmp_check --exclude=results \
 		--exclude=test/tmp -cf - . | tar -C "$WORK/tree" -xf -
+	# a bench's variant of the code (test/bench/hollow-ledger.patch)
+	if [ -n "${WORK_PATCH:-}" ]; then
+		patch -s -p1 -d "$WORK/tree" <"$WORK_PATCH" || die "$WORK_PATCH no longer applies"
+	fi
 	chown -R "$RUN_USER" "$WORK"
 	export WORK
 }

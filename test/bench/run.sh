@@ -41,6 +41,11 @@
 #   BENCH_MONEY_LATENCY_MS=20  the raw, read and load rows are run again at 8
 #                           sessions against this much latency (0: not)
 #   BENCH_REFERENCES=1      0: no reference rows (answer, records, bare calls)
+#   BENCH_LEDGER=rows       hollow: the enkash worker writes no rows but keeps
+#                           its hand-offs and flushed commits
+#                           (test/bench/hollow-ledger.patch on the work copy):
+#                           a load's floor with its two hand-offs; only with
+#                           BENCH_ONLY=money, no reference rows, no key checked
 #   BENCH_ONLY=             "money": only the throughput rows (raw, read, load);
 #                           "outbox": only the outbox runs (no throughput,
 #                           CPU, memory, token or callgrind runs)
@@ -75,6 +80,16 @@ BENCH_OUTBOX_PERF=${BENCH_OUTBOX_PERF:-0}
 BENCH_ONLY=${BENCH_ONLY:-}
 BENCH_MONEY_LATENCY_MS=${BENCH_MONEY_LATENCY_MS:-20}
 BENCH_REFERENCES=${BENCH_REFERENCES:-1}
+BENCH_LEDGER=${BENCH_LEDGER:-rows}
+case "$BENCH_LEDGER" in
+	rows) ;;
+	hollow)
+		[ "${BENCH_ONLY:-}" = money ] || die "BENCH_LEDGER=hollow needs BENCH_ONLY=money: the other runs read the rows"
+		BENCH_REFERENCES=0		# their scripts are made of the warm-up's rows
+		WORK_PATCH="$ENKASH_ROOT/test/bench/hollow-ledger.patch" ;;
+	*) die "BENCH_LEDGER=$BENCH_LEDGER: only \"rows\" and \"hollow\" are known" ;;
+esac
+hollow() { [ "$BENCH_LEDGER" = hollow ]; }
 # Rows of 8 sessions against BENCH_MONEY_LATENCY_MS of latency, beside the others.
 LATENCY_ROWS=
 [ "$BENCH_MONEY_LATENCY_MS" -gt 0 ] && [ "$BENCH_LATENCY_MS" = 0 ] && LATENCY_ROWS="8+${BENCH_MONEY_LATENCY_MS}ms"
@@ -498,7 +513,11 @@ run_sql_bench() {   # read|load sessions run
 		fi
 	else
 		check_counts "enkash_load_balance, $s sessions, run $r" "$LOAD_PATH" "$PG_PROCESSED" 0
-		check_credits "loads, $s sessions, run $r" "B-$tag-%"
+		if hollow; then
+			check_credits "loads (no rows), $s sessions, run $r"
+		else
+			check_credits "loads, $s sessions, run $r" "B-$tag-%"
+		fi
 	fi
 	add_result "$op" "$s" "$PG_TPS" "$PG_P50" "$PG_P99"
 	[ -n "$PG_ZERO_NOTE" ] && ZERO_NOTE["$op:$s"]="$PG_ZERO_NOTE"
@@ -576,7 +595,7 @@ records_script() {   # file prefix source
 	WITH c(code, message, latency_ms, response, payload) AS (${3//@REF@/$ref}), f AS (UPDATE enkash.idempotency_keys SET state = 'succeeded', outcome = c.payload, http_status = 200, owner_pid = NULL, owner_deadline = NULL, updated_at = now(), finished_at = now() FROM c WHERE endpoint = 'load_balance' AND key = $ref RETURNING id, key, role, outcome), a AS (INSERT INTO enkash.audit_log (role, endpoint, idempotency_key, key_id, outcome, http_status, enkash_code, message, latency_ms, response) SELECT f.role, 'load_balance', f.key, f.id, 'ok', 200, c.code, c.message, c.latency_ms::float8, c.response FROM f, c) SELECT outcome FROM f;
 	SCRIPT
 }
-write_reference_scripts
+[ "$BENCH_REFERENCES" = 1 ] && write_reference_scripts
 
 log "throughput: $BENCH_RUNS runs of ${BENCH_SECONDS}s each; sessions: $BENCH_SESSIONS"
 for r in $(seq 1 "$BENCH_RUNS"); do
@@ -997,7 +1016,7 @@ fi
 
 # Notes per row: audit rows the worker did not record, pgbench's zero latencies.
 for k in "${!AUDIT_CALLS[@]}"; do
-	if [ "${AUDIT_MISSING[$k]:-0}" -gt 0 ]; then
+	if [ "${AUDIT_MISSING[$k]:-0}" -gt 0 ] && ! hollow; then
 		NOTE[$k]="audit rows not recorded (worker behind): ${AUDIT_MISSING[$k]} of ${AUDIT_CALLS[$k]} calls over the runs"
 	fi
 done
@@ -1021,7 +1040,7 @@ name_of() {
 		raw) echo "raw client (baseline)" ;;
 		select1) echo "SELECT 1 (no call)" ;;
 		read) echo "enkash_get_card_account" ;;
-		load) echo "enkash_load_balance" ;;
+		load) if hollow; then echo "load, no rows (hollow)"; else echo "enkash_load_balance"; fi ;;
 		answer) echo "SELECT answer::jsonb" ;;
 		records) echo "load's records in SQL" ;;
 		bare_read) echo "bare SQL look-up" ;;
@@ -1120,15 +1139,16 @@ if throughput_runs; then
 			IFS=: read -r call ref_op bare_op <<<"$op"
 			ours=${CPU_TOTAL[$call:$s]:-} raw=${CPU_TOTAL[raw:$s]:-} ref=${CPU_TOTAL[$ref_op:$s]:-}
 			bare=${CPU_TOTAL[$bare_op:$s]:-}
-			[ -n "$raw" ] && [ -n "$ref" ] && [ -n "$ours" ] || continue
+			[ -n "$raw" ] && [ -n "$ours" ] || continue
 			target=$(case "$call:$s" in read:8) echo "<= 2.0" ;; load:8) echo "<= 4.0" ;; esac)
 			awk -v s="$s" -v name="$(name_of "$call")" -v raw="$raw" -v ref="$ref" -v us="$ours" -v bare="$bare" -v t="$target" 'BEGIN {
+				r = (ref == "") ? "-" : sprintf("%.1f", raw + ref); rx = (ref == "") ? "-" : sprintf("%.2f", (raw + ref) / raw)
 				b = (bare == "") ? "-" : sprintf("%.1f", bare); bx = (bare == "") ? "-" : sprintf("%.2f", bare / raw)
-				printf "%-24s %8s %10.1f %10.2f %14.1f %12.2f %10s %8s  %s\n", name, s, us, us / raw, raw + ref, (raw + ref) / raw, b, bx, t }'
+				printf "%-24s %8s %10.1f %10.2f %14s %12s %10s %8s  %s\n", name, s, us, us / raw, r, rx, b, bx, t }'
 			csv "multiple of the raw client: $(name_of "$call")" "$s" "$BENCH_RUNS" "" "" "" "" "" \
 				"$(awk -v a="$ours" -v b="$raw" 'BEGIN { printf "%.2f", a / b }')" \
 				"total CPU per call / the raw client's" "$target" "$ours" "us" \
-				"raw + reference $(awk -v a="$raw" -v b="$ref" 'BEGIN { printf "%.1f", a + b }') us; bare SQL call ${bare:--} us"
+				"raw + reference $(awk -v a="$raw" -v b="$ref" 'BEGIN { printf (b == "") ? "-" : "%.1f", a + b }') us; bare SQL call ${bare:--} us"
 		done
 	done
 fi
