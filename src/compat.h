@@ -73,8 +73,8 @@
 #define enkash_guc_free(ptr) free(ptr)
 #endif
 
-/* Whether this process is a background worker: 18 has only the macro. */
-#if PG_VERSION_NUM >= 180000
+/* Whether this process is a background worker: 17 on have only the macro. */
+#if PG_VERSION_NUM >= 170000
 #define enkash_is_background_worker() AmBackgroundWorkerProcess()
 #else
 #define enkash_is_background_worker() IsBackgroundWorker

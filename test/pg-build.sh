@@ -12,14 +12,16 @@
 # The source comes through a private apt configuration (deb-src lines for
 # trixie and sid, the archive the system already uses), so the system's own
 # package lists stay as they are; the tarball is checked against the .dsc's
-# SHA-256 before it is unpacked.  Besides the server: the contrib modules the
+# SHA-256 before it is unpacked; when the archive lists a version its pool
+# no longer serves, a pinned release is taken from the pool instead and
+# checked against its pinned SHA-256 (pinned_release).  Besides the server: the contrib modules the
 # tests use (dblink, pg_walinspect; pg_cron is not part of PostgreSQL's
 # source, and the tests that need it skip when it is absent), the TAP test modules
 # (PostgreSQL::Test::Cluster) and pg_regress/pg_isolation_regress.
 #
 # Prints the installation directory on stdout when it is there.  When the
-# source cannot be had (the archive lists a version whose tarball is gone),
-# prints one "skipped" line on stderr and exits 2; any other failure exits 1.
+# source cannot be had (neither the listed version nor a pinned one), prints
+# one "skipped" line on stderr and exits 2; any other failure exits 1.
 # Runs as root (or through sudo); the build itself runs as an unprivileged
 # user when started as root.
 set -euo pipefail
@@ -73,7 +75,7 @@ fi
 
 missing=()
 for p in bison flex build-essential libssl-dev libreadline-dev zlib1g-dev \
-	dpkg-dev libipc-run-perl; do
+	dpkg-dev libipc-run-perl curl; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -114,26 +116,61 @@ APT=(-o "Dir::Etc::sourcelist=$D/src.list" -o Dir::Etc::sourceparts=- \
 	-o "Dir::State::Lists=$D/lists" -o "Dir::Cache=$D/cache" -o APT::Sandbox::User=root)
 
 
+# A release of each version, pinned by the SHA-256 of its tarball as its
+# .dsc in the archive gives it (the .dsc's signature checked with
+# debian-keyring when pinned): taken from the archive's pool when the version
+# the source lists name is not served (a mirror behind its own lists).
+pinned_release() {
+	case "$VERSION" in
+	17) echo "17.11 dd27f2b3c59e73ed14aa3324901242bf69a032a6347805f274e6260322d42979" ;;
+	*) return 1 ;;
+	esac
+}
+
+# The tarball apt fetched, checked against the .dsc that came with it.
+listed_tarball() {
+	local dsc want got
+	dsc=$(ls "$D"/src/postgresql-"$VERSION"_*.dsc 2>/dev/null | head -1)
+	[ -n "$dsc" ] || skip "no .dsc came with the source"
+	TARBALL=$(ls "$D"/src/postgresql-"$VERSION"_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -1)
+	[ -n "$TARBALL" ] || skip "no upstream tarball came with the source"
+	want=$(awk -v f="${TARBALL##*/}" '
+		/^Checksums-Sha256:/ {in_sha = 1; next}
+		/^[^ ]/ {in_sha = 0}
+		in_sha && $3 == f {print $1}' "$dsc")
+	got=$(sha256sum "$TARBALL" | awk '{print $1}')
+	if [ -z "$want" ] || [ "$want" != "$got" ]; then
+		echo "test/pg-build.sh: ${TARBALL##*/} does not match the SHA-256 in ${dsc##*/}" >&2
+		exit 1
+	fi
+	say "${TARBALL##*/}: SHA-256 matches ${dsc##*/}"
+}
+
+# The pinned release's tarball from the pool, checked against its pin.
+pinned_tarball() {   # why the listed one could not be had
+	local release sha got
+	read -r release sha < <(pinned_release) || skip "$1"
+	say "$1; taking the pinned PostgreSQL $release instead"
+	TARBALL="$D/src/postgresql-${VERSION}_$release.orig.tar.bz2"
+	curl -sSf -m 900 -o "$TARBALL" "$URI/pool/main/p/postgresql-$VERSION/${TARBALL##*/}" \
+		|| skip "$1, and the pinned $release could not be downloaded either"
+	got=$(sha256sum "$TARBALL" | awk '{print $1}')
+	if [ "$got" != "$sha" ]; then
+		echo "test/pg-build.sh: ${TARBALL##*/} does not match its pinned SHA-256" >&2
+		exit 1
+	fi
+	say "${TARBALL##*/}: SHA-256 matches the pin"
+}
+
 say "fetching the source of PostgreSQL $VERSION from Debian's archive"
 apt-get "${APT[@]}" update -qq >/dev/null 2>"$D/apt.err" \
 	|| skip "the archive's source lists could not be read ($(tail -1 "$D/apt.err"))"
-(cd "$D/src" && apt-get "${APT[@]}" source --download-only -qq "postgresql-$VERSION") \
-	>"$D/apt.out" 2>&1 || skip "its source could not be downloaded ($(grep -m1 -E 'E:|Err' "$D/apt.out" || tail -1 "$D/apt.out"))"
-
-DSC=$(ls "$D"/src/postgresql-"$VERSION"_*.dsc 2>/dev/null | head -1)
-[ -n "$DSC" ] || skip "no .dsc came with the source"
-TARBALL=$(ls "$D"/src/postgresql-"$VERSION"_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -1)
-[ -n "$TARBALL" ] || skip "no upstream tarball came with the source"
-want=$(awk -v f="${TARBALL##*/}" '
-	/^Checksums-Sha256:/ {in_sha = 1; next}
-	/^[^ ]/ {in_sha = 0}
-	in_sha && $3 == f {print $1}' "$DSC")
-got=$(sha256sum "$TARBALL" | awk '{print $1}')
-if [ -z "$want" ] || [ "$want" != "$got" ]; then
-	echo "test/pg-build.sh: ${TARBALL##*/} does not match the SHA-256 in ${DSC##*/}" >&2
-	exit 1
+if (cd "$D/src" && apt-get "${APT[@]}" source --download-only -qq "postgresql-$VERSION") \
+	>"$D/apt.out" 2>&1; then
+	listed_tarball
+else
+	pinned_tarball "its source could not be downloaded ($(grep -m1 -E 'E:|Err' "$D/apt.out" || tail -1 "$D/apt.out"))"
 fi
-say "${TARBALL##*/}: SHA-256 matches ${DSC##*/}"
 
 chown -R "$BUILD_USER" "$D"
 as_build tar -C "$D" -xf "$TARBALL"
