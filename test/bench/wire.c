@@ -20,12 +20,7 @@
 #include "partner.h"
 
 const WireCredentials wire_sandbox_credentials = {
-	.client_id = SANDBOX_CLIENT_ID,
-	.client_secret = SANDBOX_CLIENT_SECRET,
-	.username = SANDBOX_USERNAME,
-	.password = SANDBOX_PASSWORD,
-	.company_id = SANDBOX_COMPANY_ID,
-	.partner_id = SANDBOX_PARTNER_ID,
+	SANDBOX_PARTNER_FIELDS,
 };
 
 size_t

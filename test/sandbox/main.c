@@ -28,12 +28,7 @@
 SandboxConfig cfg = {
 	.listen = "127.0.0.1",
 	.port = 0,
-	.client_id = SANDBOX_CLIENT_ID,
-	.client_secret = SANDBOX_CLIENT_SECRET,
-	.username = SANDBOX_USERNAME,
-	.password = SANDBOX_PASSWORD,
-	.company_id = SANDBOX_COMPANY_ID,
-	.partner_id = SANDBOX_PARTNER_ID,
+	SANDBOX_PARTNER_FIELDS,
 	.token_ttl = 86399,
 };
 

@@ -17,4 +17,13 @@
 #define SANDBOX_COMPANY_ID "CEKSANDBOX1"
 #define SANDBOX_PARTNER_ID "CRSANDBOX1"
 
+/* The six fields above, as designated initializers of a struct naming them alike. */
+#define SANDBOX_PARTNER_FIELDS \
+	.client_id = SANDBOX_CLIENT_ID, \
+	.client_secret = SANDBOX_CLIENT_SECRET, \
+	.username = SANDBOX_USERNAME, \
+	.password = SANDBOX_PASSWORD, \
+	.company_id = SANDBOX_COMPANY_ID, \
+	.partner_id = SANDBOX_PARTNER_ID
+
 #endif							/* SANDBOX_PARTNER_H */
