@@ -28,6 +28,7 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 	unit=${ENKASH_UNIT:-1}
 	packaging=${ENKASH_PACKAGING:-1}    # once, with the first version, as the unit tests
 	tap=${ENKASH_TAP-test/t/*.pl}
+	digests=$(mktemp -d /tmp/enkash-failed.XXXXXX)
 	for version in ${ENKASH_PG:-15 17 18}; do
 		sysbin=$(pg_sysbin "$version")
 		case $? in
@@ -40,7 +41,8 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 		esac
 		log "PostgreSQL $version ($sysbin)"
 		out=$(mktemp /tmp/enkash-run.XXXXXX)
-		ENKASH_PG_ONE=1 PG_MAJOR=$version PG_SYSBIN=$sysbin ENKASH_UNIT=$unit \
+		ENKASH_PG_ONE=1 ENKASH_FAILED_DIGEST="$digests/$version" \
+			PG_MAJOR=$version PG_SYSBIN=$sysbin ENKASH_UNIT=$unit \
 			ENKASH_PACKAGING=$packaging ENKASH_TAP=$tap bash "${BASH_SOURCE[0]}" | tee "$out"
 		unit=0
 		packaging=0
@@ -57,6 +59,13 @@ if [ -z "${ENKASH_PG_ONE:-}" ]; then
 		line=${line#* passed, }
 		total_failed=$((total_failed + ${line%% failed*}))
 	done
+	# What failed, again at the end, where a truncated log still shows it
+	for digest in "$digests"/*; do
+		[ -s "$digest" ] || continue
+		echo "==> what failed on PostgreSQL $(basename "$digest")"
+		head -150 "$digest"
+	done
+	rm -rf "$digests"
 	printf '%s\n' "${summary[@]}"
 	echo "$total_passed passed, $total_failed failed"
 	[ "$total_failed" -eq 0 ]
@@ -75,6 +84,12 @@ count() {   # passed failed
 	passed=$((passed + $1))
 	failed=$((failed + $2))
 }
+# A short account of each failure, for the matrix's closing lines
+digest=${ENKASH_FAILED_DIGEST:-/dev/null}
+: >"$digest"
+failed_digest() {   # title (the details on stdin)
+	{ echo "--- $1"; cat; } >>"$digest"
+}
 
 # Runs a tool that ends with "name: N passed, M failed" and counts its results.
 run_counted() {   # label command...
@@ -83,15 +98,14 @@ run_counted() {   # label command...
 	rc=$?
 	printf '%s\n' "$out" | tail -20 >&2
 	line=$(printf '%s\n' "$out" | grep -E "^$1: [0-9]+ passed, [0-9]+ failed" | tail -1)
-	if [ -z "$line" ]; then
-		count 0 1
-	else
-		local p f
+	local p=0 f=1
+	if [ -n "$line" ]; then
 		p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/')
 		f=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/')
 		[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-		count "$p" "$f"
 	fi
+	[ "$f" -gt 0 ] && printf '%s\n' "$out" | tail -20 | failed_digest "$1"
+	count "$p" "$f"
 }
 
 # --- unit tests and the sandbox's own checks (openssl enc, curl) -------------
@@ -169,6 +183,11 @@ for diffs in "$WORK/tree/regression.diffs" "$WORK/tree/output_iso/regression.dif
 		head -200 "$diffs" >&2
 	fi
 done
+if [ "$bad" -gt 0 ]; then
+	{ grep -E '\.\.\. (FAILED|failed)|^not ok [0-9]+ ' "$WORK/regress.log"
+	  cat "$WORK/tree/regression.diffs" "$WORK/tree/output_iso/regression.diffs" 2>/dev/null | head -60
+	} | failed_digest "pg_regress and isolation"
+fi
 count "$ok" "$bad"
 fi
 
@@ -195,15 +214,22 @@ as_user mkdir -p "$WORK/tap"
 tap_rc=$?
 cat "$WORK/tap.log" >&2
 tap_total=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$WORK/tap.log")
-tap_failed=$(sed -n 's/.*Failed \([0-9]*\)\/[0-9]* subtests.*/\1/p' "$WORK/tap.log" | awk '{s+=$1} END {print s+0}')
+# prove's summary names each failed script: its failed checks, or 1 when it died
+tap_failed=$(sed -n 's/^test\/t\/.* (Wstat: .* Failed: \([0-9]*\))$/\1/p' "$WORK/tap.log" |
+	awk '{s += ($1 > 0 ? $1 : 1)} END {print s+0}')
 tap_total=${tap_total:-0}
-tap_failed=${tap_failed:-0}
 if [ "$tap_rc" -ne 0 ] && [ "$tap_failed" -eq 0 ]; then
-	tap_failed=1    # a script died before reporting its failures
-	for f in "$WORK"/tap/tmp_check/log/regress_log_*; do
-		[ -f "$f" ] && tail -30 "$f" >&2
-	done
+	tap_failed=1    # prove itself failed
 fi
+[ "$tap_failed" -gt 0 ] && sed -n '/^Test Summary Report/,$p' "$WORK/tap.log" | failed_digest "TAP"
+for script in $(sed -n 's/^\(test\/t\/[^ ]*\.pl\) *(Wstat.*/\1/p' "$WORK/tap.log"); do
+	logs="$WORK/tap/tmp_check/log" name=$(basename "$script" .pl)
+	{ grep -E 'not ok [0-9]|# +Failed test|# +at |# +got:|# +expected:' "$logs/regress_log_$name" | head -20
+	  echo '(the end of its log)'; tail -30 "$logs/regress_log_$name"
+	  for server in "$logs/${name}"_*.log; do
+		[ -f "$server" ] && { echo "(the end of $(basename "$server"))"; tail -8 "$server"; }
+	  done; } 2>/dev/null | failed_digest "$script"
+done
 count $((tap_total - tap_failed > 0 ? tap_total - tap_failed : 0)) "$tap_failed"
 fi
 

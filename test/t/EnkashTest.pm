@@ -14,6 +14,38 @@ our @EXPORT = qw(enkash_node sandbox sandbox_json start_private_sandbox install_
   enkash_clean_node hold_worker_commits release_worker_commits loads_sent credits
   credits_by_prefix enkash_standby promote_and_wait tmp_file);
 
+# Cluster's psql and poll_query_until give psql its SQL on standard input.
+# While a server restarts after a crash it refuses connections at once, and
+# psql can exit before that input is written: IPC::Run then dies with
+# "Broken pipe", ending the test script.  An input of at most PIPE_BUF bytes
+# is written in one atomic write, so that error means psql read none of it
+# and nothing ran: it is a failed attempt, made again.
+use constant PIPE_BUF => 4096;
+use bytes ();
+for my $name (qw(psql poll_query_until))
+{
+	my $original = PostgreSQL::Test::Cluster->can($name);
+	no strict 'refs';
+	no warnings 'redefine';
+	*{"PostgreSQL::Test::Cluster::$name"} = sub {
+		my $sql = $_[2] // '';
+		my $want_list = wantarray;    # the caller's, not the eval's
+		for my $attempt (1 .. 100)
+		{
+			my @result;
+			my $done = eval {
+				@result = $want_list ? $original->(@_) : scalar($original->(@_));
+				1;
+			};
+			return $want_list ? @result : $result[0] if $done;
+			die $@ unless $@ =~ /Broken pipe/ && bytes::length($sql) <= PIPE_BUF;
+			Test::More::note("psql exited before reading its input; made again: $sql");
+			select(undef, undef, undef, 0.1);
+		}
+		die "psql exited before reading its input 100 times: $sql";
+	};
+}
+
 my $sandbox_url = $ENV{SANDBOX_URL} or die "SANDBOX_URL is not set: run through test/run.sh";
 my $credentials = $ENV{ENKASH_CREDENTIALS} or die "ENKASH_CREDENTIALS is not set";
 
