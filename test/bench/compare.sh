@@ -15,6 +15,10 @@
 # same run.
 #
 #   BENCH_COMPARE_ROUNDS=3   rounds (each version once per round)
+#   BENCH_COMPARE_LATENCY_MS=0  also the rows at 8 sessions against this much
+#                            sandbox latency (run.sh's BENCH_MONEY_LATENCY_MS),
+#                            compared by their calls/s ratios: a look-up's to
+#                            the raw client's, a load's to a read's
 #   BENCH_SECONDS, BENCH_SESSIONS as for run.sh
 #
 # About 1.5 minutes per version and round with the defaults; run it on an
@@ -25,6 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OLD=${1:?usage: test/bench/compare.sh OLD [NEW]}
 NEW=${2:-HEAD}
 ROUNDS=${BENCH_COMPARE_ROUNDS:-3}
+LATENCY=${BENCH_COMPARE_LATENCY_MS:-0}
 export BENCH_SESSIONS=${BENCH_SESSIONS:-8}
 export BENCH_SECONDS=${BENCH_SECONDS:-10}
 
@@ -52,7 +57,7 @@ done
 for r in $(seq 1 "$ROUNDS"); do
 	for side in old new; do
 		echo "==> round $r of $ROUNDS: $side" >&2
-		BENCH_ONLY=money BENCH_RUNS=1 BENCH_MONEY_LATENCY_MS=0 BENCH_REFERENCES=0 \
+		BENCH_ONLY=money BENCH_RUNS=1 BENCH_MONEY_LATENCY_MS="$LATENCY" BENCH_REFERENCES=0 \
 			BENCH_CSV="$OUT/$side-$r.csv" \
 			bash "$DIR/$side/test/bench/run.sh" >"$OUT/$side-$r.txt" 2>&1 || {
 			echo "test/bench/compare.sh: the $side run of round $r failed; see $OUT/$side-$r.txt" >&2
@@ -62,7 +67,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # "CPU per call: <operation>","<sessions>",...,"<total>","us","<by process>"
-awk -F'","' -v rounds="$ROUNDS" -v sessions="$BENCH_SESSIONS" '
+awk -F'","' -v rounds="$ROUNDS" -v sessions="$BENCH_SESSIONS" -v latency="$LATENCY" '
 function median(list,    n, a, i, j, t) {
 	n = split(list, a, " ")
 	for (i = 1; i <= n; i++)
@@ -71,6 +76,10 @@ function median(list,    n, a, i, j, t) {
 	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 FNR == 1 { split(FILENAME, p, "/"); file = p[length(p)]; side = file; sub(/-.*/, "", side) }
+$2 ~ /^8\+[0-9]+ms$/ && $9 != "" && $1 !~ /^"raw/ {
+	op = substr($1, 2)
+	rate[side, op] = rate[side, op] " " $9
+}
 $1 ~ /^"CPU per call: / {
 	op = $1; sub(/^"CPU per call: /, "", op)
 	total[side, op, $2] = total[side, op, $2] " " $12
@@ -90,5 +99,16 @@ END {
 					o == 1 ? "1" : sprintf("%.2f", median(ratio[side, op, ss[k]]))
 			}
 		}
+	if (latency == 0)
+		exit
+	printf "\n%-5s %-26s %8s  %-30s %8s\n", "", "operation", "sessions", "calls/s ratio, by round", "median"
+	for (o = 2; o <= 3; o++) {
+		op = o == 2 ? "enkash_get_card_account" : "enkash_load_balance"
+		for (s = 1; s <= 2; s++) {
+			side = s == 1 ? "old" : "new"
+			printf "%-5s %-26s %8s  %-30s %8.2f  %s\n", side, op, "8+" latency "ms", rate[side, op],
+				median(rate[side, op]), o == 2 ? "of raw" : "x a read"
+		}
+	}
 }' "$OUT"/old-*.csv "$OUT"/new-*.csv | tee "$OUT/summary.txt"
 echo "(the runs' own output and CSVs: $OUT)"
