@@ -1061,7 +1061,7 @@ if throughput_runs; then
 	echo
 	# The rate targets: a look-up's calls/s against the raw client's, with
 	# no latency and with 20 ms of it; a load's against a read's at 20 ms
-	# (with none, a load's target is its CPU, in the table after this one).
+	# (with none, a load's target is its CPU, in the multiples table).
 	rate_target() {   # read|load sessions
 		case "$1:$(latency_of "$2"):${2%%+*}" in
 			read:0:1) echo ">= 0.70" ;;
